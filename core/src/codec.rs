@@ -1,0 +1,408 @@
+//! The Minecraft wire primitives used before login completes: VarInt, strings and length-prefixed frames.
+//!
+//! Every reader takes a byte slice and returns [`Parsed::Complete`] (value and bytes used),
+//! [`Parsed::Incomplete`] (the slice is a valid prefix, more bytes are needed) or a typed [`CodecError`].
+//! Readers borrow from the input and never allocate.
+
+use thiserror::Error;
+
+/// A VarInt never takes more than this many bytes.
+pub const VARINT_MAX_LEN: usize = 5;
+
+/// A VarLong never takes more than this many bytes.
+pub const VARLONG_MAX_LEN: usize = 10;
+
+/// Outcome of a parser that succeeded so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parsed<T> {
+    /// A whole value and the number of input bytes it used.
+    Complete(T, usize),
+    /// The input is a valid prefix; more bytes are needed.
+    Incomplete,
+}
+
+impl<T> Parsed<T> {
+    /// Applies `f` to a complete value.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Parsed<U> {
+        match self {
+            Parsed::Complete(v, n) => Parsed::Complete(f(v), n),
+            Parsed::Incomplete => Parsed::Incomplete,
+        }
+    }
+}
+
+/// Why bytes could not be read as a wire primitive.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum CodecError {
+    /// A VarInt or VarLong ran past its maximum width.
+    #[error("VarInt longer than {max} bytes")]
+    VarIntTooLong {
+        /// The maximum width in bytes.
+        max: usize,
+    },
+    /// A length prefix was negative.
+    #[error("negative length {len}")]
+    NegativeLength {
+        /// The length as read.
+        len: i32,
+    },
+    /// A frame announced more bytes than allowed.
+    #[error("frame of {len} bytes exceeds the limit of {max}")]
+    FrameTooLarge {
+        /// The announced length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A frame's length prefix says zero bytes: no room for a packet id.
+    #[error("empty frame")]
+    EmptyFrame,
+    /// A string's byte length exceeded its limit.
+    #[error("string of {len} bytes exceeds the limit of {max}")]
+    StringTooLong {
+        /// The announced byte length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A string was not valid UTF-8.
+    #[error("string is not valid UTF-8")]
+    InvalidUtf8,
+    /// A field ran past the end of its frame.
+    #[error("field `{field}` runs past the end of its packet")]
+    Truncated {
+        /// The field being read.
+        field: &'static str,
+    },
+}
+
+/// Reads a VarInt.
+pub fn read_varint(buf: &[u8]) -> Result<Parsed<i32>, CodecError> {
+    let mut value: u32 = 0;
+    for (i, &byte) in buf.iter().enumerate().take(VARINT_MAX_LEN) {
+        value |= u32::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Ok(Parsed::Complete(value as i32, i + 1));
+        }
+    }
+    if buf.len() >= VARINT_MAX_LEN {
+        Err(CodecError::VarIntTooLong {
+            max: VARINT_MAX_LEN,
+        })
+    } else {
+        Ok(Parsed::Incomplete)
+    }
+}
+
+/// Reads a VarLong.
+pub fn read_varlong(buf: &[u8]) -> Result<Parsed<i64>, CodecError> {
+    let mut value: u64 = 0;
+    for (i, &byte) in buf.iter().enumerate().take(VARLONG_MAX_LEN) {
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Ok(Parsed::Complete(value as i64, i + 1));
+        }
+    }
+    if buf.len() >= VARLONG_MAX_LEN {
+        Err(CodecError::VarIntTooLong {
+            max: VARLONG_MAX_LEN,
+        })
+    } else {
+        Ok(Parsed::Incomplete)
+    }
+}
+
+/// Appends a VarInt.
+pub fn write_varint(out: &mut Vec<u8>, value: i32) {
+    let mut v = value as u32;
+    loop {
+        if v & !0x7f == 0 {
+            out.push(v as u8);
+            return;
+        }
+        out.push((v as u8 & 0x7f) | 0x80);
+        v >>= 7;
+    }
+}
+
+/// Appends a VarLong.
+pub fn write_varlong(out: &mut Vec<u8>, value: i64) {
+    let mut v = value as u64;
+    loop {
+        if v & !0x7f == 0 {
+            out.push(v as u8);
+            return;
+        }
+        out.push((v as u8 & 0x7f) | 0x80);
+        v >>= 7;
+    }
+}
+
+/// The number of bytes `value` takes as a VarInt.
+pub fn varint_len(value: i32) -> usize {
+    let v = value as u32;
+    match v {
+        0..=0x7f => 1,
+        0x80..=0x3fff => 2,
+        0x4000..=0x1f_ffff => 3,
+        0x20_0000..=0xfff_ffff => 4,
+        _ => 5,
+    }
+}
+
+/// Reads a length-prefixed UTF-8 string whose byte length is at most `max_bytes`.
+///
+/// A length larger than `max_bytes` is an error even before the bytes arrive.
+pub fn read_string(buf: &[u8], max_bytes: usize) -> Result<Parsed<&str>, CodecError> {
+    let (len, used) = match read_varint(buf)? {
+        Parsed::Complete(len, used) => (len, used),
+        Parsed::Incomplete => return Ok(Parsed::Incomplete),
+    };
+    let len = usize::try_from(len).map_err(|_| CodecError::NegativeLength { len })?;
+    if len > max_bytes {
+        return Err(CodecError::StringTooLong {
+            len,
+            max: max_bytes,
+        });
+    }
+    let Some(bytes) = buf.get(used..used + len) else {
+        return Ok(Parsed::Incomplete);
+    };
+    let s = std::str::from_utf8(bytes).map_err(|_| CodecError::InvalidUtf8)?;
+    Ok(Parsed::Complete(s, used + len))
+}
+
+/// Appends a length-prefixed UTF-8 string.
+pub fn write_string(out: &mut Vec<u8>, s: &str) {
+    write_varint(out, s.len() as i32);
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// One uncompressed packet: its id and body, borrowed from the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frame<'a> {
+    /// The packet id.
+    pub id: i32,
+    /// The bytes after the packet id.
+    pub body: &'a [u8],
+}
+
+/// Reads one uncompressed frame (`VarInt length`, `VarInt id`, body) whose length is at most `max_len`.
+///
+/// A length over `max_len` is an error as soon as the prefix is read, so a hostile length is never waited for.
+pub fn read_frame(buf: &[u8], max_len: usize) -> Result<Parsed<Frame<'_>>, CodecError> {
+    let (len, prefix) = match read_varint(buf)? {
+        Parsed::Complete(len, used) => (len, used),
+        Parsed::Incomplete => return Ok(Parsed::Incomplete),
+    };
+    let len = usize::try_from(len).map_err(|_| CodecError::NegativeLength { len })?;
+    if len > max_len {
+        return Err(CodecError::FrameTooLarge { len, max: max_len });
+    }
+    if len == 0 {
+        return Err(CodecError::EmptyFrame);
+    }
+    let Some(content) = buf.get(prefix..prefix + len) else {
+        return Ok(Parsed::Incomplete);
+    };
+    let (id, id_len) = match read_varint(content)? {
+        Parsed::Complete(id, used) => (id, used),
+        Parsed::Incomplete => return Err(CodecError::Truncated { field: "packet id" }),
+    };
+    Ok(Parsed::Complete(
+        Frame {
+            id,
+            body: &content[id_len..],
+        },
+        prefix + len,
+    ))
+}
+
+/// Appends a frame with the given id and body.
+pub fn write_frame(out: &mut Vec<u8>, id: i32, body: &[u8]) {
+    write_varint(out, (varint_len(id) + body.len()) as i32);
+    write_varint(out, id);
+    out.extend_from_slice(body);
+}
+
+/// A cursor over a complete packet body, for fields that must be present.
+///
+/// Running out of bytes inside a complete frame is an error ([`CodecError::Truncated`]), not a wait.
+#[derive(Debug, Clone)]
+pub struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    /// A reader at the start of `buf`.
+    pub fn new(buf: &'a [u8]) -> Self {
+        Reader { buf, pos: 0 }
+    }
+
+    /// The bytes not yet read.
+    pub fn rest(&self) -> &'a [u8] {
+        &self.buf[self.pos..]
+    }
+
+    /// Reads a VarInt.
+    pub fn varint(&mut self, field: &'static str) -> Result<i32, CodecError> {
+        match read_varint(self.rest())? {
+            Parsed::Complete(v, n) => {
+                self.pos += n;
+                Ok(v)
+            }
+            Parsed::Incomplete => Err(CodecError::Truncated { field }),
+        }
+    }
+
+    /// Reads a string of at most `max_bytes` bytes.
+    pub fn string(&mut self, field: &'static str, max_bytes: usize) -> Result<&'a str, CodecError> {
+        match read_string(self.rest(), max_bytes)? {
+            Parsed::Complete(s, n) => {
+                self.pos += n;
+                Ok(s)
+            }
+            Parsed::Incomplete => Err(CodecError::Truncated { field }),
+        }
+    }
+
+    /// Reads `n` raw bytes.
+    pub fn bytes(&mut self, field: &'static str, n: usize) -> Result<&'a [u8], CodecError> {
+        let out = self
+            .rest()
+            .get(..n)
+            .ok_or(CodecError::Truncated { field })?;
+        self.pos += n;
+        Ok(out)
+    }
+
+    /// Reads a big-endian u16.
+    pub fn u16(&mut self, field: &'static str) -> Result<u16, CodecError> {
+        let b = self.bytes(field, 2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+
+    /// Reads a big-endian i64.
+    pub fn i64(&mut self, field: &'static str) -> Result<i64, CodecError> {
+        let b = self.bytes(field, 8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(i64::from_be_bytes(a))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn varint_known_values() {
+        let cases: &[(i32, &[u8])] = &[
+            (0, &[0x00]),
+            (1, &[0x01]),
+            (127, &[0x7f]),
+            (128, &[0x80, 0x01]),
+            (255, &[0xff, 0x01]),
+            (25565, &[0xdd, 0xc7, 0x01]),
+            (2_097_151, &[0xff, 0xff, 0x7f]),
+            (i32::MAX, &[0xff, 0xff, 0xff, 0xff, 0x07]),
+            (-1, &[0xff, 0xff, 0xff, 0xff, 0x0f]),
+            (i32::MIN, &[0x80, 0x80, 0x80, 0x80, 0x08]),
+        ];
+        for &(value, bytes) in cases {
+            let mut out = Vec::new();
+            write_varint(&mut out, value);
+            assert_eq!(out, bytes, "encoding {value}");
+            assert_eq!(read_varint(bytes), Ok(Parsed::Complete(value, bytes.len())));
+            assert_eq!(varint_len(value), bytes.len());
+        }
+    }
+
+    #[test]
+    fn six_byte_varint_is_an_error_not_a_wait() {
+        assert_eq!(
+            read_varint(&[0x80, 0x80, 0x80, 0x80, 0x80]),
+            Err(CodecError::VarIntTooLong { max: 5 })
+        );
+        assert_eq!(read_varint(&[0x80, 0x80]), Ok(Parsed::Incomplete));
+        assert_eq!(read_varint(&[]), Ok(Parsed::Incomplete));
+    }
+
+    #[test]
+    fn oversized_frame_is_rejected_from_its_prefix_alone() {
+        // 0xff 0xff 0x7f = 2 MiB announced, no body yet.
+        assert_eq!(
+            read_frame(&[0xff, 0xff, 0x7f], 1024),
+            Err(CodecError::FrameTooLarge {
+                len: 2_097_151,
+                max: 1024
+            })
+        );
+    }
+
+    #[test]
+    fn negative_string_length_is_an_error() {
+        assert_eq!(
+            read_string(&[0xff, 0xff, 0xff, 0xff, 0x0f], 10),
+            Err(CodecError::NegativeLength { len: -1 })
+        );
+    }
+
+    #[test]
+    fn frame_with_truncated_id_is_an_error() {
+        assert_eq!(
+            read_frame(&[0x01, 0x80], 10),
+            Err(CodecError::Truncated { field: "packet id" })
+        );
+        assert_eq!(read_frame(&[0x00], 10), Err(CodecError::EmptyFrame));
+    }
+
+    proptest! {
+        #[test]
+        fn varint_round_trips(v in any::<i32>()) {
+            let mut out = Vec::new();
+            write_varint(&mut out, v);
+            prop_assert_eq!(out.len(), varint_len(v));
+            prop_assert_eq!(read_varint(&out), Ok(Parsed::Complete(v, out.len())));
+            for cut in 0..out.len() {
+                prop_assert_eq!(read_varint(&out[..cut]), Ok(Parsed::Incomplete));
+            }
+        }
+
+        #[test]
+        fn varlong_round_trips(v in any::<i64>()) {
+            let mut out = Vec::new();
+            write_varlong(&mut out, v);
+            prop_assert_eq!(read_varlong(&out), Ok(Parsed::Complete(v, out.len())));
+        }
+
+        #[test]
+        fn string_round_trips(s in ".{0,64}") {
+            let mut out = Vec::new();
+            write_string(&mut out, &s);
+            prop_assert_eq!(read_string(&out, 1024), Ok(Parsed::Complete(s.as_str(), out.len())));
+        }
+
+        #[test]
+        fn frame_round_trips(id in 0..0x200i32, body in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let mut out = Vec::new();
+            write_frame(&mut out, id, &body);
+            prop_assert_eq!(read_frame(&out, 4096), Ok(Parsed::Complete(Frame { id, body: &body }, out.len())));
+            for cut in 0..out.len() {
+                prop_assert_eq!(read_frame(&out[..cut], 4096), Ok(Parsed::Incomplete));
+            }
+        }
+
+        #[test]
+        fn readers_are_total(bytes in proptest::collection::vec(any::<u8>(), 0..64), max in 0usize..100) {
+            let _ = read_varint(&bytes);
+            let _ = read_varlong(&bytes);
+            let _ = read_string(&bytes, max);
+            if let Ok(Parsed::Complete(_, used)) = read_frame(&bytes, max) {
+                prop_assert!(used <= bytes.len());
+            }
+        }
+    }
+}

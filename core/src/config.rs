@@ -1,0 +1,767 @@
+//! Configuration: the main file and one file per server, as plain data, plus validation that reports every
+//! problem at once, each naming the file, the key and the reason.
+//!
+//! Parsing goes through loosely typed `Raw*` structs (strings for durations and addresses) so that a bad
+//! value is reported with its key and a precise reason instead of a generic deserialisation error.
+
+use crate::rewrite::Rewrite;
+use serde::Deserialize;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Default `disconnect_message`.
+pub const DEFAULT_DISCONNECT_MESSAGE: &str =
+    "Server is currently unreachable. Please try again later.";
+
+/// One problem found in a configuration source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    /// The file (or other source, such as a Docker container) the problem is in.
+    pub source: String,
+    /// The key, dotted for nested keys (`timeouts.connect`); empty when the whole file is unreadable.
+    pub key: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl ConfigIssue {
+    fn new(source: &str, key: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigIssue {
+            source: source.to_owned(),
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.source, self.reason)
+        } else {
+            write!(f, "{}: `{}`: {}", self.source, self.key, self.reason)
+        }
+    }
+}
+
+/// Every problem found, in the order found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigIssue>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, issue) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{issue}")?;
+        }
+        Ok(())
+    }
+}
+
+/// How a server's traffic is forwarded after the first packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProxyMode {
+    /// Copy bytes through user space.
+    #[default]
+    Passthrough,
+    /// Copy bytes with splice(2) through a kernel pipe (Linux); same semantics as passthrough.
+    ZeroCopy,
+}
+
+/// Which PROXY protocol header to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProxyProtocolVersion {
+    /// The text header (`PROXY TCP4 ...\r\n`).
+    V1,
+    /// The binary header.
+    #[default]
+    V2,
+}
+
+/// Time limits of one server's sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Limit on dialling one backend address.
+    pub connect: Duration,
+    /// Idle limit per side while forwarding.
+    pub read: Duration,
+    /// Limit on a write that makes no progress.
+    pub write: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(5),
+            read: Duration::from_secs(30),
+            write: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A backend address as configured: a host (name or IP) and a port, resolved when dialled.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BackendAddress {
+    /// Host name or IP literal (without brackets).
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+impl BackendAddress {
+    /// Parses `host:port` (`[v6]:port` for IPv6 literals).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (host, port) = s
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{s:?} is not host:port (the port is missing)"))?;
+        let host = match host.strip_prefix('[') {
+            Some(inner) => inner
+                .strip_suffix(']')
+                .ok_or_else(|| format!("{s:?} has an unclosed `[`"))?,
+            None if host.contains(':') => {
+                return Err(format!("{s:?}: write IPv6 addresses as [addr]:port"))
+            }
+            None => host,
+        };
+        if host.is_empty() {
+            return Err(format!("{s:?} has no host"));
+        }
+        if host.chars().any(|c| c.is_whitespace() || c == '/') {
+            return Err(format!("{s:?} has an invalid host"));
+        }
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("{s:?} has an invalid port {port:?} (1-65535)"))?;
+        if port == 0 {
+            return Err(format!("{s:?} has port 0"));
+        }
+        Ok(BackendAddress {
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+impl fmt::Display for BackendAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// One validated server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Unique name; the file stem when `name` is absent.
+    pub name: String,
+    /// Where it was defined (a file path, a container).
+    pub source: String,
+    /// Exact names and wildcard patterns, normalised to lower case without a trailing dot.
+    pub domains: Vec<String>,
+    /// Backend addresses, tried round robin with failover.
+    pub addresses: Vec<BackendAddress>,
+    /// Forwarding mode.
+    pub proxy_mode: ProxyMode,
+    /// Send a PROXY protocol header to the backend first.
+    pub send_proxy_protocol: bool,
+    /// Which PROXY protocol header.
+    pub proxy_protocol_version: ProxyProtocolVersion,
+    /// The host the backend sees.
+    pub domain_rewrite: Rewrite,
+    /// Concurrent players allowed; 0 = unlimited.
+    pub max_players: u32,
+    /// What a player is told when no backend answers.
+    pub disconnect_message: String,
+    /// Time limits.
+    pub timeouts: Timeouts,
+}
+
+/// The main file, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MainConfig {
+    /// Where to listen.
+    pub bind: SocketAddr,
+    /// Directory of server files (resolved against the main file's directory).
+    pub servers_dir: PathBuf,
+    /// Limit for a client to send its handshake and login start.
+    pub handshake_timeout: Duration,
+    /// Concurrent client connections allowed; 0 = unlimited.
+    pub max_connections: usize,
+    /// How long live sessions may go on after a shutdown signal before they are closed.
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMain {
+    bind: Option<String>,
+    servers_dir: Option<String>,
+    handshake_timeout: Option<String>,
+    max_connections: Option<usize>,
+    shutdown_timeout: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTimeouts {
+    connect: Option<String>,
+    read: Option<String>,
+    write: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawRewrite {
+    Mode(String),
+    Explicit(RawExplicit),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExplicit {
+    explicit: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    name: Option<String>,
+    domains: Option<Vec<String>>,
+    addresses: Option<Vec<String>>,
+    proxy_mode: Option<String>,
+    send_proxy_protocol: Option<bool>,
+    proxy_protocol_version: Option<u8>,
+    domain_rewrite: Option<RawRewrite>,
+    max_players: Option<u32>,
+    disconnect_message: Option<String>,
+    timeouts: Option<RawTimeouts>,
+    network: Option<toml::Value>,
+}
+
+/// Turns a toml error into an issue naming the key on the offending line when there is one.
+fn toml_issue(source: &str, text: &str, err: &toml::de::Error) -> ConfigIssue {
+    let key = err
+        .span()
+        .and_then(|span| {
+            let line_start = text[..span.start.min(text.len())]
+                .rfind('\n')
+                .map_or(0, |i| i + 1);
+            let line = text[line_start..].lines().next()?;
+            let (key, _) = line.split_once('=')?;
+            Some(key.trim().trim_matches('"').to_owned())
+        })
+        .unwrap_or_default();
+    ConfigIssue::new(source, key, err.message().trim().to_owned())
+}
+
+fn duration(
+    source: &str,
+    key: &str,
+    value: Option<&str>,
+    default: Duration,
+    issues: &mut Vec<ConfigIssue>,
+) -> Duration {
+    let Some(value) = value else { return default };
+    match humantime_serde::re::humantime::parse_duration(value) {
+        Ok(d) if d.is_zero() => {
+            issues.push(ConfigIssue::new(source, key, "must be greater than zero"));
+            default
+        }
+        Ok(d) => d,
+        Err(e) => {
+            issues.push(ConfigIssue::new(
+                source,
+                key,
+                format!("invalid duration {value:?}: {e} (write e.g. \"5s\", \"2m\", \"1h\")"),
+            ));
+            default
+        }
+    }
+}
+
+impl MainConfig {
+    /// Parses and validates the main file; `path` locates it so `servers_dir` can be resolved.
+    pub fn from_toml(path: &Path, text: &str) -> Result<MainConfig, ConfigErrors> {
+        let source = path.display().to_string();
+        let raw: RawMain =
+            toml::from_str(text).map_err(|e| ConfigErrors(vec![toml_issue(&source, text, &e)]))?;
+        let mut issues = Vec::new();
+        let bind_text = raw.bind.as_deref().unwrap_or("0.0.0.0:25565");
+        let bind = bind_text.parse().unwrap_or_else(|_| {
+            issues.push(ConfigIssue::new(
+                &source,
+                "bind",
+                format!("{bind_text:?} is not an IP:port address (e.g. \"0.0.0.0:25565\")"),
+            ));
+            SocketAddr::from(([0, 0, 0, 0], 25565))
+        });
+        let base = path.parent().unwrap_or(Path::new("."));
+        let servers_dir = base.join(raw.servers_dir.as_deref().unwrap_or("servers"));
+        let handshake_timeout = duration(
+            &source,
+            "handshake_timeout",
+            raw.handshake_timeout.as_deref(),
+            Duration::from_secs(5),
+            &mut issues,
+        );
+        let shutdown_timeout = duration(
+            &source,
+            "shutdown_timeout",
+            raw.shutdown_timeout.as_deref(),
+            Duration::from_secs(30),
+            &mut issues,
+        );
+        if !issues.is_empty() {
+            return Err(ConfigErrors(issues));
+        }
+        Ok(MainConfig {
+            bind,
+            servers_dir,
+            handshake_timeout,
+            max_connections: raw.max_connections.unwrap_or(0),
+            shutdown_timeout,
+        })
+    }
+}
+
+/// Checks a `domains` entry and normalises it (lower case, no trailing dot).
+fn domain(source: &str, value: &str, issues: &mut Vec<ConfigIssue>) -> Option<String> {
+    let d = value.trim().strip_suffix('.').unwrap_or(value.trim());
+    let bad = d.is_empty()
+        || d.len() > crate::hostname::MAX_HOST_LEN
+        || d.chars()
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '/' | ':' | '@'));
+    if bad {
+        issues.push(ConfigIssue::new(
+            source,
+            "domains",
+            format!("{value:?} is not a domain name or `*.` pattern"),
+        ));
+        return None;
+    }
+    Some(d.to_ascii_lowercase())
+}
+
+impl ServerConfig {
+    /// Parses and validates one server file. `source` names it in errors; `stem` is the default name.
+    pub fn from_toml(source: &str, stem: &str, text: &str) -> Result<ServerConfig, ConfigErrors> {
+        let raw: RawServer =
+            toml::from_str(text).map_err(|e| ConfigErrors(vec![toml_issue(source, text, &e)]))?;
+        let mut issues = Vec::new();
+
+        let name = raw.name.unwrap_or_else(|| stem.to_owned());
+        if name.trim().is_empty() {
+            issues.push(ConfigIssue::new(source, "name", "must not be empty"));
+        }
+
+        let domains: Vec<String> = raw
+            .domains
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|d| domain(source, d, &mut issues))
+            .collect();
+        if domains.is_empty() && !issues.iter().any(|i| i.key == "domains") {
+            issues.push(ConfigIssue::new(
+                source,
+                "domains",
+                "at least one domain is required",
+            ));
+        }
+
+        let mut addresses = Vec::new();
+        for a in raw.addresses.unwrap_or_default() {
+            match BackendAddress::parse(a.trim()) {
+                Ok(addr) => addresses.push(addr),
+                Err(reason) => issues.push(ConfigIssue::new(source, "addresses", reason)),
+            }
+        }
+        if addresses.is_empty() && !issues.iter().any(|i| i.key == "addresses") {
+            issues.push(ConfigIssue::new(
+                source,
+                "addresses",
+                "at least one backend address (host:port) is required",
+            ));
+        }
+
+        let proxy_mode = match raw.proxy_mode.as_deref() {
+            None | Some("passthrough") => ProxyMode::Passthrough,
+            Some("zero_copy") => ProxyMode::ZeroCopy,
+            Some(other @ ("offline" | "client_only" | "server_only")) => {
+                issues.push(ConfigIssue::new(
+                    source,
+                    "proxy_mode",
+                    format!("{other:?} is not implemented by nethergate; use \"passthrough\" or \"zero_copy\""),
+                ));
+                ProxyMode::Passthrough
+            }
+            Some(other) => {
+                issues.push(ConfigIssue::new(
+                    source,
+                    "proxy_mode",
+                    format!("unknown mode {other:?}; expected \"passthrough\" or \"zero_copy\""),
+                ));
+                ProxyMode::Passthrough
+            }
+        };
+        if raw.network.is_some() {
+            issues.push(ConfigIssue::new(
+                source,
+                "network",
+                "forwarding modes cannot belong to a network (passthrough and zero_copy never see game traffic)",
+            ));
+        }
+
+        let proxy_protocol_version = match raw.proxy_protocol_version {
+            None | Some(2) => ProxyProtocolVersion::V2,
+            Some(1) => ProxyProtocolVersion::V1,
+            Some(v) => {
+                issues.push(ConfigIssue::new(
+                    source,
+                    "proxy_protocol_version",
+                    format!("{v} is not a PROXY protocol version (1 or 2)"),
+                ));
+                ProxyProtocolVersion::V2
+            }
+        };
+
+        let domain_rewrite = match raw.domain_rewrite {
+            None => Rewrite::None,
+            Some(RawRewrite::Mode(m)) if m == "none" => Rewrite::None,
+            Some(RawRewrite::Mode(m)) if m == "from_backend" => match addresses.first() {
+                Some(a) => Rewrite::Host(a.host.clone()),
+                None => Rewrite::None,
+            },
+            Some(RawRewrite::Mode(m)) => {
+                issues.push(ConfigIssue::new(
+                    source,
+                    "domain_rewrite",
+                    format!("unknown value {m:?}; expected \"none\", \"from_backend\" or {{ explicit = \"host\" }}"),
+                ));
+                Rewrite::None
+            }
+            Some(RawRewrite::Explicit(RawExplicit { explicit })) => {
+                let host = explicit.trim();
+                if host.is_empty() || host.contains('\0') || host.len() > 255 {
+                    issues.push(ConfigIssue::new(
+                        source,
+                        "domain_rewrite.explicit",
+                        format!("{explicit:?} is not a host name"),
+                    ));
+                    Rewrite::None
+                } else {
+                    Rewrite::Host(host.to_owned())
+                }
+            }
+        };
+
+        let raw_t = raw.timeouts.unwrap_or_default();
+        let d = Timeouts::default();
+        let timeouts = Timeouts {
+            connect: duration(
+                source,
+                "timeouts.connect",
+                raw_t.connect.as_deref(),
+                d.connect,
+                &mut issues,
+            ),
+            read: duration(
+                source,
+                "timeouts.read",
+                raw_t.read.as_deref(),
+                d.read,
+                &mut issues,
+            ),
+            write: duration(
+                source,
+                "timeouts.write",
+                raw_t.write.as_deref(),
+                d.write,
+                &mut issues,
+            ),
+        };
+
+        if !issues.is_empty() {
+            return Err(ConfigErrors(issues));
+        }
+        Ok(ServerConfig {
+            name,
+            source: source.to_owned(),
+            domains,
+            addresses,
+            proxy_mode,
+            send_proxy_protocol: raw.send_proxy_protocol.unwrap_or(false),
+            proxy_protocol_version,
+            domain_rewrite,
+            max_players: raw.max_players.unwrap_or(0),
+            disconnect_message: raw
+                .disconnect_message
+                .unwrap_or_else(|| DEFAULT_DISCONNECT_MESSAGE.to_owned()),
+            timeouts,
+        })
+    }
+}
+
+/// The server files of a directory, each parsed on its own: one broken file does not hide the others.
+#[derive(Debug, Default)]
+pub struct ServerFiles {
+    /// Each `*.toml` file, sorted by path, with its parse result.
+    pub files: Vec<(PathBuf, Result<ServerConfig, ConfigErrors>)>,
+}
+
+impl ServerFiles {
+    /// Reads every `*.toml` file directly in `dir` (sorted by name, so errors are reported in a stable order).
+    pub fn read_dir(dir: &Path) -> Result<ServerFiles, ConfigErrors> {
+        let entries = std::fs::read_dir(dir).map_err(|e| {
+            ConfigErrors(vec![ConfigIssue::new(
+                &dir.display().to_string(),
+                "servers_dir",
+                format!("cannot read the directory: {e}"),
+            )])
+        })?;
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
+            .collect();
+        paths.sort();
+        let files = paths
+            .into_iter()
+            .map(|path| {
+                let result = read_server_file(&path);
+                (path, result)
+            })
+            .collect();
+        Ok(ServerFiles { files })
+    }
+
+    /// Every problem of every file.
+    pub fn issues(&self) -> Vec<ConfigIssue> {
+        self.files
+            .iter()
+            .filter_map(|(_, r)| r.as_ref().err())
+            .flat_map(|e| e.0.iter().cloned())
+            .collect()
+    }
+
+    /// The servers that parsed.
+    pub fn servers(&self) -> impl Iterator<Item = &ServerConfig> {
+        self.files.iter().filter_map(|(_, r)| r.as_ref().ok())
+    }
+}
+
+/// Reads and parses one server file.
+pub fn read_server_file(path: &Path) -> Result<ServerConfig, ConfigErrors> {
+    let source = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigIssue::new(
+            &source,
+            "",
+            format!("cannot read: {e}"),
+        )])
+    })?;
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    ServerConfig::from_toml(&source, &stem, &text)
+}
+
+/// A whole configuration: the main file and its servers, every server valid and the route table buildable.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The main file.
+    pub main: MainConfig,
+    /// The servers, in file order.
+    pub servers: Vec<ServerConfig>,
+}
+
+impl Config {
+    /// Loads the main file at `path` and every server file of its `servers_dir`; reports every problem.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let source = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigIssue::new(
+                &source,
+                "",
+                format!("cannot read the main config file: {e}"),
+            )])
+        })?;
+        let main = MainConfig::from_toml(path, &text)?;
+        let files = ServerFiles::read_dir(&main.servers_dir)?;
+        let mut issues = files.issues();
+        let servers: Vec<ServerConfig> = files.servers().cloned().collect();
+        if let Err(e) = crate::route::RouteTable::build(&servers) {
+            issues.extend(e.0);
+        }
+        if !issues.is_empty() {
+            return Err(ConfigErrors(issues));
+        }
+        Ok(Config { main, servers })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(text: &str) -> Result<ServerConfig, ConfigErrors> {
+        ServerConfig::from_toml("servers/lobby.toml", "lobby", text)
+    }
+
+    fn keys(e: ConfigErrors) -> Vec<String> {
+        e.0.into_iter().map(|i| i.key).collect()
+    }
+
+    #[test]
+    fn defaults_match_the_documented_ones() {
+        let s =
+            server("domains = [\"Play.Example.com.\"]\naddresses = [\"10.0.0.1:25565\"]").unwrap();
+        assert_eq!(s.name, "lobby");
+        assert_eq!(s.domains, vec!["play.example.com"]);
+        assert_eq!(s.proxy_mode, ProxyMode::Passthrough);
+        assert!(!s.send_proxy_protocol);
+        assert_eq!(s.proxy_protocol_version, ProxyProtocolVersion::V2);
+        assert_eq!(s.domain_rewrite, Rewrite::None);
+        assert_eq!(s.max_players, 0);
+        assert_eq!(s.disconnect_message, DEFAULT_DISCONNECT_MESSAGE);
+        assert_eq!(s.timeouts, Timeouts::default());
+        assert_eq!(s.timeouts.connect, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn every_key_is_read() {
+        let s = server(
+            r#"
+            name = "survival"
+            domains = ["mc.example.com", "*.mc.example.com"]
+            addresses = ["backend-1:25566", "[::1]:25567"]
+            proxy_mode = "zero_copy"
+            send_proxy_protocol = true
+            proxy_protocol_version = 1
+            domain_rewrite = { explicit = "internal.host" }
+            max_players = 20
+            disconnect_message = "Down for maintenance"
+            [timeouts]
+            connect = "2s"
+            read = "2m"
+            write = "1h"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(s.name, "survival");
+        assert_eq!(s.addresses[1].host, "::1");
+        assert_eq!(s.addresses[1].to_string(), "[::1]:25567");
+        assert_eq!(s.proxy_mode, ProxyMode::ZeroCopy);
+        assert_eq!(s.proxy_protocol_version, ProxyProtocolVersion::V1);
+        assert_eq!(s.domain_rewrite, Rewrite::Host("internal.host".into()));
+        assert_eq!(s.max_players, 20);
+        assert_eq!(s.timeouts.read, Duration::from_secs(120));
+        assert_eq!(s.timeouts.write, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn from_backend_rewrite_uses_the_first_address_host() {
+        let s = server(
+            "domains = [\"a.b\"]\naddresses = [\"lobby.internal:25566\", \"x:1\"]\ndomain_rewrite = \"from_backend\"",
+        )
+        .unwrap();
+        assert_eq!(s.domain_rewrite, Rewrite::Host("lobby.internal".into()));
+    }
+
+    #[test]
+    fn missing_domains_and_addresses_are_both_reported() {
+        let e = server("name = \"x\"").unwrap_err();
+        assert_eq!(keys(e.clone()), vec!["domains", "addresses"]);
+        assert!(e
+            .to_string()
+            .contains("servers/lobby.toml: `domains`: at least one domain"));
+    }
+
+    #[test]
+    fn bad_duration_names_key_and_value() {
+        let e = server("domains = [\"a\"]\naddresses = [\"a:1\"]\n[timeouts]\nconnect = \"5 parsecs\"\nread = \"0s\"")
+            .unwrap_err();
+        assert_eq!(keys(e.clone()), vec!["timeouts.connect", "timeouts.read"]);
+        assert!(e.0[0].reason.contains("\"5 parsecs\""), "{e}");
+    }
+
+    #[test]
+    fn bad_addresses_are_each_reported() {
+        for bad in [
+            "nohost",
+            ":25565",
+            "host:0",
+            "host:99999",
+            "::1:25565",
+            "[::1:25565",
+            "a b:1",
+        ] {
+            let e = server(&format!("domains = [\"a\"]\naddresses = [\"{bad}\"]")).unwrap_err();
+            assert_eq!(keys(e), vec!["addresses"], "{bad}");
+        }
+    }
+
+    #[test]
+    fn network_key_is_rejected_for_forwarding_modes() {
+        let e = server("domains = [\"a\"]\naddresses = [\"a:1\"]\nnetwork = \"main\"").unwrap_err();
+        assert_eq!(keys(e.clone()), vec!["network"]);
+        assert!(e
+            .to_string()
+            .contains("forwarding modes cannot belong to a network"));
+    }
+
+    #[test]
+    fn unimplemented_proxy_mode_is_named() {
+        let e = server("domains = [\"a\"]\naddresses = [\"a:1\"]\nproxy_mode = \"offline\"")
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("\"offline\" is not implemented"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_it() {
+        let e = server("domains = [\"a\"]\naddresses = [\"a:1\"]\nmax_player = 3").unwrap_err();
+        assert_eq!(keys(e.clone()), vec!["max_player"]);
+        assert!(e.to_string().contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let e =
+            server("domains = [\"a\"]\naddresses = [\"a:1\"]\nmax_players = \"ten\"").unwrap_err();
+        assert_eq!(keys(e), vec!["max_players"]);
+    }
+
+    #[test]
+    fn bad_rewrite_value_is_an_error() {
+        let e = server("domains = [\"a\"]\naddresses = [\"a:1\"]\ndomain_rewrite = \"sometimes\"")
+            .unwrap_err();
+        assert_eq!(keys(e), vec!["domain_rewrite"]);
+    }
+
+    #[test]
+    fn main_file_defaults_and_errors() {
+        let m = MainConfig::from_toml(
+            Path::new("/etc/ng/nethergate.toml"),
+            "bind = \"127.0.0.1:25577\"",
+        )
+        .unwrap();
+        assert_eq!(m.bind, "127.0.0.1:25577".parse().unwrap());
+        assert_eq!(m.servers_dir, Path::new("/etc/ng/servers"));
+        assert_eq!(m.handshake_timeout, Duration::from_secs(5));
+        let e = MainConfig::from_toml(
+            Path::new("n.toml"),
+            "bind = \"nowhere\"\nhandshake_timeout = \"x\"",
+        )
+        .unwrap_err();
+        assert_eq!(keys(e), vec!["bind", "handshake_timeout"]);
+    }
+}

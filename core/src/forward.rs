@@ -1,0 +1,107 @@
+//! The rules of the bidirectional byte copy that every runtime follows, so that they end sessions for the
+//! same reasons and size their buffers alike.
+//!
+//! Semantics: both directions run concurrently. When a direction reads EOF, the write half of the other
+//! socket is shut down and the other direction drains; the session ends when both are done, or at the first
+//! error or timeout. The end reason is the first thing that happened.
+
+use crate::registry::EndReason;
+use std::io;
+
+/// Size of a copy buffer. Buffers are borrowed from a per-thread pool only while data is in flight, so an
+/// idle session holds none and the size can favour throughput.
+pub const COPY_BUFFER_SIZE: usize = 64 * 1024;
+
+/// Bytes one direction may move before it yields, so a saturated direction cannot starve the other.
+pub const FAIR_SHARE_BYTES: usize = 256 * 1024;
+
+/// Most idle buffers a thread keeps in its pool.
+pub const POOL_MAX_IDLE: usize = 16;
+
+/// One side of a forwarding session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The player.
+    Client,
+    /// The Minecraft server.
+    Backend,
+}
+
+/// How one direction (reading from `Side`) stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// The read side sent EOF (or reset the connection) and everything read was written.
+    Eof,
+    /// No bytes arrived within `timeouts.read`, or a write made no progress within `timeouts.write`.
+    Timeout,
+    /// Another socket error.
+    Error,
+    /// The proxy is shutting down.
+    Shutdown,
+}
+
+/// Classifies a socket error on `side`: a reset or abort is the peer leaving abruptly, anything else an
+/// error.
+pub fn classify_error(err: &io::Error) -> Stop {
+    match err.kind() {
+        io::ErrorKind::ConnectionReset
+        | io::ErrorKind::ConnectionAborted
+        | io::ErrorKind::BrokenPipe
+        | io::ErrorKind::UnexpectedEof => Stop::Eof,
+        io::ErrorKind::TimedOut => Stop::Timeout,
+        _ => Stop::Error,
+    }
+}
+
+/// Records how the directions stopped and gives the session's end reason: the first thing that happened.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Ending {
+    first: Option<EndReason>,
+}
+
+impl Ending {
+    /// Notes that the direction reading from `side` stopped.
+    pub fn record(&mut self, side: Side, stop: Stop) {
+        let reason = match (stop, side) {
+            (Stop::Eof, Side::Client) => EndReason::ClientClosed,
+            (Stop::Eof, Side::Backend) => EndReason::BackendClosed,
+            (Stop::Timeout, _) => EndReason::Timeout,
+            (Stop::Error, _) => EndReason::Error,
+            (Stop::Shutdown, _) => EndReason::Shutdown,
+        };
+        self.first.get_or_insert(reason);
+    }
+
+    /// Whether the session must end now, without waiting for the other direction to drain: anything but a
+    /// clean EOF ends it.
+    pub fn ends_session(stop: Stop) -> bool {
+        stop != Stop::Eof
+    }
+
+    /// The end reason (ClientClosed if nothing was recorded).
+    pub fn reason(&self) -> EndReason {
+        self.first.unwrap_or(EndReason::ClientClosed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_event_decides_the_reason() {
+        let mut e = Ending::default();
+        e.record(Side::Backend, Stop::Eof);
+        e.record(Side::Client, Stop::Timeout);
+        assert_eq!(e.reason(), EndReason::BackendClosed);
+    }
+
+    #[test]
+    fn reset_counts_as_the_peer_closing() {
+        let err = io::Error::from(io::ErrorKind::ConnectionReset);
+        assert_eq!(classify_error(&err), Stop::Eof);
+        assert_eq!(classify_error(&io::Error::other("x")), Stop::Error);
+        assert!(!Ending::ends_session(Stop::Eof));
+        assert!(Ending::ends_session(Stop::Timeout));
+    }
+}

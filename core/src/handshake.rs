@@ -1,0 +1,231 @@
+//! The first packet of every modern connection, and detection of the pre-1.7 legacy ping.
+
+use crate::codec::{self, CodecError, Parsed, Reader};
+use thiserror::Error;
+
+/// Largest handshake frame accepted (length prefix excluded).
+///
+/// Vanilla caps the address at 255 characters, but BungeeCord-style forwarded data (IP, UUID and the
+/// signed skin properties) makes real handshakes a few KiB long; 16 KiB leaves room and still fits the
+/// 3-byte length prefix the protocol allows.
+pub const MAX_HANDSHAKE_FRAME: usize = 16 * 1024;
+
+/// What the client wants after the handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NextState {
+    /// Server list ping (1).
+    Status,
+    /// Log in (2).
+    Login,
+    /// Log in after a transfer from another server (3, since 1.20.5); routed like a login.
+    Transfer,
+}
+
+impl NextState {
+    /// The wire value.
+    pub fn to_wire(self) -> i32 {
+        match self {
+            NextState::Status => 1,
+            NextState::Login => 2,
+            NextState::Transfer => 3,
+        }
+    }
+
+    /// Whether the connection goes on to log a player in.
+    pub fn is_login(self) -> bool {
+        !matches!(self, NextState::Status)
+    }
+}
+
+/// A parsed Handshake packet (id 0x00), borrowing the address from the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Handshake<'a> {
+    /// The client's protocol version number.
+    pub protocol_version: i32,
+    /// The server address as sent, decorations included.
+    pub server_address: &'a str,
+    /// The server port as sent.
+    pub port: u16,
+    /// What follows the handshake.
+    pub next_state: NextState,
+}
+
+/// Why the first packet is not a valid handshake.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum HandshakeError {
+    /// The frame or a field is malformed.
+    #[error("malformed handshake: {0}")]
+    Codec(#[from] CodecError),
+    /// The first packet is not the handshake.
+    #[error("expected the handshake (packet 0x00), got packet {id:#04x}")]
+    UnexpectedPacket {
+        /// The packet id received.
+        id: i32,
+    },
+    /// `next_state` is not 1, 2 or 3.
+    #[error("unknown next state {0}")]
+    UnknownNextState(i32),
+    /// The frame has bytes after `next_state`.
+    #[error("{extra} unexpected bytes after the handshake fields")]
+    TrailingBytes {
+        /// How many.
+        extra: usize,
+    },
+}
+
+/// How a connection opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opening<'a> {
+    /// A pre-1.7 server list ping (first byte 0xFE); not a VarInt-framed packet.
+    LegacyPing,
+    /// A modern handshake.
+    Handshake(Handshake<'a>),
+}
+
+/// The first byte of a legacy (pre-1.7) server list ping.
+pub const LEGACY_PING: u8 = 0xFE;
+
+/// Detects a legacy ping or parses the handshake frame at the start of `buf`.
+///
+/// A frame's first byte is its length; 0xFE would announce a 254+ byte handshake, which a modern
+/// client does not send as its first byte only in theory. Every real client that sends 0xFE first is a
+/// legacy pinger, and vanilla servers make the same call.
+pub fn parse_opening(buf: &[u8]) -> Result<Parsed<Opening<'_>>, HandshakeError> {
+    match buf.first() {
+        None => Ok(Parsed::Incomplete),
+        Some(&LEGACY_PING) => Ok(Parsed::Complete(Opening::LegacyPing, 1)),
+        Some(_) => Ok(parse(buf)?.map(Opening::Handshake)),
+    }
+}
+
+/// Parses a handshake frame at the start of `buf`.
+pub fn parse(buf: &[u8]) -> Result<Parsed<Handshake<'_>>, HandshakeError> {
+    let (frame, used) = match codec::read_frame(buf, MAX_HANDSHAKE_FRAME)? {
+        Parsed::Complete(frame, used) => (frame, used),
+        Parsed::Incomplete => return Ok(Parsed::Incomplete),
+    };
+    if frame.id != 0 {
+        return Err(HandshakeError::UnexpectedPacket { id: frame.id });
+    }
+    let mut r = Reader::new(frame.body);
+    let protocol_version = r.varint("protocol_version")?;
+    let server_address = r.string("server_address", MAX_HANDSHAKE_FRAME)?;
+    let port = r.u16("port")?;
+    let next_state = match r.varint("next_state")? {
+        1 => NextState::Status,
+        2 => NextState::Login,
+        3 => NextState::Transfer,
+        other => return Err(HandshakeError::UnknownNextState(other)),
+    };
+    if !r.rest().is_empty() {
+        return Err(HandshakeError::TrailingBytes {
+            extra: r.rest().len(),
+        });
+    }
+    Ok(Parsed::Complete(
+        Handshake {
+            protocol_version,
+            server_address,
+            port,
+            next_state,
+        },
+        used,
+    ))
+}
+
+impl Handshake<'_> {
+    /// Appends this handshake as a frame.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        self.encode_with_address(self.server_address, out);
+    }
+
+    /// Appends this handshake as a frame, with `server_address` in place of the original one.
+    pub fn encode_with_address(&self, server_address: &str, out: &mut Vec<u8>) {
+        let mut body = Vec::with_capacity(server_address.len() + 16);
+        codec::write_varint(&mut body, self.protocol_version);
+        codec::write_string(&mut body, server_address);
+        body.extend_from_slice(&self.port.to_be_bytes());
+        codec::write_varint(&mut body, self.next_state.to_wire());
+        codec::write_frame(out, 0, &body);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn next_state() -> impl Strategy<Value = NextState> {
+        prop_oneof![
+            Just(NextState::Status),
+            Just(NextState::Login),
+            Just(NextState::Transfer)
+        ]
+    }
+
+    #[test]
+    fn legacy_ping_is_detected_before_framing() {
+        assert_eq!(
+            parse_opening(&[0xFE, 0x01, 0xFA]),
+            Ok(Parsed::Complete(Opening::LegacyPing, 1))
+        );
+        assert_eq!(parse_opening(&[]), Ok(Parsed::Incomplete));
+    }
+
+    #[test]
+    fn unknown_next_state_is_rejected() {
+        let mut out = Vec::new();
+        let mut body = Vec::new();
+        codec::write_varint(&mut body, 47);
+        codec::write_string(&mut body, "a");
+        body.extend_from_slice(&25565u16.to_be_bytes());
+        codec::write_varint(&mut body, 7);
+        codec::write_frame(&mut out, 0, &body);
+        assert_eq!(parse(&out), Err(HandshakeError::UnknownNextState(7)));
+    }
+
+    #[test]
+    fn non_handshake_first_packet_is_rejected() {
+        let mut out = Vec::new();
+        codec::write_frame(&mut out, 0x01, &[0; 8]);
+        assert_eq!(parse(&out), Err(HandshakeError::UnexpectedPacket { id: 1 }));
+    }
+
+    #[test]
+    fn fields_past_the_frame_end_are_an_error() {
+        // A frame of 3 bytes: id 0, protocol 47, then nothing: the address is missing.
+        assert_eq!(
+            parse(&[0x02, 0x00, 0x2f]),
+            Err(HandshakeError::Codec(CodecError::Truncated {
+                field: "server_address"
+            }))
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn encode_then_parse_is_identity(
+            protocol_version in any::<i32>(),
+            server_address in "[a-zA-Z0-9.\\-\u{0}]{0,300}",
+            port in any::<u16>(),
+            next_state in next_state(),
+        ) {
+            let hs = Handshake { protocol_version, server_address: &server_address, port, next_state };
+            let mut out = Vec::new();
+            hs.encode(&mut out);
+            prop_assert_eq!(parse(&out), Ok(Parsed::Complete(hs, out.len())));
+            for cut in 0..out.len() {
+                prop_assert_eq!(parse(&out[..cut]), Ok(Parsed::Incomplete));
+            }
+        }
+
+        #[test]
+        fn parse_is_total(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            match parse_opening(&bytes) {
+                Ok(Parsed::Complete(_, used)) => prop_assert!(used <= bytes.len()),
+                Ok(Parsed::Incomplete) => prop_assert!(bytes.len() < MAX_HANDSHAKE_FRAME + 3),
+                Err(_) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! The host part of a handshake's server address: splitting off decorations and normalising for routing.
+//!
+//! Decorations are everything from the first NUL byte: Forge markers (`\0FML\0`, `\0FML2\0`, `\0FML3\0`,
+//! `\0FORGE`) and BungeeCord-style forwarded data (`host\0ip\0uuid\0props`). Routing looks only at the
+//! host; the decoration reaches the backend unchanged.
+
+/// Longest host name that can be routed (the DNS limit).
+pub const MAX_HOST_LEN: usize = 253;
+
+/// A server address split into its host and its decoration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerAddress<'a> {
+    /// The host as sent, before normalisation.
+    pub host: &'a str,
+    /// Everything from the first NUL byte (empty when there is none).
+    pub decoration: &'a str,
+}
+
+impl<'a> ServerAddress<'a> {
+    /// Splits `address` at its first NUL byte.
+    pub fn split(address: &'a str) -> Self {
+        match address.find('\0') {
+            Some(i) => ServerAddress {
+                host: &address[..i],
+                decoration: &address[i..],
+            },
+            None => ServerAddress {
+                host: address,
+                decoration: "",
+            },
+        }
+    }
+}
+
+/// A host normalised for routing: ASCII lower case, one trailing dot removed. Lives on the stack.
+#[derive(Clone, Copy)]
+pub struct Host {
+    buf: [u8; MAX_HOST_LEN],
+    len: u8,
+}
+
+impl Host {
+    /// Normalises `host`; `None` when it is empty or longer than [`MAX_HOST_LEN`].
+    pub fn normalise(host: &str) -> Option<Host> {
+        let host = host.strip_suffix('.').unwrap_or(host);
+        if host.is_empty() || host.len() > MAX_HOST_LEN {
+            return None;
+        }
+        let mut buf = [0u8; MAX_HOST_LEN];
+        buf[..host.len()].copy_from_slice(host.as_bytes());
+        buf[..host.len()].make_ascii_lowercase();
+        Some(Host {
+            buf,
+            len: host.len() as u8,
+        })
+    }
+
+    /// The normalised host.
+    pub fn as_str(&self) -> &str {
+        // Lower-casing ASCII bytes of a valid UTF-8 string keeps it valid UTF-8.
+        std::str::from_utf8(&self.buf[..usize::from(self.len)]).unwrap_or("")
+    }
+}
+
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Host").field(&self.as_str()).finish()
+    }
+}
+
+impl PartialEq for Host {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Host {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn forge_markers_are_decorations() {
+        for marker in ["\0FML\0", "\0FML2\0", "\0FML3\0", "\0FORGE"] {
+            let address = format!("mc.example.com{marker}");
+            let split = ServerAddress::split(&address);
+            assert_eq!(split.host, "mc.example.com");
+            assert_eq!(split.decoration, marker);
+        }
+    }
+
+    #[test]
+    fn bungeecord_forwarding_is_a_decoration() {
+        let address = "mc.example.com\x00203.0.113.7\x00069a79f4\x00[]";
+        let split = ServerAddress::split(address);
+        assert_eq!(split.host, "mc.example.com");
+        assert_eq!(split.decoration, "\x00203.0.113.7\x00069a79f4\x00[]");
+    }
+
+    #[test]
+    fn trailing_dot_and_case_are_normalised() {
+        assert_eq!(
+            Host::normalise("MC.Example.COM.").map(|h| h.as_str().to_owned()),
+            Some("mc.example.com".to_owned())
+        );
+        assert!(Host::normalise(".").is_none());
+        assert!(Host::normalise("").is_none());
+        assert!(Host::normalise(&"a".repeat(254)).is_none());
+        assert!(Host::normalise(&"a".repeat(253)).is_some());
+    }
+
+    proptest! {
+        #[test]
+        fn split_then_join_is_identity(host in "[^\u{0}]{0,40}", decoration in "(\u{0}[^\u{0}]{0,10}){0,4}") {
+            let address = format!("{host}{decoration}");
+            let split = ServerAddress::split(&address);
+            prop_assert_eq!(split.host, host.as_str());
+            prop_assert_eq!(split.decoration, decoration.as_str());
+        }
+
+        #[test]
+        fn normalise_never_panics(host in ".{0,300}") {
+            if let Some(h) = Host::normalise(&host) {
+                prop_assert_eq!(h.as_str(), host.strip_suffix('.').unwrap_or(&host).to_ascii_lowercase());
+            }
+        }
+    }
+}

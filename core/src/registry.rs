@@ -1,0 +1,281 @@
+//! The player-session registry and per-server admission: plain shared data, no IO.
+//!
+//! Admission for `max_players` is a compare-and-swap on a per-server counter, so concurrent logins can
+//! never overshoot; the counter is keyed by server name and outlives configuration reloads.
+
+use crate::config::ProxyMode;
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Why a forwarding session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EndReason {
+    /// The client closed its side first.
+    ClientClosed,
+    /// The backend closed its side first.
+    BackendClosed,
+    /// A read idle limit or a write limit ran out.
+    Timeout,
+    /// A socket error.
+    Error,
+    /// The proxy shut down.
+    Shutdown,
+}
+
+impl fmt::Display for EndReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// One live session as the registry shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// Registry-unique id.
+    pub id: u64,
+    /// The player name, when the client logged in.
+    pub player: Option<String>,
+    /// The server it was routed to.
+    pub server: String,
+    /// The client's address.
+    pub client: SocketAddr,
+    /// The backend's address.
+    pub backend: SocketAddr,
+    /// Whether packets can be injected into the session; always false for forwarding modes, which
+    /// never decrypt or parse game traffic.
+    pub active: bool,
+    /// How the bytes are copied.
+    pub mode: ProxyMode,
+    /// When forwarding started.
+    pub started: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    sessions: HashMap<u64, SessionInfo>,
+    players: HashMap<String, Arc<AtomicU32>>,
+}
+
+/// Live sessions and player counts, shared by every connection.
+#[derive(Debug, Default)]
+pub struct Registry {
+    inner: Mutex<Inner>,
+    next_id: AtomicU64,
+}
+
+/// A player slot on a server, released when dropped.
+#[derive(Debug)]
+pub struct Admission {
+    count: Arc<AtomicU32>,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What the session-end log line reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndReport {
+    /// Bytes copied from client to backend (the initial packets included).
+    pub c2b: u64,
+    /// Bytes copied from backend to client.
+    pub b2c: u64,
+    /// Why it ended.
+    pub reason: EndReason,
+    /// How long it was forwarding.
+    pub duration: Duration,
+}
+
+impl fmt::Display for EndReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "session ended c2b={} b2c={} reason={}",
+            self.c2b, self.b2c, self.reason
+        )
+    }
+}
+
+/// A session's entry in the registry, removed when dropped; [`LiveSession::finish`] logs the end line.
+#[derive(Debug)]
+pub struct LiveSession {
+    registry: Arc<Registry>,
+    info: SessionInfo,
+    _admission: Option<Admission>,
+}
+
+impl LiveSession {
+    /// The registry entry.
+    pub fn info(&self) -> &SessionInfo {
+        &self.info
+    }
+
+    /// Ends the session: unregisters it, releases its player slot and logs
+    /// `session ended c2b=<n> b2c=<n> reason=<Reason>` with player, server, client, backend and duration.
+    pub fn finish(self, c2b: u64, b2c: u64, reason: EndReason, now: Instant) -> EndReport {
+        let report = EndReport {
+            c2b,
+            b2c,
+            reason,
+            duration: now.saturating_duration_since(self.info.started),
+        };
+        tracing::info!(
+            player = self.info.player.as_deref().unwrap_or("-"),
+            server = %self.info.server,
+            client = %self.info.client,
+            backend = %self.info.backend,
+            c2b,
+            b2c,
+            reason = %reason,
+            duration_ms = report.duration.as_millis() as u64,
+            "{report}"
+        );
+        report
+    }
+}
+
+impl Drop for LiveSession {
+    fn drop(&mut self) {
+        self.registry.lock().sessions.remove(&self.info.id);
+    }
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Arc<Registry> {
+        Arc::new(Registry::default())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the maps half-updated (each update is one call).
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes a player slot on `server` if fewer than `max` are taken (`max` = 0: unlimited).
+    pub fn admit(&self, server: &str, max: u32) -> Option<Admission> {
+        let count = {
+            let mut inner = self.lock();
+            match inner.players.get(server) {
+                Some(c) => Arc::clone(c),
+                None => {
+                    let c = Arc::new(AtomicU32::new(0));
+                    inner.players.insert(server.to_owned(), Arc::clone(&c));
+                    c
+                }
+            }
+        };
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (max == 0 || n < max).then_some(n + 1)
+            })
+            .ok()?;
+        Some(Admission { count })
+    }
+
+    /// Players holding a slot on `server`.
+    pub fn players_on(&self, server: &str) -> u32 {
+        self.lock()
+            .players
+            .get(server)
+            .map_or(0, |c| c.load(Ordering::Acquire))
+    }
+
+    /// Registers a session that starts forwarding; it stays listed until the returned value is dropped.
+    pub fn register(
+        self: &Arc<Self>,
+        mut info: SessionInfo,
+        admission: Option<Admission>,
+    ) -> LiveSession {
+        info.id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.lock().sessions.insert(info.id, info.clone());
+        LiveSession {
+            registry: Arc::clone(self),
+            info,
+            _admission: admission,
+        }
+    }
+
+    /// A snapshot of the live sessions.
+    pub fn sessions(&self) -> Vec<SessionInfo> {
+        let mut v: Vec<SessionInfo> = self.lock().sessions.values().cloned().collect();
+        v.sort_by_key(|s| s.id);
+        v
+    }
+
+    /// Number of live sessions.
+    pub fn len(&self) -> usize {
+        self.lock().sessions.len()
+    }
+
+    /// Whether no session is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info() -> SessionInfo {
+        SessionInfo {
+            id: 0,
+            player: Some("Steve".into()),
+            server: "lobby".into(),
+            client: "127.0.0.1:5000".parse().unwrap(),
+            backend: "127.0.0.1:25566".parse().unwrap(),
+            active: false,
+            mode: ProxyMode::Passthrough,
+            started: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn admission_never_overshoots_under_contention() {
+        let registry = Registry::new();
+        let admitted: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..16)
+                .map(|_| s.spawn(|| registry.admit("lobby", 5)))
+                .collect();
+            handles
+                .into_iter()
+                .filter_map(|h| h.join().ok().flatten())
+                .collect()
+        });
+        assert_eq!(admitted.len(), 5);
+        assert_eq!(registry.players_on("lobby"), 5);
+        drop(admitted);
+        assert_eq!(registry.players_on("lobby"), 0);
+        assert!(registry.admit("lobby", 5).is_some());
+    }
+
+    #[test]
+    fn zero_max_players_is_unlimited() {
+        let registry = Registry::new();
+        let slots: Vec<_> = (0..1000).filter_map(|_| registry.admit("x", 0)).collect();
+        assert_eq!(slots.len(), 1000);
+    }
+
+    #[test]
+    fn finished_session_leaves_the_registry_and_frees_its_slot() {
+        let registry = Registry::new();
+        let slot = registry.admit("lobby", 1);
+        let live = registry.register(info(), slot);
+        assert_eq!(registry.len(), 1);
+        assert!(!registry.sessions()[0].active);
+        assert!(registry.admit("lobby", 1).is_none());
+        let report = live.finish(10, 20, EndReason::ClientClosed, Instant::now());
+        assert_eq!(
+            report.to_string(),
+            "session ended c2b=10 b2c=20 reason=ClientClosed"
+        );
+        assert!(registry.is_empty());
+        assert!(registry.admit("lobby", 1).is_some());
+    }
+}

@@ -1,0 +1,99 @@
+//! Packets the proxy itself sends to a client: login disconnects, status responses, pongs and the legacy
+//! ping answer.
+
+use crate::codec;
+
+/// A JSON text component holding `text`.
+pub fn text_component(text: &str) -> String {
+    serde_json::json!({ "text": text }).to_string()
+}
+
+/// A Login Disconnect packet (clientbound, login state, id 0x00) with `reason` as a text component.
+pub fn login_disconnect(reason: &str) -> Vec<u8> {
+    let mut body = Vec::with_capacity(reason.len() + 16);
+    codec::write_string(&mut body, &text_component(reason));
+    let mut out = Vec::with_capacity(body.len() + 4);
+    codec::write_frame(&mut out, 0x00, &body);
+    out
+}
+
+/// A Status Response packet (id 0x00) whose description is `motd`, answering a client of `protocol`.
+pub fn status_response(protocol: i32, motd: &str, online: u32, max: u32) -> Vec<u8> {
+    let json = serde_json::json!({
+        "version": { "name": "nethergate", "protocol": protocol },
+        "players": { "max": max, "online": online, "sample": [] },
+        "description": { "text": motd },
+    })
+    .to_string();
+    let mut body = Vec::with_capacity(json.len() + 3);
+    codec::write_string(&mut body, &json);
+    let mut out = Vec::with_capacity(body.len() + 4);
+    codec::write_frame(&mut out, 0x00, &body);
+    out
+}
+
+/// A Pong packet (id 0x01) echoing the ping payload.
+pub fn pong(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 2);
+    codec::write_frame(&mut out, 0x01, payload);
+    out
+}
+
+/// The answer to a legacy (pre-1.7) ping: a kick packet (0xFF) in the 1.4+ format, which tells old
+/// clients the server needs a newer version and shows `motd`.
+pub fn legacy_ping_answer(motd: &str) -> Vec<u8> {
+    let text = format!("\u{a7}1\u{0}127\u{0}1.7+\u{0}{motd}\u{0}0\u{0}0");
+    let units: Vec<u16> = text.encode_utf16().collect();
+    let mut out = Vec::with_capacity(3 + units.len() * 2);
+    out.push(0xFF);
+    out.extend_from_slice(&(units.len().min(usize::from(u16::MAX)) as u16).to_be_bytes());
+    for u in units.iter().take(usize::from(u16::MAX)) {
+        out.extend_from_slice(&u.to_be_bytes());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{read_frame, read_string, Parsed};
+
+    #[test]
+    fn login_disconnect_is_a_frame_holding_a_text_component() {
+        let bytes = login_disconnect("Server \"down\"");
+        let Ok(Parsed::Complete(frame, used)) = read_frame(&bytes, 1024) else {
+            panic!("not a frame")
+        };
+        assert_eq!(used, bytes.len());
+        assert_eq!(frame.id, 0);
+        let Ok(Parsed::Complete(json, _)) = read_string(frame.body, 1024) else {
+            panic!("not a string")
+        };
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        assert_eq!(v["text"], "Server \"down\"");
+    }
+
+    #[test]
+    fn status_response_carries_motd_and_client_protocol() {
+        let bytes = status_response(765, "Maintenance", 0, 20);
+        let Ok(Parsed::Complete(frame, _)) = read_frame(&bytes, 4096) else {
+            panic!("not a frame")
+        };
+        let Ok(Parsed::Complete(json, _)) = read_string(frame.body, 4096) else {
+            panic!("not a string")
+        };
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        assert_eq!(v["description"]["text"], "Maintenance");
+        assert_eq!(v["version"]["protocol"], 765);
+        assert_eq!(v["players"]["max"], 20);
+    }
+
+    #[test]
+    fn legacy_answer_is_utf16_kick() {
+        let bytes = legacy_ping_answer("hi");
+        assert_eq!(bytes[0], 0xFF);
+        let chars = u16::from_be_bytes([bytes[1], bytes[2]]) as usize;
+        assert_eq!(bytes.len(), 3 + chars * 2);
+        assert_eq!(&bytes[3..5], &[0x00, 0xA7]);
+    }
+}

@@ -1,0 +1,288 @@
+//! The route table: which server a normalised host goes to.
+//!
+//! Exact names beat every wildcard; among wildcard patterns (`*` for any run of characters, `?` for one)
+//! the one with the longest literal suffix wins, then the one with more literal characters, then the
+//! lexically smaller pattern, so the result never depends on file order. Lookups allocate nothing.
+
+use crate::config::{ConfigErrors, ConfigIssue, ServerConfig};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// A server in the route table, with its round-robin position.
+#[derive(Debug)]
+pub struct Server {
+    /// Its validated configuration.
+    pub config: ServerConfig,
+    next_address: AtomicUsize,
+}
+
+impl Server {
+    /// Wraps a configuration.
+    pub fn new(config: ServerConfig) -> Self {
+        Server {
+            config,
+            next_address: AtomicUsize::new(0),
+        }
+    }
+
+    /// The name.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// The index of the address a new connection should try first (round robin).
+    pub fn first_address(&self) -> usize {
+        let n = self.config.addresses.len().max(1);
+        self.next_address.fetch_add(1, Ordering::Relaxed) % n
+    }
+}
+
+#[derive(Debug)]
+struct Wildcard {
+    pattern: String,
+    literal_suffix: usize,
+    literals: usize,
+    server: usize,
+}
+
+/// Maps hosts to servers. Built once per configuration load and shared read-only.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    servers: Vec<Arc<Server>>,
+    exact: HashMap<String, usize>,
+    wildcards: Vec<Wildcard>,
+    by_name: HashMap<String, usize>,
+}
+
+fn is_wildcard(domain: &str) -> bool {
+    domain.contains(['*', '?'])
+}
+
+/// Matches `text` against a glob `pattern` of `*` and `?`, in linear space, without allocating.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == b'?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == b'*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == b'*')
+}
+
+impl RouteTable {
+    /// Builds the table; reports every domain claimed twice (naming both sources) and duplicate names.
+    pub fn build(configs: &[ServerConfig]) -> Result<RouteTable, ConfigErrors> {
+        let mut table = RouteTable::default();
+        let mut issues = Vec::new();
+        let mut claimed: HashMap<&str, usize> = HashMap::new();
+        for (index, config) in configs.iter().enumerate() {
+            if let Some(&other) = table.by_name.get(&config.name) {
+                issues.push(ConfigIssue {
+                    source: config.source.clone(),
+                    key: "name".into(),
+                    reason: format!(
+                        "server name {:?} is already used by {}",
+                        config.name, configs[other].source
+                    ),
+                });
+                continue;
+            }
+            table.by_name.insert(config.name.clone(), index);
+            for domain in &config.domains {
+                match claimed.get(domain.as_str()) {
+                    Some(&other) if other == index => continue,
+                    Some(&other) => {
+                        issues.push(ConfigIssue {
+                            source: config.source.clone(),
+                            key: "domains".into(),
+                            reason: format!(
+                                "domain {domain:?} is claimed by both {} (server {:?}) and {} (server {:?})",
+                                configs[other].source, configs[other].name, config.source, config.name
+                            ),
+                        });
+                        continue;
+                    }
+                    None => {
+                        claimed.insert(domain, index);
+                    }
+                }
+                if is_wildcard(domain) {
+                    let last_wild = domain.rfind(['*', '?']).map_or(0, |i| i + 1);
+                    table.wildcards.push(Wildcard {
+                        pattern: domain.clone(),
+                        literal_suffix: domain.len() - last_wild,
+                        literals: domain.chars().filter(|&c| c != '*' && c != '?').count(),
+                        server: index,
+                    });
+                } else {
+                    table.exact.insert(domain.clone(), index);
+                }
+            }
+            table.servers.push(Arc::new(Server::new(config.clone())));
+        }
+        if !issues.is_empty() {
+            return Err(ConfigErrors(issues));
+        }
+        table.wildcards.sort_by(|a, b| {
+            b.literal_suffix
+                .cmp(&a.literal_suffix)
+                .then(b.literals.cmp(&a.literals))
+                .then(a.pattern.cmp(&b.pattern))
+        });
+        Ok(table)
+    }
+
+    /// The server for a normalised host (see [`crate::hostname::Host`]).
+    pub fn route(&self, host: &str) -> Option<&Arc<Server>> {
+        let index = match self.exact.get(host) {
+            Some(&i) => i,
+            None => {
+                self.wildcards
+                    .iter()
+                    .find(|w| glob_match(&w.pattern, host))?
+                    .server
+            }
+        };
+        self.servers.get(index)
+    }
+
+    /// The server with this name (for redirects).
+    pub fn by_name(&self, name: &str) -> Option<&Arc<Server>> {
+        self.by_name.get(name).and_then(|&i| self.servers.get(i))
+    }
+
+    /// Every server, in configuration order.
+    pub fn servers(&self) -> &[Arc<Server>] {
+        &self.servers
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn cfg(name: &str, domains: &[&str]) -> ServerConfig {
+        ServerConfig::from_toml(
+            &format!("servers/{name}.toml"),
+            name,
+            &format!(
+                "domains = [{}]\naddresses = [\"127.0.0.1:1\"]",
+                domains
+                    .iter()
+                    .map(|d| format!("{d:?}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+        )
+        .unwrap()
+    }
+
+    fn routed<'a>(t: &'a RouteTable, host: &str) -> Option<&'a str> {
+        t.route(host).map(|s| s.name())
+    }
+
+    #[test]
+    fn wildcard_loses_to_exact_domain() {
+        let t = RouteTable::build(&[
+            cfg("wild", &["*.example.com"]),
+            cfg("exact", &["mc.example.com"]),
+        ])
+        .unwrap();
+        assert_eq!(routed(&t, "mc.example.com"), Some("exact"));
+        assert_eq!(routed(&t, "other.example.com"), Some("wild"));
+        assert_eq!(routed(&t, "example.com"), None);
+    }
+
+    #[test]
+    fn longer_wildcard_suffix_wins_in_any_file_order() {
+        let a = cfg("broad", &["*.example.com"]);
+        let b = cfg("narrow", &["*.eu.example.com"]);
+        for order in [vec![a.clone(), b.clone()], vec![b, a]] {
+            let t = RouteTable::build(&order).unwrap();
+            assert_eq!(routed(&t, "x.eu.example.com"), Some("narrow"));
+            assert_eq!(routed(&t, "x.us.example.com"), Some("broad"));
+        }
+    }
+
+    #[test]
+    fn question_mark_matches_one_character() {
+        let t = RouteTable::build(&[cfg("s", &["mc?.example.com"])]).unwrap();
+        assert_eq!(routed(&t, "mc1.example.com"), Some("s"));
+        assert_eq!(routed(&t, "mc12.example.com"), None);
+    }
+
+    #[test]
+    fn unknown_host_has_no_route() {
+        let t = RouteTable::build(&[cfg("s", &["a.example.com"])]).unwrap();
+        assert_eq!(routed(&t, "b.example.com"), None);
+    }
+
+    #[test]
+    fn domain_claimed_twice_names_both_files() {
+        let e = RouteTable::build(&[
+            cfg("one", &["mc.example.com"]),
+            cfg("two", &["MC.example.com."]),
+        ])
+        .unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("servers/one.toml") && text.contains("servers/two.toml"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn duplicate_server_name_is_an_error() {
+        let mut b = cfg("one", &["b.example.com"]);
+        b.source = "servers/other.toml".into();
+        assert!(RouteTable::build(&[cfg("one", &["a.example.com"]), b]).is_err());
+    }
+
+    #[test]
+    fn round_robin_cycles_through_addresses() {
+        let mut c = cfg("s", &["a"]);
+        c.addresses
+            .push(crate::config::BackendAddress::parse("127.0.0.1:2").unwrap());
+        let s = Server::new(c);
+        assert_eq!(
+            [s.first_address(), s.first_address(), s.first_address()],
+            [0, 1, 0]
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn glob_agrees_with_a_naive_matcher(p in "[ab*?]{0,8}", t in "[ab]{0,10}") {
+            fn naive(p: &[u8], t: &[u8]) -> bool {
+                match (p.first(), t.first()) {
+                    (None, _) => t.is_empty(),
+                    (Some(b'*'), _) => naive(&p[1..], t) || (!t.is_empty() && naive(p, &t[1..])),
+                    (Some(_), None) => false,
+                    (Some(&c), Some(&d)) => (c == b'?' || c == d) && naive(&p[1..], &t[1..]),
+                }
+            }
+            prop_assert_eq!(glob_match(&p, &t), naive(p.as_bytes(), t.as_bytes()));
+        }
+
+        #[test]
+        fn exact_always_beats_wildcards(label in "[a-z]{1,8}") {
+            let host = format!("{label}.example.com");
+            let t = RouteTable::build(&[cfg("w1", &["*"]), cfg("w2", &["*.example.com"]), cfg("e", &[&host])]).unwrap();
+            prop_assert_eq!(routed(&t, &host), Some("e"));
+        }
+    }
+}
