@@ -534,3 +534,507 @@ impl Session {
         }));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{read_frame, read_string};
+    use crate::config::ServerConfig;
+    use crate::handshake::Handshake;
+    use crate::login::LoginStart;
+    use crate::registry::EndReason;
+    use proptest::prelude::*;
+
+    const CLIENT: &str = "198.51.100.7:50000";
+    const LOCAL: &str = "192.0.2.1:25565";
+
+    fn server(name: &str, extra: &str) -> ServerConfig {
+        ServerConfig::from_toml(
+            &format!("{name}.toml"),
+            name,
+            &format!("domains = [\"{name}.example.com\", \"*.{name}.example.com\"]\naddresses = [\"10.0.0.1:1\", \"10.0.0.2:2\"]\n{extra}"),
+        )
+        .unwrap()
+    }
+
+    fn ctx(servers: &[ServerConfig]) -> Context {
+        Context {
+            routes: Arc::new(RouteTable::build(servers).unwrap()),
+            registry: Registry::new(),
+            handshake_timeout: Duration::from_secs(5),
+        }
+    }
+
+    fn login_bytes(host: &str, name: &str, next_state: NextState) -> Vec<u8> {
+        let mut out = Vec::new();
+        Handshake {
+            protocol_version: 765,
+            server_address: host,
+            port: 25565,
+            next_state,
+        }
+        .encode(&mut out);
+        LoginStart {
+            name,
+            tail: &[7; 16],
+        }
+        .encode(&mut out);
+        out
+    }
+
+    fn status_bytes(host: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        Handshake {
+            protocol_version: 47,
+            server_address: host,
+            port: 25565,
+            next_state: NextState::Status,
+        }
+        .encode(&mut out);
+        codec::write_frame(&mut out, 0x00, &[]);
+        codec::write_frame(&mut out, 0x01, &42i64.to_be_bytes());
+        out
+    }
+
+    /// A comparable record of what a driver did.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    enum Did {
+        PreConnect(PreConnectEvent),
+        Connect(String),
+        ToBackend(Vec<u8>),
+        ToClient(Vec<u8>),
+        Forward,
+        Close(CloseReason),
+    }
+
+    /// Drives a session: plugins answer `decision`, the first `fail` dials fail, the rest succeed.
+    struct Script {
+        decision: Decision,
+        fail: usize,
+        live: Vec<LiveSession>,
+    }
+
+    impl Script {
+        fn new(decision: Decision, fail: usize) -> Self {
+            Script {
+                decision,
+                fail,
+                live: Vec::new(),
+            }
+        }
+
+        fn drain(&mut self, s: &mut Session, did: &mut Vec<Did>) {
+            let now = Instant::now();
+            while let Some(action) = s.poll_action() {
+                match action {
+                    Action::PreConnect(e) => {
+                        did.push(Did::PreConnect(e));
+                        s.pre_connect_result(self.decision.clone());
+                    }
+                    Action::Connect(req) => {
+                        did.push(Did::Connect(req.address.to_string()));
+                        if self.fail > 0 {
+                            self.fail -= 1;
+                            s.backend_failed(now);
+                        } else {
+                            s.backend_connected("10.0.0.9:25565".parse().unwrap(), now);
+                        }
+                    }
+                    Action::SendToBackend(b) => match did.last_mut() {
+                        Some(Did::ToBackend(v)) => v.extend_from_slice(&b),
+                        _ => did.push(Did::ToBackend(b.to_vec())),
+                    },
+                    Action::SendToClient(b) => did.push(Did::ToClient(b.to_vec())),
+                    Action::Forward(f) => {
+                        let sent: usize = did
+                            .iter()
+                            .map(|d| match d {
+                                Did::ToBackend(b) => b.len(),
+                                _ => 0,
+                            })
+                            .sum();
+                        assert_eq!(f.c2b_initial, sent as u64, "initial bytes are counted");
+                        did.push(Did::Forward);
+                        self.live.push(f.live);
+                    }
+                    Action::Close(r) => did.push(Did::Close(r)),
+                }
+            }
+        }
+
+        /// Feeds `chunks` one by one, draining after each; bytes after forwarding go straight to the
+        /// backend, as a runtime's copy would send them.
+        fn run(&mut self, s: &mut Session, chunks: &[&[u8]]) -> Vec<Did> {
+            let mut did = Vec::new();
+            for chunk in chunks {
+                if s.is_done() {
+                    if did.contains(&Did::Forward) {
+                        did.push(Did::ToBackend(chunk.to_vec()));
+                    }
+                } else {
+                    s.handle_client_data(chunk);
+                }
+                self.drain(s, &mut did);
+            }
+            // Merge adjacent backend bytes around the Forward marker into one stream.
+            let mut merged: Vec<Did> = Vec::new();
+            let mut stream = Vec::new();
+            for d in did {
+                match d {
+                    Did::ToBackend(b) => stream.extend(b),
+                    other => merged.push(other),
+                }
+            }
+            if !stream.is_empty() {
+                merged.push(Did::ToBackend(stream));
+            }
+            merged
+        }
+    }
+
+    fn session(servers: &[ServerConfig]) -> Session {
+        Session::new(
+            ctx(servers),
+            CLIENT.parse().unwrap(),
+            LOCAL.parse().unwrap(),
+            Instant::now(),
+        )
+    }
+
+    fn disconnect_text(bytes: &[u8]) -> String {
+        let Ok(Parsed::Complete(frame, _)) = read_frame(bytes, 4096) else {
+            panic!("not a frame: {bytes:?}")
+        };
+        assert_eq!(frame.id, 0);
+        let Ok(Parsed::Complete(json, _)) = read_string(frame.body, 4096) else {
+            panic!("not a string")
+        };
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        v["text"].as_str().unwrap_or_default().to_owned()
+    }
+
+    #[test]
+    fn login_is_forwarded_byte_for_byte_without_rewrite() {
+        let mut s = session(&[server("lobby", "")]);
+        let bytes = login_bytes("LOBBY.example.com.\0FML2\0", "Steve", NextState::Login);
+        let did = Script::new(Decision::Allow, 0).run(&mut s, &[&bytes]);
+        let Did::PreConnect(event) = &did[0] else {
+            panic!("{did:?}")
+        };
+        assert_eq!(event.host, "lobby.example.com");
+        assert_eq!(event.server.as_deref(), Some("lobby"));
+        assert_eq!(event.player.as_deref(), Some("Steve"));
+        assert_eq!(did[1], Did::Connect("10.0.0.1:1".into()));
+        assert_eq!(did[2], Did::Forward);
+        assert_eq!(did[3], Did::ToBackend(bytes.clone()));
+    }
+
+    #[test]
+    fn explicit_rewrite_replaces_only_the_host() {
+        let mut s = session(&[server(
+            "lobby",
+            "domain_rewrite = { explicit = \"backend.internal\" }",
+        )]);
+        let bytes = login_bytes("lobby.example.com\0FML3\0", "Alex", NextState::Login);
+        let did = Script::new(Decision::Allow, 0).run(&mut s, &[&bytes]);
+        let Some(Did::ToBackend(sent)) = did.last() else {
+            panic!("{did:?}")
+        };
+        let Ok(Parsed::Complete(hs, used)) = handshake::parse(sent) else {
+            panic!()
+        };
+        assert_eq!(hs.server_address, "backend.internal\0FML3\0");
+        assert_eq!(hs.protocol_version, 765);
+        assert_eq!(hs.port, 25565);
+        let Ok(Parsed::Complete(ls, _)) = login::parse(&sent[used..]) else {
+            panic!()
+        };
+        assert_eq!(ls.name, "Alex");
+        assert_eq!(ls.tail, &[7; 16]);
+    }
+
+    #[test]
+    fn proxy_protocol_header_comes_first() {
+        let mut s = session(&[server("lobby", "send_proxy_protocol = true")]);
+        let bytes = login_bytes("lobby.example.com", "Steve", NextState::Login);
+        let did = Script::new(Decision::Allow, 0).run(&mut s, &[&bytes]);
+        let Some(Did::ToBackend(sent)) = did.last() else {
+            panic!()
+        };
+        let header = crate::proxy_protocol::header(
+            crate::config::ProxyProtocolVersion::V2,
+            CLIENT.parse().unwrap(),
+            LOCAL.parse().unwrap(),
+        );
+        assert_eq!(&sent[..header.len()], header.as_slice());
+        assert_eq!(&sent[header.len()..], bytes.as_slice());
+    }
+
+    #[test]
+    fn failover_tries_the_next_address_then_disconnects_with_the_message() {
+        let mut s = session(&[server("lobby", "disconnect_message = \"Lobby is down\"")]);
+        let bytes = login_bytes("lobby.example.com", "Steve", NextState::Login);
+        let did = Script::new(Decision::Allow, 1).run(&mut s, &[&bytes]);
+        assert_eq!(did[1], Did::Connect("10.0.0.1:1".into()));
+        assert_eq!(did[2], Did::Connect("10.0.0.2:2".into()));
+        assert!(matches!(did[3], Did::Forward));
+
+        let mut s = session(&[server("lobby", "disconnect_message = \"Lobby is down\"")]);
+        let did = Script::new(Decision::Allow, 2).run(&mut s, &[&bytes]);
+        let Did::ToClient(packet) = &did[3] else {
+            panic!("{did:?}")
+        };
+        assert_eq!(disconnect_text(packet), "Lobby is down");
+        assert_eq!(did[4], Did::Close(CloseReason::BackendUnreachable));
+        assert_eq!(did.len(), 5);
+    }
+
+    #[test]
+    fn offline_status_answers_with_the_message_and_pong() {
+        let mut s = session(&[server(
+            "lobby",
+            "disconnect_message = \"Maintenance\"\nmax_players = 7",
+        )]);
+        let did =
+            Script::new(Decision::Allow, 2).run(&mut s, &[&status_bytes("lobby.example.com")]);
+        let Did::ToClient(status) = &did[3] else {
+            panic!("{did:?}")
+        };
+        let Ok(Parsed::Complete(frame, _)) = read_frame(status, 4096) else {
+            panic!()
+        };
+        let Ok(Parsed::Complete(json, _)) = read_string(frame.body, 4096) else {
+            panic!()
+        };
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        assert_eq!(v["description"]["text"], "Maintenance");
+        assert_eq!(v["players"]["max"], 7);
+        assert_eq!(v["version"]["protocol"], 47);
+        assert_eq!(did[4], Did::ToClient(response::pong(&42i64.to_be_bytes())));
+        assert_eq!(did[5], Did::Close(CloseReason::StatusServed));
+    }
+
+    #[test]
+    fn unknown_host_never_dials() {
+        let mut s = session(&[server("lobby", "")]);
+        let bytes = login_bytes("elsewhere.example.org", "Steve", NextState::Login);
+        let did = Script::new(Decision::Allow, 0).run(&mut s, &[&bytes]);
+        assert!(!did.iter().any(|d| matches!(d, Did::Connect(_))), "{did:?}");
+        assert_eq!(did.last(), Some(&Did::Close(CloseReason::UnknownHost)));
+    }
+
+    #[test]
+    fn deny_tells_the_player_why() {
+        let mut s = session(&[server("lobby", "")]);
+        let bytes = login_bytes("lobby.example.com", "Steve", NextState::Login);
+        let did = Script::new(Decision::Deny("Banned".into()), 0).run(&mut s, &[&bytes]);
+        let Did::ToClient(p) = &did[1] else {
+            panic!("{did:?}")
+        };
+        assert_eq!(disconnect_text(p), "Banned");
+        assert_eq!(did[2], Did::Close(CloseReason::Denied));
+    }
+
+    #[test]
+    fn redirect_goes_to_the_named_server() {
+        let mut s = session(&[server("lobby", ""), server("limbo", "")]);
+        let bytes = login_bytes("lobby.example.com", "Steve", NextState::Login);
+        let mut script = Script::new(Decision::Redirect("limbo".into()), 0);
+        let did = script.run(&mut s, &[&bytes]);
+        assert!(matches!(did[2], Did::Forward));
+        assert_eq!(script.live[0].info().server, "limbo");
+
+        let mut s = session(&[server("lobby", "")]);
+        let did = Script::new(Decision::Redirect("nowhere".into()), 0).run(&mut s, &[&bytes]);
+        assert_eq!(
+            did.last(),
+            Some(&Did::Close(CloseReason::UnknownRedirect("nowhere".into())))
+        );
+    }
+
+    #[test]
+    fn third_login_is_refused_when_max_players_is_two() {
+        let c = ctx(&[server("lobby", "max_players = 2")]);
+        let bytes = login_bytes("lobby.example.com", "Steve", NextState::Login);
+        let mut script = Script::new(Decision::Allow, 0);
+        let mut outcomes = Vec::new();
+        for _ in 0..3 {
+            let mut s = Session::new(
+                c.clone(),
+                CLIENT.parse().unwrap(),
+                LOCAL.parse().unwrap(),
+                Instant::now(),
+            );
+            outcomes.push(script.run(&mut s, &[&bytes]));
+        }
+        assert!(matches!(outcomes[0][2], Did::Forward));
+        assert!(matches!(outcomes[1][2], Did::Forward));
+        let Did::ToClient(p) = &outcomes[2][1] else {
+            panic!("{:?}", outcomes[2])
+        };
+        assert_eq!(disconnect_text(p), SERVER_FULL_MESSAGE);
+        assert_eq!(outcomes[2][2], Did::Close(CloseReason::ServerFull));
+        // Status pings are not players and are never refused for fullness.
+        let mut s = Session::new(
+            c.clone(),
+            CLIENT.parse().unwrap(),
+            LOCAL.parse().unwrap(),
+            Instant::now(),
+        );
+        assert!(script
+            .run(&mut s, &[&status_bytes("lobby.example.com")])
+            .iter()
+            .any(|d| *d == Did::Forward));
+        // A finished session frees its slot.
+        let live = script.live.remove(0);
+        live.finish(0, 0, EndReason::ClientClosed, Instant::now());
+        let mut s = Session::new(
+            c,
+            CLIENT.parse().unwrap(),
+            LOCAL.parse().unwrap(),
+            Instant::now(),
+        );
+        assert!(script
+            .run(&mut s, &[&bytes])
+            .iter()
+            .any(|d| *d == Did::Forward));
+    }
+
+    #[test]
+    fn failed_backends_release_the_player_slot() {
+        let c = ctx(&[server("lobby", "max_players = 1")]);
+        let bytes = login_bytes("lobby.example.com", "Steve", NextState::Login);
+        let mut s = Session::new(
+            c.clone(),
+            CLIENT.parse().unwrap(),
+            LOCAL.parse().unwrap(),
+            Instant::now(),
+        );
+        Script::new(Decision::Allow, 2).run(&mut s, &[&bytes]);
+        assert_eq!(c.registry.players_on("lobby"), 0);
+    }
+
+    #[test]
+    fn transfer_is_routed_like_a_login() {
+        let mut s = session(&[server("lobby", "")]);
+        let bytes = login_bytes("lobby.example.com", "Steve", NextState::Transfer);
+        let did = Script::new(Decision::Allow, 0).run(&mut s, &[&bytes]);
+        assert!(matches!(did[2], Did::Forward));
+    }
+
+    #[test]
+    fn legacy_ping_is_answered_and_closed() {
+        let mut s = session(&[server("lobby", "")]);
+        let did = Script::new(Decision::Allow, 0).run(&mut s, &[&[0xFE, 0x01, 0xFA]]);
+        assert_eq!(
+            did[0],
+            Did::ToClient(response::legacy_ping_answer(LEGACY_PING_MOTD))
+        );
+        assert_eq!(did[1], Did::Close(CloseReason::LegacyPing));
+    }
+
+    #[test]
+    fn slow_client_times_out() {
+        let start = Instant::now();
+        let mut s = Session::new(
+            ctx(&[server("lobby", "")]),
+            CLIENT.parse().unwrap(),
+            LOCAL.parse().unwrap(),
+            start,
+        );
+        s.handle_client_data(&[0x10, 0x00]);
+        assert_eq!(s.poll_timeout(), Some(start + Duration::from_secs(5)));
+        s.handle_timeout(start + Duration::from_secs(4));
+        assert!(s.poll_action().is_none());
+        s.handle_timeout(start + Duration::from_secs(5));
+        assert!(matches!(
+            s.poll_action(),
+            Some(Action::Close(CloseReason::HandshakeTimeout))
+        ));
+        assert!(s.is_done());
+    }
+
+    #[test]
+    fn giant_length_is_refused_without_waiting() {
+        let mut s = session(&[server("lobby", "")]);
+        s.handle_client_data(&[0xff, 0xff, 0x7f]);
+        assert!(matches!(
+            s.poll_action(),
+            Some(Action::Close(CloseReason::ProtocolError(_)))
+        ));
+    }
+
+    #[test]
+    fn flood_before_forwarding_is_bounded() {
+        let mut s = session(&[server("lobby", "")]);
+        let bytes = login_bytes("lobby.example.com", "Steve", NextState::Login);
+        s.handle_client_data(&bytes);
+        assert!(matches!(s.poll_action(), Some(Action::PreConnect(_))));
+        for _ in 0..(MAX_BUFFERED / 1024 + 1) {
+            s.handle_client_data(&[0u8; 1024]);
+        }
+        assert!(matches!(
+            s.poll_action(),
+            Some(Action::Close(CloseReason::BufferLimit))
+        ));
+    }
+
+    #[test]
+    fn eof_before_forwarding_closes() {
+        let mut s = session(&[server("lobby", "")]);
+        s.handle_client_eof();
+        assert!(matches!(
+            s.poll_action(),
+            Some(Action::Close(CloseReason::ClientClosed))
+        ));
+    }
+
+    fn splits(len: usize) -> impl Strategy<Value = Vec<usize>> {
+        proptest::collection::vec(0..=len, 0..8).prop_map(|mut v| {
+            v.sort_unstable();
+            v
+        })
+    }
+
+    fn chunked<'a>(bytes: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
+        let mut out = Vec::new();
+        let mut prev = 0;
+        for &c in cuts.iter().chain(std::iter::once(&bytes.len())) {
+            out.push(&bytes[prev..c]);
+            prev = c;
+        }
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn any_chunking_gives_the_same_actions(
+            cuts in splits(80),
+            tail in proptest::collection::vec(any::<u8>(), 0..40),
+            fail in 0usize..3,
+            status in any::<bool>(),
+            deny in any::<bool>(),
+        ) {
+            let mut bytes = if status { status_bytes("lobby.example.com") } else { login_bytes("Lobby.Example.com.\0FML\0", "Steve", NextState::Login) };
+            if !status { bytes.extend_from_slice(&tail); }
+            let decision = if deny { Decision::Deny("no".into()) } else { Decision::Allow };
+            let cfg = [server("lobby", "domain_rewrite = \"from_backend\"\nsend_proxy_protocol = true")];
+            let whole = Script::new(decision.clone(), fail).run(&mut session(&cfg), &[&bytes]);
+            let cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(bytes.len())).collect();
+            let split = Script::new(decision, fail).run(&mut session(&cfg), &chunked(&bytes, &cuts));
+            prop_assert_eq!(whole, split);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic_and_stay_bounded(
+            bytes in proptest::collection::vec(any::<u8>(), 0..2048),
+            cuts in splits(2048),
+        ) {
+            let mut s = session(&[server("lobby", "")]);
+            let cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(bytes.len())).collect();
+            let mut script = Script::new(Decision::Allow, 0);
+            script.run(&mut s, &chunked(&bytes, &cuts));
+            prop_assert!(s.buf.len() <= MAX_BUFFERED);
+        }
+    }
+}
