@@ -883,8 +883,7 @@ mod tests {
         );
         assert!(script
             .run(&mut s, &[&status_bytes("lobby.example.com")])
-            .iter()
-            .any(|d| *d == Did::Forward));
+            .contains(&Did::Forward));
         // A finished session frees its slot.
         let live = script.live.remove(0);
         live.finish(0, 0, EndReason::ClientClosed, Instant::now());
@@ -894,10 +893,7 @@ mod tests {
             LOCAL.parse().unwrap(),
             Instant::now(),
         );
-        assert!(script
-            .run(&mut s, &[&bytes])
-            .iter()
-            .any(|d| *d == Did::Forward));
+        assert!(script.run(&mut s, &[&bytes]).contains(&Did::Forward));
     }
 
     #[test]
