@@ -141,7 +141,7 @@ net.createServer((c) => {
       if (rw && typeof rw === 'object' && rw.explicit) newHost = rw.explicit + rest
       else if (rw === 'from_backend') newHost = bh + rest
       const newHs = frame(0, Buffer.concat([varInt(proto), mcString(newHost), Buffer.from([port >> 8, port & 0xff]), varInt(next)]))
-      if (s.send_proxy_protocol) b.write(proxyV2(c))
+      if (s.send_proxy_protocol) b.write(s.proxy_protocol_version === 1 ? `PROXY TCP4 127.0.0.1 127.0.0.1 ${c.remotePort} ${c.localPort}\r\n` : proxyV2(c))
       b.write(newHs)
       b.write(buf.subarray(off))
       c.pipe(b); b.pipe(c)

@@ -159,8 +159,12 @@ async function proxyProtocol (ctx) {
   const alpha = await ctx.backend({ name: 'alpha' })
   const shim = await startProxyProtocolShim(alpha.port)
   ctx.defer(() => shim.close())
+  const beta = await ctx.backend({ name: 'beta' })
+  const shimV1 = await startProxyProtocolShim(beta.port)
+  ctx.defer(() => shimV1.close())
   const proxy = await ctx.proxy({
-    alpha: { domains: ['alpha.test'], addresses: [`127.0.0.1:${shim.port}`], send_proxy_protocol: true }
+    alpha: { domains: ['alpha.test'], addresses: [`127.0.0.1:${shim.port}`], send_proxy_protocol: true },
+    beta: { domains: ['v1.test'], addresses: [`127.0.0.1:${shimV1.port}`], send_proxy_protocol: true, proxy_protocol_version: 1 }
   })
   const h = await ctx.join({ port: proxy.port, hostname: 'alpha.test', username: 'Real' }, 'alpha')
   await chatRoundTrip(h, 'alpha', 'through the shim')
@@ -181,7 +185,18 @@ async function proxyProtocol (ctx) {
   assert(componentText(p.response.description) === 'alpha MOTD', `status through the shim: ${JSON.stringify(p.response)}`)
   assert(shim.records.length === 2 && shim.records[1].header && shim.records[1].header.version === 2,
     `status connection: shim records ${JSON.stringify(shim.records.slice(1))}`)
+  // the text header when asked for: proxy_protocol_version = 1
+  const h1 = await ctx.join({ port: proxy.port, hostname: 'v1.test', username: 'Text' }, 'beta')
+  await chatRoundTrip(h1, 'beta', 'through the v1 shim')
+  assert(shimV1.records.length === 1, `v1 shim saw ${shimV1.records.length} connections: ${JSON.stringify(shimV1.records)}`)
+  const r1 = shimV1.records[0]
+  assert(!r1.error, `v1 backend connection: ${r1.error}`)
+  const d1 = JSON.stringify(r1.header)
+  assert(r1.header.version === 1 && r1.header.family === 'TCP4', `proxy_protocol_version = 1 sent ${d1}`)
+  assert(r1.header.srcAddr === '127.0.0.1' && r1.header.srcPort === h1.state.localPort && r1.header.dstPort === proxy.port,
+    `v1 header ${d1}, the client is ${h1.state.localAddress}:${h1.state.localPort} connected to port ${proxy.port}`)
   assertAlive(h, 'Real')
+  assertAlive(h1, 'Text')
 }
 
 // 6. max_players = 2: the third concurrent login is refused, the first two keep playing; a freed slot is reusable.
