@@ -196,6 +196,8 @@ pub struct MainConfig {
     pub max_connections: usize,
     /// How long live sessions may go on after a shutdown signal before they are closed.
     pub shutdown_timeout: Duration,
+    /// The built-in pre-connect plugin refusing clients by address (`[ip_filter]`), if configured.
+    pub ip_filter: Option<crate::plugin::IpFilter>,
 }
 
 #[derive(Deserialize)]
@@ -206,6 +208,50 @@ struct RawMain {
     handshake_timeout: Option<String>,
     max_connections: Option<usize>,
     shutdown_timeout: Option<String>,
+    ip_filter: Option<RawIpFilter>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIpFilter {
+    #[serde(default)]
+    allow: Vec<String>,
+    #[serde(default)]
+    deny: Vec<String>,
+    message: Option<String>,
+}
+
+/// Default message for clients refused by `[ip_filter]`.
+pub const DEFAULT_IP_FILTER_MESSAGE: &str = "You are not allowed to join this server.";
+
+fn networks(
+    source: &str,
+    key: &str,
+    values: &[String],
+    issues: &mut Vec<ConfigIssue>,
+) -> Vec<crate::plugin::IpNet> {
+    values
+        .iter()
+        .filter_map(|v| {
+            let v = v.trim();
+            // A bare address means just that host.
+            let parsed = v.parse::<crate::plugin::IpNet>().or_else(|_| {
+                v.parse::<std::net::IpAddr>()
+                    .map(crate::plugin::IpNet::from)
+            });
+            match parsed {
+                Ok(n) => Some(n),
+                Err(_) => {
+                    issues.push(ConfigIssue::new(
+                        source,
+                        key,
+                        format!("{v:?} is not an IP address or CIDR network (e.g. \"10.0.0.0/8\")"),
+                    ));
+                    None
+                }
+            }
+        })
+        .collect()
 }
 
 #[derive(Deserialize, Default)]
@@ -318,6 +364,13 @@ impl MainConfig {
             Duration::from_secs(30),
             &mut issues,
         );
+        let ip_filter = raw.ip_filter.map(|f| crate::plugin::IpFilter {
+            allow: networks(&source, "ip_filter.allow", &f.allow, &mut issues),
+            deny: networks(&source, "ip_filter.deny", &f.deny, &mut issues),
+            message: f
+                .message
+                .unwrap_or_else(|| DEFAULT_IP_FILTER_MESSAGE.to_owned()),
+        });
         if !issues.is_empty() {
             return Err(ConfigErrors(issues));
         }
@@ -327,6 +380,7 @@ impl MainConfig {
             handshake_timeout,
             max_connections: raw.max_connections.unwrap_or(0),
             shutdown_timeout,
+            ip_filter,
         })
     }
 }
@@ -763,5 +817,23 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(keys(e), vec!["bind", "handshake_timeout"]);
+    }
+
+    #[test]
+    fn ip_filter_section_is_validated() {
+        let m = MainConfig::from_toml(
+            Path::new("n.toml"),
+            "[ip_filter]\ndeny = [\"203.0.113.0/24\", \"198.51.100.9\"]",
+        )
+        .unwrap();
+        let f = m.ip_filter.unwrap();
+        assert_eq!(f.deny.len(), 2);
+        assert_eq!(f.message, DEFAULT_IP_FILTER_MESSAGE);
+        let e = MainConfig::from_toml(
+            Path::new("n.toml"),
+            "[ip_filter]\nallow = [\"10.0.0.0/33\"]",
+        )
+        .unwrap_err();
+        assert_eq!(keys(e), vec!["ip_filter.allow"]);
     }
 }

@@ -1,0 +1,138 @@
+//! The command line shared by every nethergate binary: options, logging, config loading, `--check`,
+//! signals.
+
+use crate::proxy::Handle;
+use clap::{Parser, ValueEnum};
+use nethergate_core::{Config, Plugins};
+use std::io;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// nethergate: a Minecraft reverse proxy that routes players by the hostname they connect to.
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "nethergate: a Minecraft reverse proxy that routes players by the hostname they connect to",
+    long_about = None
+)]
+pub struct Args {
+    /// The main configuration file.
+    #[arg(long, short, value_name = "PATH", default_value = "nethergate.toml")]
+    pub config: PathBuf,
+    /// Validate the configuration, print the routes, and exit (non-zero on errors).
+    #[arg(long)]
+    pub check: bool,
+    /// Log format; the level comes from RUST_LOG (default "info").
+    #[arg(long, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+}
+
+/// Installs the tracing subscriber.
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi);
+    let _ = match format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// The plugins configured in the main file.
+pub fn plugins(config: &Config) -> Plugins {
+    let mut plugins = Plugins::new();
+    if let Some(filter) = &config.main.ip_filter {
+        plugins = plugins.with(filter.clone());
+    }
+    plugins
+}
+
+/// Prints what `--check` reports: every server with its domains and addresses.
+fn print_routes(config: &Config) {
+    println!(
+        "configuration OK: listening on {}, {} server(s) from {}",
+        config.main.bind,
+        config.servers.len(),
+        config.main.servers_dir.display()
+    );
+    for s in &config.servers {
+        let addrs: Vec<String> = s.addresses.iter().map(ToString::to_string).collect();
+        println!(
+            "  {} ({}): {} -> {} [{:?}{}]",
+            s.name,
+            s.source,
+            s.domains.join(", "),
+            addrs.join(", "),
+            s.proxy_mode,
+            if s.send_proxy_protocol {
+                ", PROXY protocol"
+            } else {
+                ""
+            }
+        );
+    }
+}
+
+/// SIGINT/SIGTERM: first graceful shutdown, a second one closes sessions at once.
+pub fn install_signals(handle: Handle) -> io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut seen = 0;
+            for signal in signals.forever() {
+                seen += 1;
+                if seen == 1 {
+                    tracing::info!(signal, "shutdown requested");
+                    handle.shutdown();
+                } else {
+                    tracing::info!(signal, "second signal: closing every session now");
+                    handle.abort();
+                }
+            }
+        })?;
+    Ok(())
+}
+
+/// The main function of a nethergate binary: parses the command line, loads and validates the
+/// configuration, then calls `serve` with it (which runs until shutdown).
+pub fn main(serve: impl FnOnce(Config, Plugins) -> io::Result<()>) -> ExitCode {
+    let args = Args::parse();
+    init_logging(args.log_format);
+    let config = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("invalid configuration ({} problem(s)):", errors.0.len());
+            for issue in &errors.0 {
+                eprintln!("  {issue}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    if args.check {
+        print_routes(&config);
+        return ExitCode::SUCCESS;
+    }
+    let plugins = plugins(&config);
+    match serve(config, plugins) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "fatal");
+            eprintln!("nethergate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

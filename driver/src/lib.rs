@@ -1,0 +1,24 @@
+//! # nethergate-driver
+//!
+//! Runs [`nethergate_core`] sessions over any async runtime that implements the small [`Runtime`] trait
+//! (sockets with readiness, a timer, spawn). The tokio and smol binaries are each one short file on top of
+//! this crate; everything that is not "how does this runtime do IO" lives here or in the core.
+//!
+//! - [`Proxy`]: bind, accept loop, `max_connections`, graceful shutdown phases.
+//! - `connection`: drives one [`nethergate_core::Session`] and executes its actions.
+//! - [`copy`]: the bidirectional copy with half-close, idle/write limits, counters, fairness and pooled
+//!   buffers (no buffer held by an idle session).
+//! - [`cli`]: the command line, logging and signals every binary shares.
+
+#![warn(missing_docs)]
+
+pub mod cli;
+mod connection;
+pub mod copy;
+pub mod pool;
+mod proxy;
+pub mod runtime;
+pub mod signal;
+
+pub use proxy::{Control, Handle, Proxy, Running};
+pub use runtime::{Listener, Runtime, Stream};

@@ -1,0 +1,55 @@
+//! The little a driver needs from an async runtime. Each runtime crate implements it in one short file.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsFd;
+use std::time::Instant;
+
+/// A connected, non-blocking TCP stream registered with the runtime's reactor.
+///
+/// Readiness-based on purpose: the copy loop waits for readiness without holding a buffer, then borrows one
+/// from a per-thread pool only while bytes are in flight.
+pub trait Stream: AsFd + Send + Sync + 'static {
+    /// Resolves when the stream may be readable (a following `try_read` can still say `WouldBlock`).
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send + '_;
+    /// Resolves when the stream may be writable.
+    fn writable(&self) -> impl Future<Output = io::Result<()>> + Send + '_;
+    /// Reads without blocking; `WouldBlock` clears the readiness.
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Writes without blocking; `WouldBlock` clears the readiness.
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
+}
+
+/// A listening socket.
+pub trait Listener: Send + Sync + 'static {
+    /// The stream type accepted.
+    type Stream: Stream;
+    /// Accepts the next client.
+    fn accept(&self) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>> + Send + '_;
+}
+
+/// An async runtime: sockets, timers, tasks.
+pub trait Runtime: Clone + Send + Sync + 'static {
+    /// Its TCP stream.
+    type Stream: Stream;
+    /// Its TCP listener.
+    type Listener: Listener<Stream = Self::Stream>;
+    /// Its timer future.
+    type Sleep: Future<Output = ()> + Send;
+
+    /// Registers a bound, non-blocking std listener with the reactor.
+    fn listener(&self, std: std::net::TcpListener) -> io::Result<Self::Listener>;
+    /// Connects to `addr`.
+    fn connect(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+    /// Resolves a host name.
+    fn resolve(
+        &self,
+        host: String,
+        port: u16,
+    ) -> impl Future<Output = io::Result<Vec<SocketAddr>>> + Send;
+    /// A timer firing at `deadline`.
+    fn sleep_until(&self, deadline: Instant) -> Self::Sleep;
+    /// Runs a task in the background.
+    fn spawn<F: Future<Output = ()> + Send + 'static>(&self, future: F);
+}

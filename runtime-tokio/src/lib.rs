@@ -1,0 +1,93 @@
+//! nethergate on tokio: the [`Runtime`] implementation, and [`spawn`] to run a proxy on its own thread.
+
+use nethergate_core::{Config, Plugins};
+use nethergate_driver::{Proxy, Running, Runtime};
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::time::Instant;
+
+/// The tokio runtime, for the driver.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tokio;
+
+/// A tokio TCP stream.
+#[derive(Debug)]
+pub struct Stream(tokio::net::TcpStream);
+
+impl AsFd for Stream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+impl nethergate_driver::Stream for Stream {
+    async fn readable(&self) -> io::Result<()> {
+        self.0.readable().await
+    }
+    async fn writable(&self) -> io::Result<()> {
+        self.0.writable().await
+    }
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.try_read(buf)
+    }
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        self.0.try_write(buf)
+    }
+}
+
+/// A tokio TCP listener.
+#[derive(Debug)]
+pub struct Listener(tokio::net::TcpListener);
+
+impl nethergate_driver::Listener for Listener {
+    type Stream = Stream;
+    async fn accept(&self) -> io::Result<(Stream, SocketAddr)> {
+        let (s, peer) = self.0.accept().await?;
+        Ok((Stream(s), peer))
+    }
+}
+
+impl Runtime for Tokio {
+    type Stream = Stream;
+    type Listener = Listener;
+    type Sleep = tokio::time::Sleep;
+
+    fn listener(&self, std: std::net::TcpListener) -> io::Result<Listener> {
+        tokio::net::TcpListener::from_std(std).map(Listener)
+    }
+    async fn connect(&self, addr: SocketAddr) -> io::Result<Stream> {
+        tokio::net::TcpStream::connect(addr).await.map(Stream)
+    }
+    async fn resolve(&self, host: String, port: u16) -> io::Result<Vec<SocketAddr>> {
+        Ok(tokio::net::lookup_host((host.as_str(), port))
+            .await?
+            .collect())
+    }
+    fn sleep_until(&self, deadline: Instant) -> tokio::time::Sleep {
+        tokio::time::sleep_until(deadline.into())
+    }
+    fn spawn<F: Future<Output = ()> + Send + 'static>(&self, future: F) {
+        tokio::spawn(future);
+    }
+}
+
+/// Builds the multi-threaded tokio runtime the binary uses.
+pub fn runtime() -> io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("nethergate-worker")
+        .build()
+}
+
+/// Binds and runs a proxy for `config` on a new thread with its own tokio runtime.
+pub fn spawn(config: Config, plugins: Plugins) -> io::Result<Running> {
+    let rt = runtime()?;
+    let proxy = {
+        let _enter = rt.enter();
+        Proxy::bind(Tokio, config, plugins)?
+    };
+    let (addr, handle) = (proxy.local_addr(), proxy.handle());
+    Running::spawn(addr, handle, move || rt.block_on(proxy.run()))
+}
