@@ -49,7 +49,8 @@ async function startOnce ({ binary, dir, servers, global, port, attempt }) {
   }
 
   const logPath = path.join(dir, `proxy${attempt ? '.' + attempt : ''}.log`)
-  const log = fs.openSync(logPath, 'w')
+  const log = fs.createWriteStream(logPath)
+  log.on('error', () => {})
   const chunks = []
   let size = 0
   const child = spawn(binary, ['--config', main], {
@@ -57,7 +58,7 @@ async function startOnce ({ binary, dir, servers, global, port, attempt }) {
     env: { ...process.env, NO_COLOR: '1' }
   })
   const onData = (d) => {
-    fs.writeSync(log, d)
+    log.write(d)
     if (size < 4 << 20) { chunks.push(d); size += d.length }
   }
   child.stdout.on('data', onData)
@@ -69,7 +70,9 @@ async function startOnce ({ binary, dir, servers, global, port, attempt }) {
     child.once('error', (err) => resolve({ code: null, signal: null, error: err }))
   })
   let exitInfo = null
-  exited.then((e) => { exitInfo = e; try { fs.closeSync(log) } catch (_) {} })
+  exited.then((e) => { exitInfo = e })
+  // 'close' comes after the output pipes are drained, so nothing is written to the log after it ends
+  child.once('close', () => log.end())
 
   const deadMsg = () => {
     if (!exitInfo) return null

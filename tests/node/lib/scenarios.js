@@ -86,7 +86,7 @@ async function routing (ctx) {
 // 3. Status through the proxy shows the backend's MOTD and counts; backend down -> disconnect_message.
 async function status (ctx) {
   const motd = `Alpha says hi on ${ctx.version}`
-  const downMsg = `Backend is down (${ctx.version})`
+  const downMsg = `Backend "alpha" is down — réessayez (${ctx.version})`
   const alpha = await ctx.backend({ name: 'alpha', motd, maxPlayers: 37 })
   const proxy = await ctx.proxy({
     alpha: { domains: ['alpha.test'], addresses: [addr(alpha)], disconnect_message: downMsg, timeouts: { connect: '2s' } }
