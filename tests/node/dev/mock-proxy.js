@@ -119,10 +119,14 @@ net.createServer((c) => {
     c.removeListener('data', onData)
     c.pause()
     if (next === 2) { s.active++; c.once('close', () => s.active--) }
-    const addr = s.addresses[s.rr++ % s.addresses.length]
+    const start = s.rr++
+    dial(0)
+    function dial (k) {
+    const addr = s.addresses[(start + k) % s.addresses.length]
     const [bh, bp] = addr.split(':')
     const b = net.connect(Number(bp), bh)
     b.once('error', () => {
+      if (k + 1 < s.addresses.length) { dial(k + 1); return }
       const msg = JSON.stringify({ text: s.disconnect_message || 'Server is offline' })
       if (next === 2) { c.end(frame(0, mcString(msg))); return }
       c.write(frame(0, mcString(JSON.stringify({ version: { name: '?', protocol: proto }, players: { max: 0, online: 0 }, description: JSON.parse(msg) }))))
@@ -148,6 +152,7 @@ net.createServer((c) => {
       b.on('error', () => c.destroy()); c.on('error', () => b.destroy())
       c.resume()
     })
+    }
   }
   c.on('data', onData)
 }).listen(Number(bindPort), bindHost, () => console.error(`mock proxy listening on ${cfg.bind}`))

@@ -1,7 +1,7 @@
 'use strict'
 // The scenarios. Each is `async (ctx) => {}` and throws an Error whose message is the failure reason.
 // ctx (see run.js) starts backends, the proxy under test and clients, and tears them all down afterwards.
-const { sleep, waitFor, assert, tcpProbe } = require('./util')
+const { sleep, waitFor, assert, tcpProbe, freePort } = require('./util')
 const { joinGame, chatRoundTrip, loginExpectRefusal, statusPing, componentText, describeEnd, startClient, waitState } = require('./client')
 const { startProxyProtocolShim } = require('./proxyproto')
 
@@ -24,42 +24,60 @@ function assertAlive (h, who) {
 }
 
 // 1. Login through the proxy by hostname, reach play on the right backend, chat and keep-alives for ~3 s.
+// Done twice at once: through a server with the default proxy_mode (passthrough) and one with zero_copy.
 async function loginPlay (ctx) {
   const alpha = await ctx.backend({ name: 'alpha' })
-  const proxy = await ctx.proxy({ alpha: { domains: ['alpha.test'], addresses: [addr(alpha)] } })
-  const h = await ctx.join({ port: proxy.port, hostname: 'alpha.test', username: 'Steve' }, 'alpha')
+  const zc = await ctx.backend({ name: 'zc' })
+  const proxy = await ctx.proxy({
+    alpha: { domains: ['alpha.test'], addresses: [addr(alpha)] },
+    zc: { domains: ['zc.test'], addresses: [addr(zc)], proxy_mode: 'zero_copy' }
+  })
+  await Promise.all([
+    playFor(ctx, proxy, alpha, 'alpha.test', 'Steve'),
+    playFor(ctx, proxy, zc, 'zc.test', 'Zed').catch((e) => { e.message = `[proxy_mode = "zero_copy"] ${e.message}`; throw e })
+  ])
+}
+
+async function playFor (ctx, proxy, backend, hostname, username) {
+  const h = await ctx.join({ port: proxy.port, hostname, username }, backend.name)
   const ka0 = h.state.keepAlives
-  const rounds = await chatFor(h, 'alpha', 3000, 'hello')
-  assertAlive(h, 'Steve')
+  const rounds = await chatFor(h, backend.name, 3000, 'hello')
+  assertAlive(h, username)
   const kaClient = h.state.keepAlives - ka0
-  const kaBackend = alpha.stats.keepAliveAnswers.Steve
+  const kaBackend = backend.stats.keepAliveAnswers[username]
   assert(rounds >= 4, `only ${rounds} chat round trips in 3s`)
   assert(kaClient >= 3, `client received only ${kaClient} keep-alives in ~3s (backend sends one every 500ms)`)
   assert(kaBackend >= 3, `backend received only ${kaBackend} keep-alive answers`)
-  assert(alpha.stats.chats.Steve.length === rounds, `backend got ${alpha.stats.chats.Steve.length} chat messages, client sent ${rounds}`)
-  assert(alpha.stats.logins.length === 1 && alpha.stats.logins[0] === 'Steve', `backend logins: ${JSON.stringify(alpha.stats.logins)}`)
+  assert(backend.stats.chats[username].length === rounds, `backend got ${backend.stats.chats[username].length} chat messages, client sent ${rounds}`)
+  assert(backend.stats.logins.length === 1 && backend.stats.logins[0] === username, `backend logins: ${JSON.stringify(backend.stats.logins)}`)
 }
 
 // 2. Two servers behind one proxy, exact and wildcard domains; an unknown host never reaches a backend.
 async function routing (ctx) {
   const alpha = await ctx.backend({ name: 'alpha' })
   const beta = await ctx.backend({ name: 'beta' })
+  const gamma = await ctx.backend({ name: 'gamma' })
+  const deadPort = await freePort() // nothing listens there
   const proxy = await ctx.proxy({
     alpha: { domains: ['alpha.test'], addresses: [addr(alpha)] },
-    beta: { domains: ['beta.test', '*.wild.test'], addresses: [addr(beta)] }
+    beta: { domains: ['beta.test', '*.wild.test'], addresses: [addr(beta)] },
+    // one dead address first: the proxy must fail over to the live one
+    gamma: { domains: ['failover.test'], addresses: [`127.0.0.1:${deadPort}`, addr(gamma)], timeouts: { connect: '2s' } }
   })
   const cases = [
     ['alpha.test', 'alpha', 'p_exact'],
     ['foo.wild.test', 'beta', 'p_wild'],
     ['beta.test', 'beta', 'p_beta'],
     ['ALPHA.Test', 'alpha', 'p_upper'],
-    ['Bar.WILD.test', 'beta', 'p_wildup']
+    ['Bar.WILD.test', 'beta', 'p_wildup'],
+    ['failover.test', 'gamma', 'p_fail1'],
+    ['failover.test', 'gamma', 'p_fail2']
   ]
   const joined = await Promise.all(cases.map(([hostname, want, username]) =>
     ctx.join({ port: proxy.port, hostname, username }, want)))
   for (let i = 0; i < cases.length; i++) await chatRoundTrip(joined[i], cases[i][1], `routed via ${cases[i][0]}`)
 
-  const before = { alpha: alpha.stats.tcpConnections, beta: beta.stats.tcpConnections }
+  const before = { alpha: alpha.stats.tcpConnections, beta: beta.stats.tcpConnections, gamma: gamma.stats.tcpConnections }
   // unknown host: login and status ping must both be closed without touching a backend
   const refused = await loginExpectRefusal({ port: proxy.port, hostname: 'unknown.test', username: 'p_unknown', version: ctx.version })
   let pingErr = null
@@ -70,17 +88,17 @@ async function routing (ctx) {
   // and the wildcard must not match the bare suffix's sibling
   const refused2 = await loginExpectRefusal({ port: proxy.port, hostname: 'wild.test.evil', username: 'p_unknown2', version: ctx.version })
   await sleep(300)
-  const after = { alpha: alpha.stats.tcpConnections, beta: beta.stats.tcpConnections }
-  assert(after.alpha === before.alpha && after.beta === before.beta,
+  const after = { alpha: alpha.stats.tcpConnections, beta: beta.stats.tcpConnections, gamma: gamma.stats.tcpConnections }
+  assert(after.alpha === before.alpha && after.beta === before.beta && after.gamma === before.gamma,
     `unknown hosts reached a backend: TCP connections before ${JSON.stringify(before)}, after ${JSON.stringify(after)}`)
-  const leaked = [...alpha.stats.handshakes, ...beta.stats.handshakes].filter((hs) => /unknown|nobody|evil/.test(hs.serverHost))
+  const leaked = [...alpha.stats.handshakes, ...beta.stats.handshakes, ...gamma.stats.handshakes].filter((hs) => /unknown|nobody|evil/.test(hs.serverHost))
   assert(leaked.length === 0, `backend saw handshakes for unknown hosts: ${JSON.stringify(leaked)}`)
   if (pingErr) throw new Error(pingErr)
   assert(!refused.state.inPlay && !refused2.state.inPlay, 'unknown host reached play')
   // routed players are all still there
   joined.forEach((h, i) => assertAlive(h, cases[i][2]))
-  assert(alpha.stats.tcpConnections === 2 && beta.stats.tcpConnections === 3,
-    `backend connection counts alpha=${alpha.stats.tcpConnections} (want 2) beta=${beta.stats.tcpConnections} (want 3)`)
+  assert(alpha.stats.tcpConnections === 2 && beta.stats.tcpConnections === 3 && gamma.stats.tcpConnections === 2,
+    `backend connection counts alpha=${alpha.stats.tcpConnections} (want 2) beta=${beta.stats.tcpConnections} (want 3) gamma=${gamma.stats.tcpConnections} (want 2)`)
 }
 
 // 3. Status through the proxy shows the backend's MOTD and counts; backend down -> disconnect_message.
