@@ -23,7 +23,7 @@ const { SCENARIOS } = require('./lib/scenarios')
 
 // Versions covered. Each must be in minecraft-protocol's supportedVersions; the last one is "the newest"
 // (used by the scenarios marked newestOnly).
-const VERSIONS = ['1.8.8', '1.12.2', '1.16.5', '1.19.2', '1.20.4', '1.21.11', '26.1']
+const VERSIONS = ['1.7', '1.8.8', '1.12.2', '1.16.5', '1.19.2', '1.20.4', '1.21.11', '26.1']
 // Versions deliberately left out, with the reason printed at every run.
 const DROPPED = {
   // '1.x': 'reason'
