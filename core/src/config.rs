@@ -304,7 +304,22 @@ fn toml_issue(source: &str, text: &str, err: &toml::de::Error) -> ConfigIssue {
             Some(key.trim().trim_matches('"').to_owned())
         })
         .unwrap_or_default();
-    ConfigIssue::new(source, key, err.message().trim().to_owned())
+    let mut reason = err.message().trim().to_owned();
+    if reason.is_empty() {
+        // toml has no message for some syntax errors (a value missing at the end of the text); its
+        // Display still starts with "TOML parse error at line L, column C".
+        reason = err
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_owned();
+        if reason.is_empty() {
+            reason = "invalid TOML".to_owned();
+        }
+    }
+    ConfigIssue::new(source, key, reason)
 }
 
 fn duration(
@@ -792,6 +807,17 @@ mod tests {
         let e =
             server("domains = [\"a\"]\naddresses = [\"a:1\"]\nmax_players = \"ten\"").unwrap_err();
         assert_eq!(keys(e), vec!["max_players"]);
+    }
+
+    #[test]
+    fn value_missing_at_the_end_is_reported_with_a_reason() {
+        // Found by the `config` fuzz target: toml gives an empty message for this one.
+        let e = server("domains = [\"a\"]\naddresses = [\"a:1\"]\nmax_players =").unwrap_err();
+        assert_eq!(keys(e.clone()), vec!["max_players"]);
+        assert_eq!(e.0[0].reason, "TOML parse error at line 3, column 14");
+        let e = MainConfig::from_toml(Path::new("n.toml"), "[ip_filter]\nallow = ").unwrap_err();
+        assert_eq!(keys(e.clone()), vec!["allow"]);
+        assert!(e.0[0].reason.contains("line 2"), "{e}");
     }
 
     #[test]

@@ -210,9 +210,20 @@ impl Session {
         )
     }
 
+    /// How many more bytes the session accepts before forwarding; a driver should read no more than this at
+    /// once, so bytes a client sends early stay in the socket for the copy instead of overflowing the buffer.
+    pub fn read_budget(&self) -> usize {
+        MAX_BUFFERED.saturating_sub(self.buf.len())
+    }
+
     /// Whether the session has forwarded or closed; no more actions will come.
     pub fn is_done(&self) -> bool {
         self.state == State::Done && self.actions.is_empty()
+    }
+
+    /// Bytes from the client held by the session (never more than [`MAX_BUFFERED`]).
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
     }
 
     /// The player name, once the login start has been read.

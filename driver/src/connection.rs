@@ -86,7 +86,9 @@ async fn read_client<R: Runtime>(
         Some(Some(Ok(()))) => {
             let mut buf = Buffer::take();
             loop {
-                match client.try_read(&mut buf) {
+                // Read no more than the session takes: later bytes wait in the socket for the copy.
+                let limit = session.read_budget().clamp(1, buf.len());
+                match client.try_read(&mut buf[..limit]) {
                     Ok(0) => {
                         session.handle_client_eof();
                         break;
@@ -207,7 +209,7 @@ pub(crate) async fn serve<R: Runtime>(shared: &Shared<R>, client: R::Stream, pee
                     return;
                 }
                 Action::Close(_) => {
-                    linger(rt, &client).await;
+                    future::or(linger(rt, &client), shared.control.abort.wait()).await;
                     return;
                 }
             }

@@ -52,6 +52,9 @@ pub async fn write_all<R: Runtime, S: Stream>(
     Ok(())
 }
 
+/// How a direction stopped, and whether it was writing (the stop is then the other side's doing).
+type Pumped = (Stop, bool);
+
 /// Copies `from` → `to` until EOF (then shuts down `to`'s write half), an error, or a limit.
 async fn pump<R: Runtime, S: Stream>(
     rt: &R,
@@ -59,7 +62,7 @@ async fn pump<R: Runtime, S: Stream>(
     to: &S,
     timeouts: Timeouts,
     count: &AtomicU64,
-) -> Stop {
+) -> Pumped {
     let mut last_read = Instant::now();
     let mut idle = pin!(rt.sleep_until(last_read + timeouts.read));
     loop {
@@ -71,11 +74,11 @@ async fn pump<R: Runtime, S: Stream>(
         });
         match ready.await {
             Some(Ok(())) => {}
-            Some(Err(e)) => return classify_error(&e),
+            Some(Err(e)) => return (classify_error(&e), false),
             None => {
                 let now = Instant::now();
                 if now.duration_since(last_read) >= timeouts.read {
-                    return Stop::Timeout;
+                    return (Stop::Timeout, false);
                 }
                 idle.set(rt.sleep_until(last_read + timeouts.read));
                 continue;
@@ -87,12 +90,12 @@ async fn pump<R: Runtime, S: Stream>(
             match from.try_read(&mut buf) {
                 Ok(0) => {
                     shutdown_write(to);
-                    return Stop::Eof;
+                    return (Stop::Eof, false);
                 }
                 Ok(n) => {
                     last_read = Instant::now();
                     if let Err(stop) = write_all(rt, to, &buf[..n], timeouts.write).await {
-                        return stop;
+                        return (stop, true);
                     }
                     count.fetch_add(n as u64, Ordering::Relaxed);
                     moved += n;
@@ -104,7 +107,7 @@ async fn pump<R: Runtime, S: Stream>(
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return classify_error(&e),
+                Err(e) => return (classify_error(&e), false),
             }
         }
     }
@@ -137,14 +140,14 @@ pub async fn bidirectional<R: Runtime, S: Stream>(
         let mut stop = pin!(stop);
         let (mut up_done, mut down_done) = (false, false);
         future::poll_fn(|cx| {
-            for (done, fut, side) in [
-                (&mut up_done, up.as_mut(), Side::Client),
-                (&mut down_done, down.as_mut(), Side::Backend),
+            for (done, fut, reading, writing) in [
+                (&mut up_done, up.as_mut(), Side::Client, Side::Backend),
+                (&mut down_done, down.as_mut(), Side::Backend, Side::Client),
             ] {
                 if !*done {
-                    if let Poll::Ready(s) = fut.poll(cx) {
+                    if let Poll::Ready((s, on_write)) = fut.poll(cx) {
                         *done = true;
-                        ending.record(side, s);
+                        ending.record(if on_write { writing } else { reading }, s);
                         if Ending::ends_session(s) {
                             return Poll::Ready(());
                         }

@@ -38,10 +38,10 @@ impl nethergate_driver::Stream for Stream {
         self.0.writable().await
     }
     fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        (&mut &*self.0.get_ref()).read(buf)
+        (&mut self.0.get_ref()).read(buf)
     }
     fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
-        (&mut &*self.0.get_ref()).write(buf)
+        (&mut self.0.get_ref()).write(buf)
     }
 }
 

@@ -1,0 +1,688 @@
+//! The end-to-end suite: every test runs against every runtime (see the `suite!` invocation at the end).
+
+use nethergate_core::{Decision, NextState, Plugins, PreConnect, PreConnectEvent};
+use nethergate_e2e::*;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::time::{Duration, Instant};
+
+fn start<F: Flavor>(layout: &Layout) -> Box<dyn Started> {
+    capture_logs();
+    F::start(layout.load(), Plugins::new()).expect("proxy starts")
+}
+
+/// Logs in as `player` at `host` and checks the backend echoes the login back (so it was forwarded).
+fn login_echoed(proxy: SocketAddr, host: &str, player: &str) -> std::net::TcpStream {
+    let mut c = connect(proxy);
+    let bytes = login_bytes(host, player);
+    c.write_all(&bytes).expect("send login");
+    let mut back = vec![0u8; bytes.len()];
+    c.read_exact(&mut back).expect("echo of the login");
+    assert_eq!(back, bytes);
+    c
+}
+
+fn routing_by_exact_and_wildcard_domain<F: Flavor>() {
+    let (a, rx_a) = Backend::recording(false);
+    let (b, rx_b) = Backend::recording(false);
+    let layout = Layout::new()
+        .server(
+            "exact",
+            &server_toml(&["play.example.com"], &[a.addr()], ""),
+        )
+        .server("wild", &server_toml(&["*.example.com"], &[b.addr()], ""));
+    let proxy = start::<F>(&layout);
+    login_echoed(proxy.addr(), "play.example.com", "Alice");
+    login_echoed(proxy.addr(), "eu.example.com", "Bob");
+    let ra = rx_a
+        .recv_timeout(IO_TIMEOUT)
+        .expect("exact backend saw a login");
+    let rb = rx_b
+        .recv_timeout(IO_TIMEOUT)
+        .expect("wildcard backend saw a login");
+    assert_eq!(
+        (ra.player.as_deref(), ra.server_address.as_str()),
+        (Some("Alice"), "play.example.com")
+    );
+    assert_eq!(
+        (rb.player.as_deref(), rb.server_address.as_str()),
+        (Some("Bob"), "eu.example.com")
+    );
+    assert_eq!((a.connections(), b.connections()), (1, 1), "[{}]", F::NAME);
+    drop(proxy);
+}
+
+fn unknown_host_is_refused_without_touching_a_backend<F: Flavor>() {
+    let a = Backend::echo();
+    let layout = Layout::new().server("a", &server_toml(&["a.example.com"], &[a.addr()], ""));
+    let proxy = start::<F>(&layout);
+    let mut c = connect(proxy.addr());
+    c.write_all(&login_bytes("nobody.example.org", "Eve"))
+        .unwrap();
+    let (id, json) = read_json_packet(&mut c).expect("a login disconnect");
+    assert_eq!(id, 0);
+    assert!(
+        json["text"].as_str().unwrap_or("").contains("Unknown"),
+        "{json}"
+    );
+    assert!(
+        reads_eof(&mut c),
+        "[{}] closed after the disconnect",
+        F::NAME
+    );
+    // Status for an unknown host: closed, no answer.
+    let mut c = connect(proxy.addr());
+    c.write_all(&status_bytes("nobody.example.org")).unwrap();
+    assert!(reads_eof(&mut c));
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(a.connections(), 0, "[{}] no backend was contacted", F::NAME);
+    drop(proxy);
+}
+
+fn forge_marker_trailing_dot_and_case_are_routed<F: Flavor>() {
+    let (a, rx) = Backend::recording(false);
+    let layout = Layout::new().server("a", &server_toml(&["mc.example.com"], &[a.addr()], ""));
+    let proxy = start::<F>(&layout);
+    for host in [
+        "mc.example.com\0FML2\0",
+        "MC.Example.COM.",
+        "mc.example.com.\0FORGE",
+        "mc.example.com\0FML\0",
+    ] {
+        login_echoed(proxy.addr(), host, "Steve");
+        let r = rx.recv_timeout(IO_TIMEOUT).expect("routed");
+        assert_eq!(r.server_address, host, "[{}] forwarded untouched", F::NAME);
+    }
+    drop(proxy);
+}
+
+fn domain_rewrite_modes_change_only_the_host<F: Flavor>() {
+    let (a, rx_a) = Backend::recording(false);
+    let (b, rx_b) = Backend::recording(false);
+    let (c, rx_c) = Backend::recording(false);
+    let from_backend = format!("localhost:{}", b.addr().port());
+    let layout = Layout::new()
+        .server("explicit", &server_toml(&["x.example.com"], &[a.addr()], "domain_rewrite = { explicit = \"internal.lobby\" }"))
+        .server(
+            "frombackend",
+            &format!("domains = [\"y.example.com\"]\naddresses = [\"{from_backend}\"]\ndomain_rewrite = \"from_backend\"\n"),
+        )
+        .server("none", &server_toml(&["z.example.com"], &[c.addr()], "domain_rewrite = \"none\""));
+    let proxy = start::<F>(&layout);
+
+    let bytes = login_bytes("X.example.com.\0FML3\0", "Steve");
+    let mut s = connect(proxy.addr());
+    s.write_all(&bytes).unwrap();
+    let r = rx_a.recv_timeout(IO_TIMEOUT).expect("explicit");
+    assert_eq!(r.server_address, "internal.lobby\0FML3\0");
+    assert_eq!(r.protocol_version, 765);
+    assert_eq!(r.player.as_deref(), Some("Steve"));
+
+    let mut s2 = connect(proxy.addr());
+    s2.write_all(&login_bytes("y.example.com", "Alex")).unwrap();
+    let r = rx_b.recv_timeout(IO_TIMEOUT).expect("from_backend");
+    assert_eq!(r.server_address, "localhost");
+
+    let raw = login_bytes("z.example.com\0FML2\0", "Sam");
+    let mut s3 = connect(proxy.addr());
+    s3.write_all(&raw).unwrap();
+    let r = rx_c.recv_timeout(IO_TIMEOUT).expect("none");
+    assert_eq!(
+        r.handshake_frame,
+        raw[..r.handshake_frame.len()],
+        "[{}] untouched bytes",
+        F::NAME
+    );
+    drop((s, s2, s3));
+    drop(proxy);
+}
+
+fn proxy_protocol_carries_the_real_client_address<F: Flavor>() {
+    for version in [2, 1] {
+        let (a, rx) = Backend::recording(true);
+        let layout = Layout::new().server(
+            "a",
+            &server_toml(
+                &["mc.example.com"],
+                &[a.addr()],
+                &format!("send_proxy_protocol = true\nproxy_protocol_version = {version}"),
+            ),
+        );
+        let proxy = start::<F>(&layout);
+        let c = login_echoed(proxy.addr(), "mc.example.com", "Steve");
+        let r = rx
+            .recv_timeout(IO_TIMEOUT)
+            .expect("backend got a PROXY header");
+        assert_eq!(
+            r.proxied_client,
+            Some(c.local_addr().unwrap()),
+            "[{}] v{version}",
+            F::NAME
+        );
+        if version == 1 {
+            assert!(r
+                .proxy_header
+                .starts_with(b"PROXY TCP4 127.0.0.1 127.0.0.1 "));
+        } else {
+            assert_eq!(&r.proxy_header[..12], b"\r\n\r\n\0\r\nQUIT\n");
+        }
+        drop(proxy);
+    }
+}
+
+fn failover_to_the_next_address<F: Flavor>() {
+    let (a, rx) = Backend::recording(false);
+    let layout = Layout::new().server(
+        "a",
+        &server_toml(
+            &["mc.example.com"],
+            &[refused_addr(), a.addr()],
+            "[timeouts]\nconnect = \"2s\"",
+        ),
+    );
+    let proxy = start::<F>(&layout);
+    for _ in 0..3 {
+        login_echoed(proxy.addr(), "mc.example.com", "Steve");
+        rx.recv_timeout(IO_TIMEOUT)
+            .expect("the live backend got every login");
+    }
+    drop(proxy);
+}
+
+fn disconnect_message_when_every_backend_is_down<F: Flavor>() {
+    let layout = Layout::new().server(
+        "a",
+        &server_toml(
+            &["mc.example.com"],
+            &[refused_addr(), refused_addr()],
+            "disconnect_message = \"Down for maintenance\"\nmax_players = 20",
+        ),
+    );
+    let proxy = start::<F>(&layout);
+    let mut c = connect(proxy.addr());
+    c.write_all(&login_bytes("mc.example.com", "Steve"))
+        .unwrap();
+    let (id, json) = read_json_packet(&mut c).expect("login disconnect");
+    assert_eq!(
+        (id, json["text"].as_str()),
+        (0, Some("Down for maintenance")),
+        "[{}]",
+        F::NAME
+    );
+    assert!(reads_eof(&mut c));
+
+    let mut c = connect(proxy.addr());
+    c.write_all(&status_bytes("mc.example.com")).unwrap();
+    let (id, json) = read_json_packet(&mut c).expect("status response");
+    assert_eq!(id, 0);
+    assert_eq!(json["description"]["text"], "Down for maintenance");
+    assert_eq!(json["version"]["protocol"], 765);
+    assert_eq!(json["players"]["max"], 20);
+    let mut ping = Vec::new();
+    nethergate_core::codec::write_frame(&mut ping, 0x01, &0x1234_5678_9abc_def0u64.to_be_bytes());
+    c.write_all(&ping).unwrap();
+    let (id, body) = read_packet(&mut c).expect("pong");
+    assert_eq!(
+        (id, body.as_slice()),
+        (1, &0x1234_5678_9abc_def0u64.to_be_bytes()[..])
+    );
+    assert!(reads_eof(&mut c));
+    drop(proxy);
+}
+
+fn status_is_answered_by_a_live_backend<F: Flavor>() {
+    let backend = Backend::start(|mut s| {
+        let Ok(_hs) = read_frame_bytes(&mut s) else {
+            return;
+        };
+        let Ok((0, _)) = read_packet(&mut s) else {
+            return;
+        };
+        let mut out = Vec::new();
+        let mut body = Vec::new();
+        nethergate_core::codec::write_string(
+            &mut body,
+            r#"{"description":{"text":"Backend MOTD"},"players":{"max":50,"online":3},"version":{"name":"1.20.4","protocol":765}}"#,
+        );
+        nethergate_core::codec::write_frame(&mut out, 0, &body);
+        let _ = s.write_all(&out);
+        if let Ok((1, payload)) = read_packet(&mut s) {
+            let mut pong = Vec::new();
+            nethergate_core::codec::write_frame(&mut pong, 1, &payload);
+            let _ = s.write_all(&pong);
+        }
+    });
+    let layout = Layout::new().server(
+        "a",
+        &server_toml(&["mc.example.com"], &[backend.addr()], ""),
+    );
+    let proxy = start::<F>(&layout);
+    let mut c = connect(proxy.addr());
+    c.write_all(&status_bytes("mc.example.com")).unwrap();
+    let (_, json) = read_json_packet(&mut c).expect("status");
+    assert_eq!(json["description"]["text"], "Backend MOTD", "[{}]", F::NAME);
+    assert_eq!(json["players"]["online"], 3);
+    let mut ping = Vec::new();
+    nethergate_core::codec::write_frame(&mut ping, 1, &7u64.to_be_bytes());
+    c.write_all(&ping).unwrap();
+    assert_eq!(read_packet(&mut c).expect("pong").1, 7u64.to_be_bytes());
+    drop(proxy);
+}
+
+fn max_players_refuses_the_third_and_keeps_the_first_two<F: Flavor>() {
+    let a = Backend::echo();
+    let layout = Layout::new().server(
+        "a",
+        &server_toml(&["mc.example.com"], &[a.addr()], "max_players = 2"),
+    );
+    let proxy = start::<F>(&layout);
+    let mut one = login_echoed(proxy.addr(), "mc.example.com", "One");
+    let mut two = login_echoed(proxy.addr(), "mc.example.com", "Two");
+    let mut three = connect(proxy.addr());
+    three
+        .write_all(&login_bytes("mc.example.com", "Three"))
+        .unwrap();
+    let (_, json) = read_json_packet(&mut three).expect("refusal");
+    assert!(
+        json["text"].as_str().unwrap_or("").contains("full"),
+        "[{}] {json}",
+        F::NAME
+    );
+    assert!(reads_eof(&mut three));
+    for c in [&mut one, &mut two] {
+        c.write_all(b"still playing").unwrap();
+        let mut buf = [0u8; 13];
+        c.read_exact(&mut buf).expect("first two keep working");
+        assert_eq!(&buf, b"still playing");
+    }
+    assert_eq!(a.connections(), 2);
+    // A player leaving frees a slot.
+    drop(one);
+    assert!(wait_until(IO_TIMEOUT, || proxy.registry().players_on("a") == 1));
+    login_echoed(proxy.addr(), "mc.example.com", "Four");
+    drop(proxy);
+}
+
+fn half_close_loses_no_byte<F: Flavor>() {
+    const TOTAL: usize = 8 * 1024 * 1024;
+    let login = login_bytes("mc.example.com", "Steve");
+    let login_len = login.len();
+    let backend = Backend::start(move |mut s| {
+        let mut head = vec![0u8; login_len];
+        if s.read_exact(&mut head).is_err() {
+            return;
+        }
+        let mut reader = s.try_clone().expect("clone");
+        let check = std::thread::spawn(move || expect_noise(&mut reader, 1, TOTAL));
+        send_noise(&mut s, 2, TOTAL).expect("backend sends");
+        check
+            .join()
+            .expect("join")
+            .expect("backend received every byte");
+    });
+    let layout = Layout::new().server(
+        "a",
+        &server_toml(&["mc.example.com"], &[backend.addr()], ""),
+    );
+    let proxy = start::<F>(&layout);
+    let mut c = connect(proxy.addr());
+    c.write_all(&login).unwrap();
+    let mut reader = c.try_clone().unwrap();
+    let check = std::thread::spawn(move || expect_noise(&mut reader, 2, TOTAL));
+    if let Err(e) = send_noise(&mut c, 1, TOTAL) {
+        panic!("[{}] client sends: {e}\n{}", F::NAME, captured_logs());
+    }
+    check
+        .join()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("[{}] client side: {e}", F::NAME));
+    let port = c.local_addr().unwrap().port().to_string();
+    let line = wait_for_log(
+        &[
+            "session ended",
+            &format!("c2b={}", TOTAL + login_len),
+            &format!("b2c={TOTAL}"),
+            &port,
+        ],
+        IO_TIMEOUT,
+    );
+    assert!(
+        line.is_some(),
+        "[{}] session-end line with exact byte counts",
+        F::NAME
+    );
+    drop(proxy);
+}
+
+fn backend_half_close_reaches_the_client_and_client_can_still_send<F: Flavor>() {
+    // The backend says goodbye and closes its write half; the client keeps sending, the backend reads it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let login_len = login_bytes("mc.example.com", "Steve").len();
+    let backend = Backend::start(move |mut s| {
+        let mut head = vec![0u8; login_len];
+        let _ = s.read_exact(&mut head);
+        let _ = s.write_all(b"bye");
+        let _ = s.shutdown(Shutdown::Write);
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        let _ = tx.send(rest);
+    });
+    let layout = Layout::new().server(
+        "a",
+        &server_toml(&["mc.example.com"], &[backend.addr()], ""),
+    );
+    let proxy = start::<F>(&layout);
+    let mut c = connect(proxy.addr());
+    c.write_all(&login_bytes("mc.example.com", "Steve"))
+        .unwrap();
+    let mut bye = Vec::new();
+    c.read_to_end(&mut bye).expect("EOF after bye");
+    assert_eq!(bye, b"bye");
+    c.write_all(b"late words").unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(
+        rx.recv_timeout(IO_TIMEOUT).expect("backend drained"),
+        b"late words",
+        "[{}]",
+        F::NAME
+    );
+    let port = c.local_addr().unwrap().port().to_string();
+    assert!(wait_for_log(
+        &["session ended", "reason=BackendClosed", &port],
+        IO_TIMEOUT
+    )
+    .is_some());
+    drop(proxy);
+}
+
+fn idle_session_ends_with_reason_timeout<F: Flavor>() {
+    let a = Backend::echo();
+    let layout = Layout::new().server(
+        "a",
+        &server_toml(
+            &["mc.example.com"],
+            &[a.addr()],
+            "[timeouts]\nread = \"1s\"",
+        ),
+    );
+    let proxy = start::<F>(&layout);
+    let started = Instant::now();
+    let mut c = login_echoed(proxy.addr(), "mc.example.com", "Idler");
+    assert!(reads_eof(&mut c), "[{}] idle session closed", F::NAME);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+    let port = c.local_addr().unwrap().port().to_string();
+    assert!(wait_for_log(&["session ended", "reason=Timeout", &port], IO_TIMEOUT).is_some());
+    drop(proxy);
+}
+
+fn slow_handshake_is_closed<F: Flavor>() {
+    let a = Backend::echo();
+    let layout = Layout::new()
+        .main("handshake_timeout = \"1s\"")
+        .server("a", &server_toml(&["mc.example.com"], &[a.addr()], ""));
+    let proxy = start::<F>(&layout);
+    let started = Instant::now();
+    let mut c = connect(proxy.addr());
+    c.write_all(&login_bytes("mc.example.com", "Steve")[..5])
+        .unwrap();
+    assert!(reads_eof(&mut c), "[{}] trickling client closed", F::NAME);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+    let mut silent = connect(proxy.addr());
+    assert!(reads_eof(&mut silent), "silent client closed");
+    assert_eq!(a.connections(), 0);
+    drop(proxy);
+}
+
+fn garbage_and_legacy_pings_are_closed_cleanly<F: Flavor>() {
+    let a = Backend::echo();
+    let layout = Layout::new()
+        .main("handshake_timeout = \"1s\"")
+        .server("a", &server_toml(&["mc.example.com"], &[a.addr()], ""));
+    let proxy = start::<F>(&layout);
+    let mut c = connect(proxy.addr());
+    c.write_all(&[0xFE, 0x01, 0xFA]).unwrap();
+    let mut answer = Vec::new();
+    let _ = c.read_to_end(&mut answer);
+    assert_eq!(answer.first(), Some(&0xFF), "[{}] legacy kick", F::NAME);
+    for junk in [
+        &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+        &[0xff, 0xff, 0xff, 0xff, 0x0f],
+        &[0x05, 0x01, 1, 2, 3, 4],
+    ] {
+        let mut c = connect(proxy.addr());
+        c.write_all(junk).unwrap();
+        assert!(reads_eof(&mut c), "junk {junk:?} closed");
+    }
+    assert_eq!(a.connections(), 0);
+    drop(proxy);
+}
+
+struct Rules;
+impl PreConnect for Rules {
+    fn pre_connect(&self, e: &PreConnectEvent) -> Decision {
+        match e.player.as_deref() {
+            Some("Banned") => Decision::Deny("You are banned".into()),
+            Some("Lost") => Decision::Redirect("limbo".into()),
+            _ => Decision::Allow,
+        }
+    }
+}
+
+fn plugins_deny_and_redirect<F: Flavor>() {
+    let (lobby, rx_lobby) = Backend::recording(false);
+    let (limbo, rx_limbo) = Backend::recording(false);
+    let layout = Layout::new()
+        .server(
+            "lobby",
+            &server_toml(&["mc.example.com"], &[lobby.addr()], ""),
+        )
+        .server(
+            "limbo",
+            &server_toml(&["limbo.internal"], &[limbo.addr()], ""),
+        );
+    capture_logs();
+    let proxy = F::start(layout.load(), Plugins::new().with(Rules)).expect("start");
+    let mut c = connect(proxy.addr());
+    c.write_all(&login_bytes("mc.example.com", "Banned"))
+        .unwrap();
+    let (_, json) = read_json_packet(&mut c).expect("deny");
+    assert_eq!(json["text"], "You are banned", "[{}]", F::NAME);
+    assert!(reads_eof(&mut c));
+    login_echoed(proxy.addr(), "mc.example.com", "Lost");
+    let r = rx_limbo
+        .recv_timeout(IO_TIMEOUT)
+        .expect("redirected to limbo");
+    assert_eq!(r.player.as_deref(), Some("Lost"));
+    login_echoed(proxy.addr(), "mc.example.com", "Fine");
+    assert_eq!(
+        rx_lobby
+            .recv_timeout(IO_TIMEOUT)
+            .expect("lobby")
+            .player
+            .as_deref(),
+        Some("Fine")
+    );
+    assert_eq!(lobby.connections(), 1);
+    drop(proxy);
+}
+
+fn ip_filter_from_the_main_file<F: Flavor>() {
+    let a = Backend::echo();
+    let layout = Layout::new()
+        .main("[ip_filter]\ndeny = [\"127.0.0.0/8\"]\nmessage = \"Not from here\"")
+        .server("a", &server_toml(&["mc.example.com"], &[a.addr()], ""));
+    capture_logs();
+    let config = layout.load();
+    let proxy = F::start(config.clone(), nethergate_driver::cli::plugins(&config)).expect("start");
+    let mut c = connect(proxy.addr());
+    c.write_all(&login_bytes("mc.example.com", "Steve"))
+        .unwrap();
+    let (_, json) = read_json_packet(&mut c).expect("deny");
+    assert_eq!(json["text"], "Not from here", "[{}]", F::NAME);
+    assert_eq!(a.connections(), 0);
+    drop(proxy);
+}
+
+fn max_connections_is_enforced<F: Flavor>() {
+    let a = Backend::echo();
+    let layout = Layout::new()
+        .main("max_connections = 2")
+        .server("a", &server_toml(&["mc.example.com"], &[a.addr()], ""));
+    let proxy = start::<F>(&layout);
+    let _one = login_echoed(proxy.addr(), "mc.example.com", "One");
+    let _two = login_echoed(proxy.addr(), "mc.example.com", "Two");
+    let mut three = connect(proxy.addr());
+    let _ = three.write_all(&login_bytes("mc.example.com", "Three"));
+    assert!(
+        reads_eof(&mut three),
+        "[{}] over the limit: closed",
+        F::NAME
+    );
+    drop(_one);
+    assert!(wait_until(IO_TIMEOUT, || proxy.registry().len() == 1));
+    login_echoed(proxy.addr(), "mc.example.com", "Four");
+    drop(proxy);
+}
+
+fn five_hundred_concurrent_sessions<F: Flavor>() {
+    raise_fd_limit();
+    let a = Backend::echo();
+    let layout = Layout::new().server("a", &server_toml(&["mc.example.com"], &[a.addr()], ""));
+    let proxy = start::<F>(&layout);
+    let mut clients = Vec::new();
+    for i in 0..500 {
+        let mut c = connect(proxy.addr());
+        c.write_all(&login_bytes("mc.example.com", &format!("p{i}")))
+            .unwrap();
+        clients.push(c);
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        let expected = login_bytes("mc.example.com", &format!("p{i}"));
+        let mut back = vec![0u8; expected.len()];
+        c.read_exact(&mut back).expect("login echoed");
+        assert_eq!(back, expected);
+    }
+    assert!(
+        wait_until(IO_TIMEOUT, || proxy.registry().len() == 500),
+        "[{}] 500 live sessions",
+        F::NAME
+    );
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.write_all(format!("ping {i:04}").as_bytes()).unwrap();
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        let mut buf = [0u8; 9];
+        c.read_exact(&mut buf).expect("echo");
+        assert_eq!(&buf, format!("ping {i:04}").as_bytes());
+    }
+    drop(clients);
+    assert!(wait_until(IO_TIMEOUT, || proxy.registry().is_empty()));
+    drop(proxy);
+}
+
+fn graceful_shutdown_lets_sessions_finish<F: Flavor>() {
+    let a = Backend::echo();
+    let layout = Layout::new()
+        .main("shutdown_timeout = \"20s\"")
+        .server("a", &server_toml(&["mc.example.com"], &[a.addr()], ""));
+    let proxy = start::<F>(&layout);
+    let addr = proxy.addr();
+    let mut live = login_echoed(addr, "mc.example.com", "Stayer");
+    let stopper = std::thread::spawn(move || {
+        let t = Instant::now();
+        proxy.shutdown();
+        t.elapsed()
+    });
+    // New connections are refused once the listener is closed...
+    assert!(
+        wait_until(IO_TIMEOUT, || std::net::TcpStream::connect(addr).is_err()),
+        "[{}] listener closed",
+        F::NAME
+    );
+    // ...while the live session still works.
+    live.write_all(b"after shutdown").unwrap();
+    let mut buf = [0u8; 14];
+    live.read_exact(&mut buf)
+        .expect("live session still forwards");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !stopper.is_finished(),
+        "shutdown waits for the live session"
+    );
+    drop(live);
+    let took = stopper.join().unwrap();
+    assert!(took < Duration::from_secs(10), "{took:?}");
+}
+
+fn shutdown_deadline_closes_sessions_with_reason_shutdown<F: Flavor>() {
+    let a = Backend::echo();
+    let layout = Layout::new()
+        .main("shutdown_timeout = \"1s\"")
+        .server("a", &server_toml(&["mc.example.com"], &[a.addr()], ""));
+    let proxy = start::<F>(&layout);
+    let mut live = login_echoed(proxy.addr(), "mc.example.com", "Stayer");
+    let port = live.local_addr().unwrap().port().to_string();
+    let t = Instant::now();
+    proxy.shutdown();
+    assert!(t.elapsed() >= Duration::from_millis(900) && t.elapsed() < Duration::from_secs(5));
+    assert!(
+        reads_eof(&mut live),
+        "[{}] session closed at the deadline",
+        F::NAME
+    );
+    assert!(wait_for_log(&["session ended", "reason=Shutdown", &port], IO_TIMEOUT).is_some());
+}
+
+fn transfer_intent_is_routed_like_login<F: Flavor>() {
+    let (a, rx) = Backend::recording(false);
+    let layout = Layout::new().server("a", &server_toml(&["mc.example.com"], &[a.addr()], ""));
+    let proxy = start::<F>(&layout);
+    let mut c = connect(proxy.addr());
+    let bytes = login_bytes_with("mc.example.com", "Traveler", 766, NextState::Transfer);
+    c.write_all(&bytes).unwrap();
+    let r = rx.recv_timeout(IO_TIMEOUT).expect("transfer forwarded");
+    assert_eq!(
+        (r.next_state, r.player.as_deref()),
+        (NextState::Transfer, Some("Traveler"))
+    );
+    drop(proxy);
+}
+
+macro_rules! suite {
+    ($($test:ident),* $(,)?) => {
+        mod tokio_runtime { $( #[test] fn $test() { super::$test::<nethergate_e2e::Tokio>() } )* }
+        mod smol_runtime { $( #[test] fn $test() { super::$test::<nethergate_e2e::Smol>() } )* }
+    };
+}
+
+suite!(
+    routing_by_exact_and_wildcard_domain,
+    unknown_host_is_refused_without_touching_a_backend,
+    forge_marker_trailing_dot_and_case_are_routed,
+    domain_rewrite_modes_change_only_the_host,
+    proxy_protocol_carries_the_real_client_address,
+    failover_to_the_next_address,
+    disconnect_message_when_every_backend_is_down,
+    status_is_answered_by_a_live_backend,
+    max_players_refuses_the_third_and_keeps_the_first_two,
+    half_close_loses_no_byte,
+    backend_half_close_reaches_the_client_and_client_can_still_send,
+    idle_session_ends_with_reason_timeout,
+    slow_handshake_is_closed,
+    garbage_and_legacy_pings_are_closed_cleanly,
+    plugins_deny_and_redirect,
+    ip_filter_from_the_main_file,
+    max_connections_is_enforced,
+    five_hundred_concurrent_sessions,
+    graceful_shutdown_lets_sessions_finish,
+    shutdown_deadline_closes_sessions_with_reason_shutdown,
+    transfer_intent_is_routed_like_login,
+);
