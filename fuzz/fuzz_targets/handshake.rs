@@ -1,0 +1,106 @@
+//! Arbitrary bytes as the first bytes of a connection: `handshake::parse_opening` and `handshake::parse`.
+//!
+//! Checks: no panic; a complete parse never claims more bytes than it was given; every shorter prefix of a
+//! complete handshake is `Incomplete` (never an error, never a different value); `Incomplete` is only
+//! answered while the input is shorter than the documented bound; re-encoding a parsed handshake and
+//! parsing it again gives the same fields, in no more bytes than the original (non-minimal VarInts make the
+//! original longer; like vanilla, the excess bits of a 5th VarInt byte are ignored, so the same length does
+//! not mean the same bytes); bytes after the frame never change the result; a rewrite of the host part
+//! keeps the decoration.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use nethergate_core::handshake::{self, Handshake, Opening, LEGACY_PING, MAX_HANDSHAKE_FRAME};
+use nethergate_core::hostname::ServerAddress;
+use nethergate_core::Parsed;
+
+/// A VarInt length prefix of a frame up to the limit takes at most this many bytes.
+const MAX_PREFIX: usize = 3;
+
+fn check_handshake(buf: &[u8], hs: &Handshake<'_>, used: usize) {
+    assert!(used <= buf.len(), "used {used} of {} bytes", buf.len());
+    assert!(used <= MAX_HANDSHAKE_FRAME + MAX_PREFIX, "frame of {used} bytes accepted");
+
+    // Every prefix of a complete handshake is a valid prefix: the parser waits instead of failing.
+    for cut in 0..used {
+        assert_eq!(
+            handshake::parse(&buf[..cut]),
+            Ok(Parsed::Incomplete),
+            "prefix of {cut} of {used} bytes"
+        );
+    }
+
+    // Bytes after the frame (the login start, a status request) never change the handshake.
+    let mut longer = buf[..used].to_vec();
+    longer.extend_from_slice(&[0x00, 0xff, 0x10]);
+    assert_eq!(handshake::parse(&longer), Ok(Parsed::Complete(*hs, used)));
+
+    // Encode -> parse is the identity on fields.
+    let mut encoded = Vec::new();
+    hs.encode(&mut encoded);
+    assert!(
+        encoded.len() <= used,
+        "re-encoded handshake is longer ({} > {used}): the encoder is not minimal",
+        encoded.len()
+    );
+    assert_eq!(
+        handshake::parse(&encoded),
+        Ok(Parsed::Complete(*hs, encoded.len()))
+    );
+
+    // A rewrite of the host part keeps the decoration (what the session sends to a backend).
+    let split = ServerAddress::split(hs.server_address);
+    let rewritten = format!("backend.internal{}", split.decoration);
+    let mut out = Vec::new();
+    hs.encode_with_address(&rewritten, &mut out);
+    // The rewrite may grow the frame past the client-side limit; only a frame within it must parse here.
+    if out.len() <= MAX_HANDSHAKE_FRAME {
+        match handshake::parse(&out) {
+            Ok(Parsed::Complete(back, n)) => {
+                assert_eq!(n, out.len());
+                assert_eq!(back.protocol_version, hs.protocol_version);
+                assert_eq!(back.port, hs.port);
+                assert_eq!(back.next_state, hs.next_state);
+                let back_split = ServerAddress::split(back.server_address);
+                assert_eq!(back_split.host, "backend.internal");
+                assert_eq!(back_split.decoration, split.decoration);
+            }
+            other => panic!("rewritten handshake does not parse: {other:?}"),
+        }
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let parsed = handshake::parse(data);
+    match &parsed {
+        Ok(Parsed::Complete(hs, used)) => check_handshake(data, hs, *used),
+        Ok(Parsed::Incomplete) => assert!(
+            data.len() < MAX_HANDSHAKE_FRAME + MAX_PREFIX,
+            "still waiting after {} bytes",
+            data.len()
+        ),
+        Err(e) => {
+            // Errors display without panicking.
+            let _ = e.to_string();
+        }
+    }
+
+    match handshake::parse_opening(data) {
+        Ok(Parsed::Complete(Opening::LegacyPing, used)) => {
+            assert_eq!(data.first(), Some(&LEGACY_PING));
+            assert_eq!(used, 1);
+        }
+        Ok(Parsed::Complete(Opening::Handshake(hs), used)) => {
+            assert_ne!(data.first(), Some(&LEGACY_PING));
+            assert_eq!(parsed, Ok(Parsed::Complete(hs, used)));
+        }
+        Ok(Parsed::Incomplete) => {
+            assert!(data.is_empty() || parsed == Ok(Parsed::Incomplete));
+        }
+        Err(e) => {
+            assert_ne!(data.first(), Some(&LEGACY_PING));
+            assert_eq!(parsed, Err(e));
+        }
+    }
+});

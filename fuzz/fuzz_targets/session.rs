@@ -1,0 +1,780 @@
+//! A whole `Session` driven by an adversarial runtime: arbitrary client bytes in arbitrary chunks,
+//! arbitrary plugin answers, backend outcomes, timeouts and EOF, in any order, answered at once or late.
+//!
+//! Input layout: `[L][L control bytes][client bytes]`. The control bytes choose the configuration (2 or 3
+//! servers, each with or without a domain rewrite, a PROXY header, `max_players`, 1-3 addresses), players
+//! already on each server, the client and proxy addresses, the handshake timeout, then a script of driver
+//! operations; when they run out every answer is the friendly one (Allow, connected), the remaining client
+//! bytes are sent in one chunk and EOF is signalled. So a fixture capture with `L = 0` is a clean login.
+//!
+//! Checks (any failure panics, which libFuzzer reports as a crash):
+//! - no panic inside the core, whatever the order of calls;
+//! - the session never holds more than `MAX_BUFFERED` bytes;
+//! - it ends with exactly one `Forward` or `Close`, after which it emits nothing, whatever is fed to it;
+//! - calls that do not answer a pending action (late, duplicated, out of state) emit nothing;
+//! - `handle_timeout` closes with `HandshakeTimeout` exactly when the instant passed `poll_timeout`;
+//! - the `PreConnect` event carries the normalised host, the routed server, the player, the protocol;
+//! - `Connect` is never emitted for an unknown host when plugins Allow, a denial, a missing redirect, or
+//!   a full server; it names the chosen server and, with failover, a different address each time;
+//! - what is sent to the backend is the PROXY header (when configured) then the client's handshake, with
+//!   only the host part replaced when a rewrite is configured (decoration kept), then every other client
+//!   byte in order; `c2b_initial` counts exactly what was sent before forwarding;
+//! - the close reason matches what happened; a refused login is told why with a Login Disconnect;
+//! - player slots are released: counts return to what they were when the session ends.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use nethergate_core::codec::{self, Reader};
+use nethergate_core::config::ProxyProtocolVersion;
+use nethergate_core::handshake::{self, MAX_HANDSHAKE_FRAME};
+use nethergate_core::hostname::ServerAddress;
+use nethergate_core::rewrite::Rewrite;
+use nethergate_core::session::{MAX_BUFFERED, SERVER_FULL_MESSAGE, UNKNOWN_HOST_MESSAGE};
+use nethergate_core::{
+    login, proxy_protocol, Action, CloseReason, ConnectRequest, Context, Decision, LiveSession,
+    NextState, Parsed, PreConnectEvent, Registry, RouteTable, ServerConfig, Session,
+};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The servers the session may be configured with: name, domains, candidate addresses.
+const SERVERS: [(&str, &str, [&str; 3]); 3] = [
+    (
+        "lobby",
+        r#"["mc.example.com", "lobby.example.com"]"#,
+        ["lobby-a.internal:25566", "lobby-b.internal:25567", "10.0.0.3:25568"],
+    ),
+    (
+        "survival",
+        r#"["*.play.example.net", "Survival.Example.com."]"#,
+        ["[2001:db8::10]:25565", "survival.internal:25565", "10.0.0.4:1"],
+    ),
+    (
+        "minigames",
+        r#"["mg?.example.org", "*.example.org"]"#,
+        ["mg.internal:30000", "mg2.internal:30001", "mg3.internal:30002"],
+    ),
+];
+
+const CLIENTS: [&str; 3] = [
+    "198.51.100.7:50000",
+    "[2001:db8::7]:50000",
+    "[::ffff:198.51.100.7]:50000",
+];
+const LOCALS: [&str; 2] = ["192.0.2.1:25565", "[2001:db8::1]:25565"];
+const DENY_REASON: &str = "Denied by a fuzzed plugin";
+/// The backend address reported as dialled (the core only records it).
+const RESOLVED: &str = "10.9.9.9:25565";
+/// Enough driver operations to interleave everything; bounds the time of one input.
+const MAX_STEPS: usize = 96;
+/// Largest frame a backend accepts (a 3-byte VarInt length).
+const BACKEND_MAX_FRAME: usize = (1 << 21) - 1;
+
+/// The control bytes, read one at a time; zero once exhausted.
+struct Ctl<'a>(&'a [u8]);
+
+impl Ctl<'_> {
+    fn byte(&mut self) -> u8 {
+        match self.0.split_first() {
+            Some((&b, rest)) => {
+                self.0 = rest;
+                b
+            }
+            None => 0,
+        }
+    }
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+fn server_config(index: usize, bits: u8) -> ServerConfig {
+    let (name, domains, addrs) = SERVERS[index];
+    let count = 1 + usize::from(bits >> 6) % 3;
+    let addresses: Vec<String> = addrs[..count].iter().map(|a| format!("{a:?}")).collect();
+    let mut text = format!("domains = {domains}\naddresses = [{}]\n", addresses.join(", "));
+    match bits & 3 {
+        1 => text.push_str("domain_rewrite = { explicit = \"rewritten.internal\" }\n"),
+        2 => text.push_str("domain_rewrite = \"from_backend\"\n"),
+        3 => text.push_str(
+            "domain_rewrite = { explicit = \"a-much-longer-host-name-for-the-backend.internal\" }\n",
+        ),
+        _ => {}
+    }
+    if bits & 4 != 0 {
+        text.push_str("send_proxy_protocol = true\n");
+    }
+    if bits & 8 != 0 {
+        text.push_str("proxy_protocol_version = 1\n");
+    }
+    let max_players = (bits >> 4) & 3;
+    if max_players > 0 {
+        text.push_str(&format!("max_players = {max_players}\n"));
+    }
+    if index == 1 {
+        text.push_str("disconnect_message = \"Survival is down \\\"for now\\\"\"\n");
+    }
+    match ServerConfig::from_toml(&format!("{name}.toml"), name, &text) {
+        Ok(c) => c,
+        Err(e) => panic!("the harness's own server file is invalid: {e}\n{text}"),
+    }
+}
+
+/// The host as routing must see it, computed here without the core's hostname module.
+fn expected_host(address: &str) -> Option<String> {
+    let host = address.split('\0').next().unwrap_or("");
+    let host = host.strip_suffix('.').unwrap_or(host);
+    (!host.is_empty() && host.len() <= 253).then(|| host.to_ascii_lowercase())
+}
+
+/// The client's handshake, owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Hs {
+    protocol_version: i32,
+    address: String,
+    port: u16,
+    next_state: NextState,
+}
+
+/// Reads a handshake frame the way a backend would: no client-side size limit on the address.
+fn backend_handshake(buf: &[u8]) -> (Hs, usize) {
+    let (frame, used) = match codec::read_frame(buf, BACKEND_MAX_FRAME) {
+        Ok(Parsed::Complete(frame, used)) => (frame, used),
+        other => panic!("backend stream does not start with a frame: {other:?}"),
+    };
+    assert_eq!(frame.id, 0, "first frame to the backend is not a handshake");
+    let mut r = Reader::new(frame.body);
+    let parse = |r: &mut Reader<'_>| -> Result<Hs, codec::CodecError> {
+        let protocol_version = r.varint("protocol_version")?;
+        let address = r.string("server_address", BACKEND_MAX_FRAME)?.to_owned();
+        let port = r.u16("port")?;
+        let next_state = match r.varint("next_state")? {
+            1 => NextState::Status,
+            2 => NextState::Login,
+            3 => NextState::Transfer,
+            other => panic!("next_state {other} sent to the backend"),
+        };
+        Ok(Hs {
+            protocol_version,
+            address,
+            port,
+            next_state,
+        })
+    };
+    let hs = parse(&mut r).unwrap_or_else(|e| panic!("backend handshake is malformed: {e}"));
+    assert!(r.rest().is_empty(), "bytes after the backend handshake's fields");
+    (hs, used)
+}
+
+/// Text of a Login Disconnect packet.
+fn disconnect_text(bytes: &[u8]) -> String {
+    let Ok(Parsed::Complete(frame, used)) = codec::read_frame(bytes, 1 << 20) else {
+        panic!("login disconnect is not a frame: {bytes:?}")
+    };
+    assert_eq!(used, bytes.len());
+    assert_eq!(frame.id, 0);
+    let Ok(Parsed::Complete(json, _)) = codec::read_string(frame.body, 1 << 20) else {
+        panic!("login disconnect does not hold a string")
+    };
+    let v: serde_json::Value =
+        serde_json::from_str(json).unwrap_or_else(|e| panic!("not JSON ({e}): {json}"));
+    v["text"].as_str().unwrap_or_default().to_owned()
+}
+
+enum End {
+    Forward,
+    Close(CloseReason),
+}
+
+struct Run<'a> {
+    ctl: Ctl<'a>,
+    s: Session,
+    routes: Arc<RouteTable>,
+    registry: Arc<Registry>,
+    prefill: Vec<u32>,
+    client: SocketAddr,
+    local: SocketAddr,
+    now: Instant,
+    /// When the remaining answers must be given at once (the script ran out).
+    finishing: bool,
+    eof: bool,
+    /// Every byte handed to the session, then every byte a forwarding copy would pass on.
+    fed: Vec<u8>,
+    to_backend: Vec<u8>,
+    to_client: Vec<Vec<u8>>,
+    pending_pre: Option<PreConnectEvent>,
+    pending_connect: Option<ConnectRequest>,
+    /// The plugin answer the session acted on.
+    decision: Option<Decision>,
+    /// The server a `Connect` may name, from `decision`.
+    target: Option<String>,
+    pre_connects: usize,
+    connects: Vec<String>,
+    failures: usize,
+    in_backend_connected: bool,
+    buffer_overflowed: bool,
+    actions: usize,
+    end: Option<End>,
+    ends: usize,
+    live: Option<LiveSession>,
+}
+
+impl Run<'_> {
+    fn check_buffer(&self) {
+        assert!(
+            self.s.buffered() <= MAX_BUFFERED,
+            "session holds {} bytes",
+            self.s.buffered()
+        );
+    }
+
+    fn client_handshake(&self) -> Option<Hs> {
+        match handshake::parse(&self.fed) {
+            Ok(Parsed::Complete(h, _)) => Some(Hs {
+                protocol_version: h.protocol_version,
+                address: h.server_address.to_owned(),
+                port: h.port,
+                next_state: h.next_state,
+            }),
+            _ => None,
+        }
+    }
+
+    fn is_login(&self) -> bool {
+        self.client_handshake()
+            .is_some_and(|h| h.next_state.is_login())
+    }
+
+    fn is_full(&self, server: &str) -> bool {
+        let Some(s) = self.routes.by_name(server) else {
+            return false;
+        };
+        let i = self
+            .routes
+            .servers()
+            .iter()
+            .position(|x| x.name() == server)
+            .unwrap_or(0);
+        let max = s.config.max_players;
+        max > 0 && self.prefill[i] >= max
+    }
+
+    fn drain(&mut self) {
+        while let Some(action) = self.s.poll_action() {
+            assert!(
+                self.end.is_none(),
+                "action {action:?} after the session ended"
+            );
+            self.actions += 1;
+            match action {
+                Action::PreConnect(event) => self.on_pre_connect(event),
+                Action::Connect(req) => self.on_connect(req),
+                Action::SendToBackend(bytes) => {
+                    assert!(
+                        self.in_backend_connected,
+                        "SendToBackend outside backend_connected"
+                    );
+                    self.to_backend.extend_from_slice(&bytes);
+                }
+                Action::SendToClient(bytes) => self.to_client.push(bytes.to_vec()),
+                Action::Forward(f) => {
+                    assert!(self.in_backend_connected, "Forward without a backend");
+                    assert_eq!(
+                        f.c2b_initial,
+                        self.to_backend.len() as u64,
+                        "c2b_initial must count what was sent"
+                    );
+                    let server = f.live.info().server.clone();
+                    assert_eq!(self.target.as_deref(), Some(server.as_str()));
+                    let cfg = &self.routes.by_name(&server).expect("forwarded to a known server").config;
+                    assert_eq!(f.mode, cfg.proxy_mode);
+                    assert_eq!(f.timeouts, cfg.timeouts);
+                    self.live = Some(f.live);
+                    self.end = Some(End::Forward);
+                    self.ends += 1;
+                }
+                Action::Close(reason) => {
+                    self.end = Some(End::Close(reason));
+                    self.ends += 1;
+                }
+            }
+        }
+        self.check_buffer();
+    }
+
+    fn on_pre_connect(&mut self, event: PreConnectEvent) {
+        self.pre_connects += 1;
+        assert_eq!(self.pre_connects, 1, "a second PreConnect");
+        let hs = self.client_handshake().expect("PreConnect before a handshake");
+        let host = expected_host(&hs.address);
+        assert_eq!(event.host, host.clone().unwrap_or_default());
+        let routed = host
+            .as_deref()
+            .and_then(|h| self.routes.route(h))
+            .map(|s| s.name().to_owned());
+        assert_eq!(event.server, routed);
+        assert_eq!(event.client, self.client);
+        assert_eq!(event.protocol_version, hs.protocol_version);
+        assert_eq!(event.next_state, hs.next_state);
+        if hs.next_state.is_login() {
+            let player = event.player.as_deref().expect("a login has a player");
+            assert!(player.chars().count() <= 16);
+            assert_eq!(Some(player), self.s.player());
+        } else {
+            assert_eq!(event.player, None);
+        }
+        assert!(!self.s.wants_client_data() || self.s.is_done());
+        if !self.finishing && self.ctl.byte() & 1 == 1 {
+            self.pending_pre = Some(event);
+        } else {
+            self.answer_pre_connect(event);
+        }
+    }
+
+    fn answer_pre_connect(&mut self, event: PreConnectEvent) {
+        let names: Vec<String> = self
+            .routes
+            .servers()
+            .iter()
+            .map(|s| s.name().to_owned())
+            .collect();
+        let decision = match self.ctl.byte() % 8 {
+            4 => Decision::Deny(DENY_REASON.to_owned()),
+            5 | 6 => Decision::Redirect(names[usize::from(self.ctl.byte()) % names.len()].clone()),
+            7 => Decision::Redirect("nowhere".to_owned()),
+            _ => Decision::Allow,
+        };
+        if self.end.is_none() {
+            self.target = match &decision {
+                Decision::Allow => event.server.clone(),
+                Decision::Deny(_) => None,
+                Decision::Redirect(n) => self.routes.by_name(n).map(|s| s.name().to_owned()),
+            };
+            self.decision = Some(decision.clone());
+        }
+        let done = self.end.is_some();
+        let before = self.actions;
+        self.s.pre_connect_result(decision);
+        self.drain();
+        if done {
+            assert_eq!(self.actions, before, "an answer after the end was acted on");
+        }
+    }
+
+    fn on_connect(&mut self, req: ConnectRequest) {
+        assert!(self.pending_pre.is_none());
+        let decision = self.decision.as_ref().expect("Connect before a plugin answer");
+        let Some(target) = self.target.clone() else {
+            panic!("Connect to {req:?} although the plugins answered {decision:?} (unknown host, denial or missing redirect)")
+        };
+        assert_eq!(req.server, target, "Connect names another server");
+        if self.is_login() {
+            assert!(!self.is_full(&target), "Connect to a full server");
+        }
+        let cfg = &self.routes.by_name(&target).expect("known").config;
+        assert!(
+            cfg.addresses.contains(&req.address),
+            "{} is not an address of {target}",
+            req.address
+        );
+        assert_eq!(req.timeout, cfg.timeouts.connect);
+        assert!(
+            !self.connects.contains(&req.address.to_string()),
+            "failover dialled {} twice",
+            req.address
+        );
+        self.connects.push(req.address.to_string());
+        assert!(self.connects.len() <= cfg.addresses.len());
+        if !self.finishing && self.ctl.byte() & 1 == 1 {
+            self.pending_connect = Some(req);
+        } else {
+            self.answer_connect();
+        }
+    }
+
+    fn answer_connect(&mut self) {
+        let before = self.actions;
+        let done = self.end.is_some();
+        if self.ctl.byte() & 1 == 1 {
+            if !done {
+                self.failures += 1;
+            }
+            self.s.backend_failed(self.now);
+            self.drain();
+        } else {
+            self.in_backend_connected = !done;
+            let resolved: SocketAddr = RESOLVED.parse().expect("literal");
+            self.s.backend_connected(resolved, self.now);
+            self.drain();
+            self.in_backend_connected = false;
+        }
+        if done {
+            assert_eq!(self.actions, before, "an answer after the end was acted on");
+        }
+    }
+
+    fn answer_pending(&mut self) {
+        if let Some(event) = self.pending_pre.take() {
+            self.answer_pre_connect(event);
+        } else if self.pending_connect.take().is_some() {
+            self.answer_connect();
+        }
+    }
+
+    fn feed(&mut self, chunk: &[u8]) {
+        if self.eof {
+            return;
+        }
+        if self.s.is_done() {
+            if matches!(self.end, Some(End::Forward)) {
+                // The runtime's copy passes it on.
+                self.fed.extend_from_slice(chunk);
+                self.to_backend.extend_from_slice(chunk);
+            }
+            let before = self.actions;
+            self.s.handle_client_data(chunk);
+            self.drain();
+            assert_eq!(self.actions, before, "data after the end was acted on");
+            return;
+        }
+        if self.s.buffered() + chunk.len() > MAX_BUFFERED {
+            self.buffer_overflowed = true;
+        } else {
+            self.fed.extend_from_slice(chunk);
+        }
+        self.s.handle_client_data(chunk);
+        self.drain();
+    }
+
+    fn timeout(&mut self, delta: Duration) {
+        self.now += delta;
+        let deadline = self.s.poll_timeout();
+        if self.end.is_some() {
+            assert_eq!(deadline, None, "a deadline after the end");
+        }
+        let before = self.actions;
+        self.s.handle_timeout(self.now);
+        self.drain();
+        if deadline.is_some_and(|d| self.now >= d) {
+            assert_eq!(self.actions, before + 1);
+            assert!(matches!(
+                self.end,
+                Some(End::Close(CloseReason::HandshakeTimeout))
+            ));
+        } else {
+            assert_eq!(self.actions, before, "handle_timeout acted before the deadline");
+        }
+    }
+
+    fn client_eof(&mut self) {
+        let was_done = self.end.is_some();
+        let before = self.actions;
+        self.eof = true;
+        self.s.handle_client_eof();
+        self.drain();
+        if was_done {
+            assert_eq!(self.actions, before, "EOF after the end was acted on");
+        } else {
+            assert_eq!(self.actions, before + 1);
+            assert!(matches!(self.end, Some(End::Close(CloseReason::ClientClosed))));
+        }
+    }
+
+    /// Calls an answer that nothing asked for; the session must ignore it.
+    fn spurious(&mut self, kind: u8) {
+        if self.pending_pre.is_some() || self.pending_connect.is_some() {
+            return;
+        }
+        let before = self.actions;
+        match kind % 4 {
+            0 => self.s.pre_connect_result(Decision::Allow),
+            1 => self.s.pre_connect_result(Decision::Redirect("lobby".into())),
+            2 => self.s.backend_failed(self.now),
+            _ => self
+                .s
+                .backend_connected(RESOLVED.parse().expect("literal"), self.now),
+        }
+        self.drain();
+        assert_eq!(self.actions, before, "an unrequested answer was acted on");
+    }
+
+    fn check_forwarded(&self) {
+        let hs = self.client_handshake().expect("forwarded without a handshake");
+        let Ok(Parsed::Complete(_, client_used)) = handshake::parse(&self.fed) else {
+            unreachable!()
+        };
+        let server = &self.live.as_ref().expect("live").info().server;
+        let cfg = &self.routes.by_name(server).expect("known").config;
+
+        let mut stream = self.to_backend.as_slice();
+        if cfg.send_proxy_protocol {
+            let header =
+                proxy_protocol::header(cfg.proxy_protocol_version, self.client, self.local);
+            match cfg.proxy_protocol_version {
+                ProxyProtocolVersion::V2 => {
+                    assert!(header.starts_with(b"\r\n\r\n\0\r\nQUIT\n"), "{header:?}")
+                }
+                ProxyProtocolVersion::V1 => {
+                    assert!(header.starts_with(b"PROXY TCP") && header.ends_with(b"\r\n"))
+                }
+            }
+            assert!(
+                stream.starts_with(&header),
+                "the PROXY header does not come first"
+            );
+            stream = &stream[header.len()..];
+        }
+
+        let (sent, used) = backend_handshake(stream);
+        assert_eq!(sent.protocol_version, hs.protocol_version);
+        assert_eq!(sent.port, hs.port);
+        assert_eq!(sent.next_state, hs.next_state);
+        let original = ServerAddress::split(&hs.address);
+        let forwarded = ServerAddress::split(&sent.address);
+        match &cfg.domain_rewrite {
+            Rewrite::None => assert_eq!(sent.address, hs.address),
+            Rewrite::Host(h) => {
+                assert_eq!(forwarded.host, h.as_str(), "rewrite must replace the host");
+                assert_eq!(
+                    forwarded.decoration, original.decoration,
+                    "rewrite must keep the decoration"
+                );
+            }
+        }
+        if used <= MAX_HANDSHAKE_FRAME {
+            let Ok(Parsed::Complete(h, n)) = handshake::parse(stream) else {
+                panic!("the forwarded handshake does not parse")
+            };
+            assert_eq!(n, used);
+            assert_eq!(h.server_address, sent.address);
+        }
+        assert_eq!(
+            &stream[used..],
+            &self.fed[client_used..],
+            "bytes after the handshake must reach the backend untouched and in order"
+        );
+        if hs.next_state.is_login() {
+            let Ok(Parsed::Complete(ls, _)) = login::parse(&stream[used..]) else {
+                panic!("the login start does not follow the handshake")
+            };
+            assert_eq!(Some(ls.name), self.s.player());
+        }
+    }
+
+    fn check_close(&self, reason: &CloseReason) {
+        let login = self.is_login();
+        let refusal_sent = |expected: Option<&str>| {
+            if login {
+                let last = self.to_client.last().expect("a refused login is told why");
+                let text = disconnect_text(last);
+                if let Some(e) = expected {
+                    assert_eq!(text, e);
+                }
+            } else {
+                assert!(self.to_client.is_empty(), "a status ping got {:?}", self.to_client);
+            }
+        };
+        match reason {
+            CloseReason::UnknownHost => {
+                assert_eq!(self.decision, Some(Decision::Allow));
+                assert_eq!(self.target, None);
+                assert!(self.connects.is_empty());
+                refusal_sent(Some(UNKNOWN_HOST_MESSAGE));
+            }
+            CloseReason::Denied => {
+                assert_eq!(self.decision, Some(Decision::Deny(DENY_REASON.into())));
+                assert!(self.connects.is_empty());
+                refusal_sent(Some(DENY_REASON));
+            }
+            CloseReason::UnknownRedirect(name) => {
+                assert_eq!(self.decision, Some(Decision::Redirect(name.clone())));
+                assert!(self.routes.by_name(name).is_none());
+                refusal_sent(Some(UNKNOWN_HOST_MESSAGE));
+            }
+            CloseReason::ServerFull => {
+                assert!(login, "a status ping refused as full");
+                assert!(self.is_full(self.target.as_deref().expect("a target")));
+                assert!(self.connects.is_empty());
+                refusal_sent(Some(SERVER_FULL_MESSAGE));
+            }
+            CloseReason::BackendUnreachable => {
+                let target = self.target.as_deref().expect("a target");
+                let cfg = &self.routes.by_name(target).expect("known").config;
+                assert!(login);
+                assert_eq!(self.failures, cfg.addresses.len(), "gave up early");
+                refusal_sent(Some(&cfg.disconnect_message));
+            }
+            CloseReason::StatusServed => {
+                assert!(!login);
+                let target = self.target.as_deref().expect("a target");
+                let cfg = &self.routes.by_name(target).expect("known").config;
+                assert_eq!(self.failures, cfg.addresses.len());
+                assert!(!self.to_client.is_empty());
+            }
+            CloseReason::LegacyPing => {
+                assert_eq!(self.fed.first(), Some(&0xFE));
+                assert_eq!(self.to_client.len(), 1);
+                assert_eq!(self.to_client[0].first(), Some(&0xFF));
+            }
+            CloseReason::BufferLimit => assert!(self.buffer_overflowed),
+            CloseReason::HandshakeTimeout | CloseReason::ClientClosed => {}
+            CloseReason::ProtocolError(e) => assert!(!e.is_empty()),
+        }
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&len, rest)) = data.split_first() else {
+        return;
+    };
+    let (control, mut bytes) = rest.split_at(usize::from(len).min(rest.len()));
+    let mut ctl = Ctl(control);
+
+    let bits = [ctl.byte(), ctl.byte(), ctl.byte()];
+    let count = 2 + usize::from(ctl.byte() % 2);
+    let configs: Vec<ServerConfig> = (0..count).map(|i| server_config(i, bits[i])).collect();
+    let routes = match RouteTable::build(&configs) {
+        Ok(t) => Arc::new(t),
+        Err(e) => panic!("the harness's route table is invalid: {e}"),
+    };
+    let registry = Registry::new();
+    let mut prefill = Vec::new();
+    let mut held = Vec::new();
+    // Always three bytes, so that the rest of the script does not shift with the server count.
+    let slots = [ctl.byte(), ctl.byte(), ctl.byte()];
+    for (c, slot) in configs.iter().zip(slots) {
+        let n = u32::from(slot % 4);
+        for _ in 0..n {
+            held.push(registry.admit(&c.name, 0).expect("unlimited"));
+        }
+        prefill.push(n);
+    }
+    let who = ctl.byte();
+    let client: SocketAddr = CLIENTS[usize::from(who) % 3].parse().expect("literal");
+    let local: SocketAddr = LOCALS[usize::from(who >> 2) % 2].parse().expect("literal");
+    let handshake_timeout = Duration::from_millis(500 + 500 * u64::from(ctl.byte() % 20));
+    let now = Instant::now();
+    let ctx = Context {
+        routes: Arc::clone(&routes),
+        registry: Arc::clone(&registry),
+        handshake_timeout,
+    };
+    let s = Session::new(ctx, client, local, now);
+    assert_eq!(s.poll_timeout(), Some(now + handshake_timeout));
+    assert!(s.wants_client_data());
+
+    let mut run = Run {
+        ctl,
+        s,
+        routes,
+        registry,
+        prefill,
+        client,
+        local,
+        now,
+        finishing: false,
+        eof: false,
+        fed: Vec::new(),
+        to_backend: Vec::new(),
+        to_client: Vec::new(),
+        pending_pre: None,
+        pending_connect: None,
+        decision: None,
+        target: None,
+        pre_connects: 0,
+        connects: Vec::new(),
+        failures: 0,
+        in_backend_connected: false,
+        buffer_overflowed: false,
+        actions: 0,
+        end: None,
+        ends: 0,
+        live: None,
+    };
+
+    let mut steps = 0;
+    while !run.ctl.is_empty() && steps < MAX_STEPS {
+        steps += 1;
+        match run.ctl.byte() % 10 {
+            0..=3 => {
+                let n = (1 + usize::from(run.ctl.byte())).min(bytes.len());
+                let (chunk, tail) = bytes.split_at(n);
+                bytes = tail;
+                run.feed(chunk);
+            }
+            4 => {
+                // A burst the fuzzer cannot spell out byte by byte: up to 64 KiB of one byte.
+                let n = usize::from(u16::from_be_bytes([run.ctl.byte(), run.ctl.byte()]));
+                let fill = run.ctl.byte();
+                run.feed(&vec![fill; n]);
+            }
+            5 => {
+                let ms = 100 * u64::from(run.ctl.byte());
+                run.timeout(Duration::from_millis(ms));
+            }
+            6 => run.client_eof(),
+            7 | 8 => run.answer_pending(),
+            _ => {
+                let kind = run.ctl.byte();
+                run.spurious(kind);
+            }
+        }
+    }
+
+    // The script ran out: every answer is given, the rest of the client's bytes arrive, then EOF.
+    run.finishing = true;
+    run.feed(bytes);
+    while run.pending_pre.is_some() || run.pending_connect.is_some() {
+        run.answer_pending();
+    }
+    run.client_eof();
+    assert!(run.s.is_done(), "not done after EOF");
+    assert_eq!(run.ends, 1, "exactly one Forward or Close");
+    assert!(run.s.poll_action().is_none());
+    assert_eq!(run.s.poll_timeout(), None);
+    assert!(!run.s.wants_client_data());
+
+    // Nothing revives a finished session.
+    let before = run.actions;
+    run.s.handle_client_data(&[0x00, 0x01, 0x02]);
+    run.s.handle_timeout(run.now + Duration::from_secs(3600));
+    run.s.pre_connect_result(Decision::Allow);
+    run.s.backend_connected(RESOLVED.parse().expect("literal"), run.now);
+    run.s.backend_failed(run.now);
+    run.drain();
+    assert_eq!(run.actions, before);
+
+    match run.end.take() {
+        Some(End::Forward) => {
+            run.check_forwarded();
+            let target = run.target.clone().expect("a target");
+            let i = run
+                .routes
+                .servers()
+                .iter()
+                .position(|s| s.name() == target)
+                .expect("known");
+            let extra = u32::from(run.is_login());
+            assert_eq!(run.registry.players_on(&target), run.prefill[i] + extra);
+            assert_eq!(run.registry.len(), 1);
+            drop(run.live.take());
+            assert_eq!(run.registry.len(), 0);
+        }
+        Some(End::Close(reason)) => {
+            run.check_close(&reason);
+            assert_eq!(run.registry.len(), 0);
+        }
+        None => unreachable!("checked above"),
+    }
+    for (i, s) in run.routes.servers().iter().enumerate() {
+        assert_eq!(
+            run.registry.players_on(s.name()),
+            run.prefill[i],
+            "a player slot on {} was not released",
+            s.name()
+        );
+    }
+    drop(held);
+});
