@@ -48,7 +48,8 @@ pub fn classify_error(err: &io::Error) -> Stop {
         | io::ErrorKind::ConnectionAborted
         | io::ErrorKind::BrokenPipe
         | io::ErrorKind::UnexpectedEof => Stop::Eof,
-        io::ErrorKind::TimedOut => Stop::Timeout,
+        // A blocking socket's read/write timeout surfaces as WouldBlock on Unix; async drivers never pass it.
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Stop::Timeout,
         _ => Stop::Error,
     }
 }
@@ -72,6 +73,17 @@ impl Ending {
         self.first.get_or_insert(reason);
     }
 
+    /// Notes how the direction reading from `reading` stopped; a stop while writing (`on_write`) is the
+    /// other side's doing.
+    pub fn record_direction(&mut self, reading: Side, on_write: bool, stop: Stop) {
+        let side = match (reading, on_write) {
+            (Side::Client, true) => Side::Backend,
+            (Side::Backend, true) => Side::Client,
+            (side, false) => side,
+        };
+        self.record(side, stop);
+    }
+
     /// Whether the session must end now, without waiting for the other direction to drain: anything but a
     /// clean EOF ends it.
     pub fn ends_session(stop: Stop) -> bool {
@@ -93,6 +105,13 @@ mod tests {
         let mut e = Ending::default();
         e.record(Side::Backend, Stop::Eof);
         e.record(Side::Client, Stop::Timeout);
+        assert_eq!(e.reason(), EndReason::BackendClosed);
+    }
+
+    #[test]
+    fn a_failed_write_is_blamed_on_the_written_side() {
+        let mut e = Ending::default();
+        e.record_direction(Side::Client, true, Stop::Eof);
         assert_eq!(e.reason(), EndReason::BackendClosed);
     }
 

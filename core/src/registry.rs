@@ -125,16 +125,17 @@ impl LiveSession {
             reason,
             duration: now.saturating_duration_since(self.info.started),
         };
+        // Fields in this order make the human format read `session ended c2b=… b2c=… reason=… player=…`.
         tracing::info!(
+            c2b,
+            b2c,
+            reason = %reason,
             player = self.info.player.as_deref().unwrap_or("-"),
             server = %self.info.server,
             client = %self.info.client,
             backend = %self.info.backend,
-            c2b,
-            b2c,
-            reason = %reason,
             duration_ms = report.duration.as_millis() as u64,
-            "{report}"
+            "session ended"
         );
         report
     }

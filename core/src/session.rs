@@ -257,6 +257,10 @@ impl Session {
         }
         self.buf.extend_from_slice(data);
         self.advance();
+        if self.wants_client_data() && self.buf.len() >= MAX_BUFFERED {
+            // Full and still incomplete: no valid client gets here.
+            self.close(CloseReason::BufferLimit);
+        }
     }
 
     /// The client closed its side before forwarding started.

@@ -187,8 +187,15 @@ pub(crate) async fn serve<R: Runtime>(shared: &Shared<R>, client: R::Stream, pee
                     let copied = match initial {
                         Ok(()) => {
                             let abort = shared.control.abort.wait();
-                            let c = copy::bidirectional(rt, &client, &backend, fwd.timeouts, abort)
-                                .await;
+                            let c = copy::bidirectional(
+                                rt,
+                                &client,
+                                &backend,
+                                fwd.mode,
+                                fwd.timeouts,
+                                abort,
+                            )
+                            .await;
                             copy::Copied {
                                 c2b: fwd.c2b_initial + c.c2b,
                                 ..c

@@ -1,18 +1,19 @@
 //! The bidirectional copy with half-close, idle and write limits, byte counters and fairness.
 //!
-//! Each direction waits for readiness holding no buffer, borrows one from the per-thread pool to read,
-//! writes it all out, and gives it back; a session that is idle holds no buffer at all. A direction yields
-//! after [`FAIR_SHARE_BYTES`] so a saturated one cannot starve the other, which runs in the same task.
+//! Each direction waits for readiness holding nothing, then borrows a carrier only while bytes are in
+//! flight: a buffer from the per-thread pool (passthrough) or a kernel pipe (zero copy, Linux), and gives it
+//! back once everything read was written. An idle session holds neither. A direction yields after
+//! [`FAIR_SHARE_BYTES`] so a saturated one cannot starve the other, which runs in the same task.
 
 use crate::pool::Buffer;
-use crate::runtime::{Runtime, Stream};
+use crate::runtime::{Interest, Runtime, Stream};
 use futures_lite::future;
 use nethergate_core::forward::{classify_error, Ending, Side, Stop, FAIR_SHARE_BYTES};
-use nethergate_core::{EndReason, Timeouts};
+use nethergate_core::{EndReason, ProxyMode, Timeouts};
 use std::future::Future;
 use std::io;
 use std::net::Shutdown;
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -20,6 +21,24 @@ use std::time::{Duration, Instant};
 /// Shuts down the write half of a stream; errors mean the peer is gone already, which is what we wanted.
 pub fn shutdown_write<S: Stream>(s: &S) {
     let _ = socket2::SockRef::from(s).shutdown(Shutdown::Write);
+}
+
+/// Waits until `to` may be writable, at most `limit`.
+async fn writable_within<R: Runtime, S: Stream>(
+    rt: &R,
+    to: &S,
+    limit: Duration,
+) -> Result<(), Stop> {
+    let ready = future::or(async { Some(to.writable().await) }, async {
+        rt.sleep_until(Instant::now() + limit).await;
+        None
+    })
+    .await;
+    match ready {
+        None => Err(Stop::Timeout),
+        Some(Err(e)) => Err(classify_error(&e)),
+        Some(Ok(())) => Ok(()),
+    }
 }
 
 /// Writes all of `data`, waiting at most `limit` each time the socket makes no progress.
@@ -34,16 +53,7 @@ pub async fn write_all<R: Runtime, S: Stream>(
             Ok(0) => return Err(Stop::Error),
             Ok(n) => data = &data[n..],
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let ready = future::or(async { Some(to.writable().await) }, async {
-                    rt.sleep_until(Instant::now() + limit).await;
-                    None
-                })
-                .await;
-                match ready {
-                    None => return Err(Stop::Timeout),
-                    Some(Err(e)) => return Err(classify_error(&e)),
-                    Some(Ok(())) => {}
-                }
+                writable_within(rt, to, limit).await?
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(classify_error(&e)),
@@ -55,19 +65,106 @@ pub async fn write_all<R: Runtime, S: Stream>(
 /// How a direction stopped, and whether it was writing (the stop is then the other side's doing).
 type Pumped = (Stop, bool);
 
+/// What one step of a direction did.
+enum Step {
+    /// Moved this many bytes (all written).
+    Moved(usize),
+    /// Nothing to read right now.
+    WouldBlock,
+    /// The read side sent EOF.
+    Eof,
+    /// The direction must stop.
+    Stopped(Pumped),
+}
+
+/// Holds the bytes in flight of one direction.
+enum Carrier {
+    Buffer(Buffer),
+    #[cfg(target_os = "linux")]
+    Pipe(crate::splice::Pipe),
+}
+
+impl Carrier {
+    fn take(mode: ProxyMode) -> Carrier {
+        #[cfg(target_os = "linux")]
+        if mode == ProxyMode::ZeroCopy {
+            // Out of file descriptors for a pipe: this chunk goes through a buffer instead.
+            if let Ok(pipe) = crate::splice::Pipe::take() {
+                return Carrier::Pipe(pipe);
+            }
+        }
+        let _ = mode;
+        Carrier::Buffer(Buffer::take())
+    }
+
+    /// Reads one chunk from `from` and writes all of it to `to`.
+    async fn step<R: Runtime, S: Stream>(
+        &mut self,
+        rt: &R,
+        from: &S,
+        to: &S,
+        limit: Duration,
+    ) -> Step {
+        match self {
+            Carrier::Buffer(buf) => match from.try_read(buf) {
+                Ok(0) => Step::Eof,
+                Ok(n) => match write_all(rt, to, &buf[..n], limit).await {
+                    Ok(()) => Step::Moved(n),
+                    Err(stop) => Step::Stopped((stop, true)),
+                },
+                Err(e) => read_error(&e),
+            },
+            #[cfg(target_os = "linux")]
+            Carrier::Pipe(pipe) => {
+                let n = match from.try_io(Interest::Read, || pipe.fill(from)) {
+                    Ok(0) => return Step::Eof,
+                    Ok(n) => n,
+                    Err(e) => return read_error(&e),
+                };
+                while pipe.pending > 0 {
+                    match to.try_io(Interest::Write, || pipe.drain(to)) {
+                        Ok(0) => return Step::Stopped((Stop::Error, true)),
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            if let Err(stop) = writable_within(rt, to, limit).await {
+                                return Step::Stopped((stop, true));
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Step::Stopped((classify_error(&e), true)),
+                    }
+                }
+                Step::Moved(n)
+            }
+        }
+    }
+}
+
+fn read_error(e: &io::Error) -> Step {
+    match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Step::WouldBlock,
+        // A reset is the peer leaving: pass it on like an EOF so the other side learns of it.
+        _ => match classify_error(e) {
+            Stop::Eof => Step::Eof,
+            stop => Step::Stopped((stop, false)),
+        },
+    }
+}
+
 /// Copies `from` → `to` until EOF (then shuts down `to`'s write half), an error, or a limit.
 async fn pump<R: Runtime, S: Stream>(
     rt: &R,
     from: &S,
     to: &S,
+    mode: ProxyMode,
     timeouts: Timeouts,
     count: &AtomicU64,
 ) -> Pumped {
     let mut last_read = Instant::now();
-    let mut idle = pin!(rt.sleep_until(last_read + timeouts.read));
+    let mut idle: Pin<&mut R::Sleep> = pin!(rt.sleep_until(last_read + timeouts.read));
     loop {
-        // Wait for readiness or the idle limit, holding no buffer. The timer is re-armed lazily: only when
-        // it fires do we look at when the last byte came.
+        // Wait for readiness or the idle limit, holding nothing. The timer is re-armed lazily: only when it
+        // fires do we look at when the last byte came.
         let ready = future::or(async { Some(from.readable().await) }, async {
             idle.as_mut().await;
             None
@@ -76,38 +173,33 @@ async fn pump<R: Runtime, S: Stream>(
             Some(Ok(())) => {}
             Some(Err(e)) => return (classify_error(&e), false),
             None => {
-                let now = Instant::now();
-                if now.duration_since(last_read) >= timeouts.read {
+                if last_read.elapsed() >= timeouts.read {
                     return (Stop::Timeout, false);
                 }
                 idle.set(rt.sleep_until(last_read + timeouts.read));
                 continue;
             }
         }
-        let mut buf = Buffer::take();
+        let mut carrier = Carrier::take(mode);
         let mut moved = 0usize;
         loop {
-            match from.try_read(&mut buf) {
-                Ok(0) => {
-                    shutdown_write(to);
-                    return (Stop::Eof, false);
-                }
-                Ok(n) => {
+            match carrier.step(rt, from, to, timeouts.write).await {
+                Step::Moved(n) => {
                     last_read = Instant::now();
-                    if let Err(stop) = write_all(rt, to, &buf[..n], timeouts.write).await {
-                        return (stop, true);
-                    }
                     count.fetch_add(n as u64, Ordering::Relaxed);
                     moved += n;
                     if moved >= FAIR_SHARE_BYTES {
-                        drop(buf);
+                        drop(carrier);
                         future::yield_now().await;
                         break;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return (classify_error(&e), false),
+                Step::WouldBlock => break,
+                Step::Eof => {
+                    shutdown_write(to);
+                    return (Stop::Eof, false);
+                }
+                Step::Stopped(p) => return p,
             }
         }
     }
@@ -129,25 +221,26 @@ pub async fn bidirectional<R: Runtime, S: Stream>(
     rt: &R,
     client: &S,
     backend: &S,
+    mode: ProxyMode,
     timeouts: Timeouts,
     stop: impl Future<Output = ()>,
 ) -> Copied {
     let (c2b, b2c) = (AtomicU64::new(0), AtomicU64::new(0));
     let mut ending = Ending::default();
     {
-        let mut up = pin!(pump(rt, client, backend, timeouts, &c2b));
-        let mut down = pin!(pump(rt, backend, client, timeouts, &b2c));
+        let mut up = pin!(pump(rt, client, backend, mode, timeouts, &c2b));
+        let mut down = pin!(pump(rt, backend, client, mode, timeouts, &b2c));
         let mut stop = pin!(stop);
         let (mut up_done, mut down_done) = (false, false);
         future::poll_fn(|cx| {
-            for (done, fut, reading, writing) in [
-                (&mut up_done, up.as_mut(), Side::Client, Side::Backend),
-                (&mut down_done, down.as_mut(), Side::Backend, Side::Client),
+            for (done, fut, reading) in [
+                (&mut up_done, up.as_mut(), Side::Client),
+                (&mut down_done, down.as_mut(), Side::Backend),
             ] {
                 if !*done {
                     if let Poll::Ready((s, on_write)) = fut.poll(cx) {
                         *done = true;
-                        ending.record(if on_write { writing } else { reading }, s);
+                        ending.record_direction(reading, on_write, s);
                         if Ending::ends_session(s) {
                             return Poll::Ready(());
                         }

@@ -19,6 +19,8 @@ pub mod pool;
 mod proxy;
 pub mod runtime;
 pub mod signal;
+#[cfg(target_os = "linux")]
+pub mod splice;
 
 pub use proxy::{Control, Handle, Proxy, Running};
-pub use runtime::{Listener, Runtime, Stream};
+pub use runtime::{Interest, Listener, Runtime, Stream};

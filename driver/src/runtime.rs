@@ -6,6 +6,15 @@ use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::time::Instant;
 
+/// Which readiness a raw operation needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interest {
+    /// Reading.
+    Read,
+    /// Writing.
+    Write,
+}
+
 /// A connected, non-blocking TCP stream registered with the runtime's reactor.
 ///
 /// Readiness-based on purpose: the copy loop waits for readiness without holding a buffer, then borrows one
@@ -19,6 +28,8 @@ pub trait Stream: AsFd + Send + Sync + 'static {
     fn try_read(&self, buf: &mut [u8]) -> io::Result<usize>;
     /// Writes without blocking; `WouldBlock` clears the readiness.
     fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
+    /// Runs a raw non-blocking operation on the socket (splice); `WouldBlock` clears `interest`'s readiness.
+    fn try_io<T>(&self, interest: Interest, op: impl FnOnce() -> io::Result<T>) -> io::Result<T>;
 }
 
 /// A listening socket.

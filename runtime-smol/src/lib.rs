@@ -3,7 +3,7 @@
 
 use nethergate_core::{Config, Plugins};
 use nethergate_driver::signal::Flag;
-use nethergate_driver::{Proxy, Running, Runtime};
+use nethergate_driver::{Interest, Proxy, Running, Runtime};
 use smol::{Async, Executor, Timer};
 use std::future::Future;
 use std::io::{self, Read, Write};
@@ -42,6 +42,10 @@ impl nethergate_driver::Stream for Stream {
     }
     fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
         (&mut self.0.get_ref()).write(buf)
+    }
+    fn try_io<T>(&self, _: Interest, op: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+        // async-io keeps no readiness cache: `readable()`/`writable()` always wait for a fresh event.
+        op()
     }
 }
 

@@ -1,7 +1,7 @@
 //! nethergate on tokio: the [`Runtime`] implementation, and [`spawn`] to run a proxy on its own thread.
 
 use nethergate_core::{Config, Plugins};
-use nethergate_driver::{Proxy, Running, Runtime};
+use nethergate_driver::{Interest, Proxy, Running, Runtime};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -34,6 +34,13 @@ impl nethergate_driver::Stream for Stream {
     }
     fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
         self.0.try_write(buf)
+    }
+    fn try_io<T>(&self, interest: Interest, op: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+        let interest = match interest {
+            Interest::Read => tokio::io::Interest::READABLE,
+            Interest::Write => tokio::io::Interest::WRITABLE,
+        };
+        self.0.try_io(interest, op)
     }
 }
 

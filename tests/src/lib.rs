@@ -78,6 +78,46 @@ impl Flavor for Smol {
     }
 }
 
+struct Blocking(Option<nethergate_examples::blocking::BlockingProxy>);
+
+impl Started for Blocking {
+    fn addr(&self) -> SocketAddr {
+        self.0
+            .as_ref()
+            .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |p| p.addr())
+    }
+    fn registry(&self) -> Arc<Registry> {
+        self.0
+            .as_ref()
+            .map_or_else(Registry::new, |p| p.registry().clone())
+    }
+    fn shutdown(mut self: Box<Self>) {
+        if let Some(p) = self.0.take() {
+            p.shutdown();
+        }
+    }
+}
+
+impl Drop for Blocking {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            p.shutdown();
+        }
+    }
+}
+
+/// The blocking std::net example adapter (`examples/src/blocking.rs`): proof that the core runs under any
+/// runtime. It implements forwarding but not graceful shutdown of live sessions.
+pub struct BlockingThreads;
+impl Flavor for BlockingThreads {
+    const NAME: &'static str = "blocking";
+    fn start(config: Config, plugins: Plugins) -> io::Result<Box<dyn Started>> {
+        Ok(Box::new(Blocking(Some(
+            nethergate_examples::blocking::BlockingProxy::start(config, plugins)?,
+        ))))
+    }
+}
+
 /// Raises the soft open-file limit to the hard one (tests with hundreds of sessions need a few thousand).
 pub fn raise_fd_limit() {
     // SAFETY: getrlimit/setrlimit only read and write the struct we pass.

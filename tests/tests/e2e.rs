@@ -304,6 +304,14 @@ fn max_players_refuses_the_third_and_keeps_the_first_two<F: Flavor>() {
 }
 
 fn half_close_loses_no_byte<F: Flavor>() {
+    half_close_loses_no_byte_in::<F>("passthrough");
+}
+
+fn half_close_loses_no_byte_zero_copy<F: Flavor>() {
+    half_close_loses_no_byte_in::<F>("zero_copy");
+}
+
+fn half_close_loses_no_byte_in<F: Flavor>(mode: &str) {
     const TOTAL: usize = 8 * 1024 * 1024;
     let login = login_bytes("mc.example.com", "Steve");
     let login_len = login.len();
@@ -322,7 +330,11 @@ fn half_close_loses_no_byte<F: Flavor>() {
     });
     let layout = Layout::new().server(
         "a",
-        &server_toml(&["mc.example.com"], &[backend.addr()], ""),
+        &server_toml(
+            &["mc.example.com"],
+            &[backend.addr()],
+            &format!("proxy_mode = \"{mode}\""),
+        ),
     );
     let proxy = start::<F>(&layout);
     let mut c = connect(proxy.addr());
@@ -355,6 +367,14 @@ fn half_close_loses_no_byte<F: Flavor>() {
 }
 
 fn backend_half_close_reaches_the_client_and_client_can_still_send<F: Flavor>() {
+    backend_half_close_reaches_the_client_and_client_can_still_send_in::<F>("passthrough");
+}
+
+fn backend_half_close_reaches_the_client_and_client_can_still_send_zero_copy<F: Flavor>() {
+    backend_half_close_reaches_the_client_and_client_can_still_send_in::<F>("zero_copy");
+}
+
+fn backend_half_close_reaches_the_client_and_client_can_still_send_in<F: Flavor>(mode: &str) {
     // The backend says goodbye and closes its write half; the client keeps sending, the backend reads it.
     let (tx, rx) = std::sync::mpsc::channel();
     let login_len = login_bytes("mc.example.com", "Steve").len();
@@ -369,7 +389,11 @@ fn backend_half_close_reaches_the_client_and_client_can_still_send<F: Flavor>() 
     });
     let layout = Layout::new().server(
         "a",
-        &server_toml(&["mc.example.com"], &[backend.addr()], ""),
+        &server_toml(
+            &["mc.example.com"],
+            &[backend.addr()],
+            &format!("proxy_mode = \"{mode}\""),
+        ),
     );
     let proxy = start::<F>(&layout);
     let mut c = connect(proxy.addr());
@@ -396,13 +420,21 @@ fn backend_half_close_reaches_the_client_and_client_can_still_send<F: Flavor>() 
 }
 
 fn idle_session_ends_with_reason_timeout<F: Flavor>() {
+    idle_session_ends_with_reason_timeout_in::<F>("passthrough");
+}
+
+fn idle_session_ends_with_reason_timeout_zero_copy<F: Flavor>() {
+    idle_session_ends_with_reason_timeout_in::<F>("zero_copy");
+}
+
+fn idle_session_ends_with_reason_timeout_in<F: Flavor>(mode: &str) {
     let a = Backend::echo();
     let layout = Layout::new().server(
         "a",
         &server_toml(
             &["mc.example.com"],
             &[a.addr()],
-            "[timeouts]\nread = \"1s\"",
+            &format!("proxy_mode = \"{mode}\"\n[timeouts]\nread = \"1s\""),
         ),
     );
     let proxy = start::<F>(&layout);
@@ -553,9 +585,24 @@ fn max_connections_is_enforced<F: Flavor>() {
 }
 
 fn five_hundred_concurrent_sessions<F: Flavor>() {
+    five_hundred_concurrent_sessions_in::<F>("passthrough");
+}
+
+fn five_hundred_concurrent_sessions_zero_copy<F: Flavor>() {
+    five_hundred_concurrent_sessions_in::<F>("zero_copy");
+}
+
+fn five_hundred_concurrent_sessions_in<F: Flavor>(mode: &str) {
     raise_fd_limit();
     let a = Backend::echo();
-    let layout = Layout::new().server("a", &server_toml(&["mc.example.com"], &[a.addr()], ""));
+    let layout = Layout::new().server(
+        "a",
+        &server_toml(
+            &["mc.example.com"],
+            &[a.addr()],
+            &format!("proxy_mode = \"{mode}\""),
+        ),
+    );
     let proxy = start::<F>(&layout);
     let mut clients = Vec::new();
     for i in 0..500 {
@@ -657,13 +704,37 @@ fn transfer_intent_is_routed_like_login<F: Flavor>() {
 }
 
 macro_rules! suite {
-    ($($test:ident),* $(,)?) => {
-        mod tokio_runtime { $( #[test] fn $test() { super::$test::<nethergate_e2e::Tokio>() } )* }
-        mod smol_runtime { $( #[test] fn $test() { super::$test::<nethergate_e2e::Smol>() } )* }
+    ($module:ident: $flavor:ty => $($test:ident),* $(,)?) => {
+        mod $module { $( #[test] fn $test() { super::$test::<$flavor>() } )* }
     };
 }
 
-suite!(
+// The blocking example adapter runs the routing, forwarding and half-close tests: the parts a third
+// runtime must get right; graceful shutdown and connection limits are the production binaries' job.
+suite!(blocking_example: nethergate_e2e::BlockingThreads =>
+    routing_by_exact_and_wildcard_domain,
+    unknown_host_is_refused_without_touching_a_backend,
+    forge_marker_trailing_dot_and_case_are_routed,
+    domain_rewrite_modes_change_only_the_host,
+    proxy_protocol_carries_the_real_client_address,
+    failover_to_the_next_address,
+    disconnect_message_when_every_backend_is_down,
+    max_players_refuses_the_third_and_keeps_the_first_two,
+    half_close_loses_no_byte,
+    backend_half_close_reaches_the_client_and_client_can_still_send,
+    idle_session_ends_with_reason_timeout,
+    slow_handshake_is_closed,
+    plugins_deny_and_redirect,
+);
+
+macro_rules! full_suite {
+    ($($test:ident),* $(,)?) => {
+        suite!(tokio_runtime: nethergate_e2e::Tokio => $($test),*);
+        suite!(smol_runtime: nethergate_e2e::Smol => $($test),*);
+    };
+}
+
+full_suite!(
     routing_by_exact_and_wildcard_domain,
     unknown_host_is_refused_without_touching_a_backend,
     forge_marker_trailing_dot_and_case_are_routed,
@@ -685,4 +756,8 @@ suite!(
     graceful_shutdown_lets_sessions_finish,
     shutdown_deadline_closes_sessions_with_reason_shutdown,
     transfer_intent_is_routed_like_login,
+    half_close_loses_no_byte_zero_copy,
+    backend_half_close_reaches_the_client_and_client_can_still_send_zero_copy,
+    idle_session_ends_with_reason_timeout_zero_copy,
+    five_hundred_concurrent_sessions_zero_copy,
 );

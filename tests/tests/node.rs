@@ -68,7 +68,9 @@ fn run_suite(binary: &str, label: &str) {
         "node suite failed against {label}:\n{stdout}\n{stderr}"
     );
     assert!(
-        stdout.lines().any(|l| l.ends_with(" 0 failed") && !l.starts_with("0 passed")),
+        stdout
+            .lines()
+            .any(|l| l.ends_with(" 0 failed") && !l.starts_with("0 passed")),
         "node suite ran no scenario:\n{stdout}"
     );
 }

@@ -1,0 +1,125 @@
+//! Zero-copy forwarding with splice(2) through a kernel pipe (Linux).
+//!
+//! Pipes are borrowed from a per-thread pool only while bytes are in flight and given back empty, so an idle
+//! session holds no pipe. The pipe is always drained before the next splice into it, so it is never full:
+//! a splice that cannot proceed is blocked by the socket alone, and only sockets need reactor readiness.
+
+use std::cell::RefCell;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+
+/// Bytes moved per splice call (the default pipe capacity).
+pub const CHUNK: usize = 64 * 1024;
+
+/// Most idle pipes a thread keeps.
+const POOL_MAX_IDLE: usize = 16;
+
+/// A non-blocking pipe.
+#[derive(Debug)]
+struct RawPipe {
+    read: OwnedFd,
+    write: OwnedFd,
+}
+
+thread_local! {
+    static POOL: RefCell<Vec<RawPipe>> = const { RefCell::new(Vec::new()) };
+}
+
+fn new_pipe() -> io::Result<RawPipe> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 writes two fds into the array we pass; we own them from here on.
+    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both fds were just created by pipe2 and are owned by nobody else.
+    unsafe {
+        Ok(RawPipe {
+            read: OwnedFd::from_raw_fd(fds[0]),
+            write: OwnedFd::from_raw_fd(fds[1]),
+        })
+    }
+}
+
+/// A pipe borrowed from the pool; returned to it on drop only if it was left empty.
+#[derive(Debug)]
+pub struct Pipe {
+    raw: Option<RawPipe>,
+    /// Bytes spliced in and not yet spliced out.
+    pub pending: usize,
+}
+
+impl Pipe {
+    /// Takes an empty pipe from this thread's pool, or creates one.
+    pub fn take() -> io::Result<Pipe> {
+        let pooled = POOL.try_with(|p| p.borrow_mut().pop()).ok().flatten();
+        let raw = match pooled {
+            Some(p) => p,
+            None => new_pipe()?,
+        };
+        Ok(Pipe {
+            raw: Some(raw),
+            pending: 0,
+        })
+    }
+
+    /// Moves up to [`CHUNK`] bytes from `from` into the pipe.
+    pub fn fill(&mut self, from: &impl AsFd) -> io::Result<usize> {
+        let Some(raw) = &self.raw else {
+            return Err(io::Error::other("pipe already closed"));
+        };
+        let n = splice(from.as_fd().as_raw_fd(), raw.write.as_raw_fd(), CHUNK)?;
+        self.pending += n;
+        Ok(n)
+    }
+
+    /// Moves pending bytes from the pipe into `to`.
+    pub fn drain(&mut self, to: &impl AsFd) -> io::Result<usize> {
+        let Some(raw) = &self.raw else {
+            return Err(io::Error::other("pipe already closed"));
+        };
+        let n = splice(raw.read.as_raw_fd(), to.as_fd().as_raw_fd(), self.pending)?;
+        self.pending -= n;
+        Ok(n)
+    }
+}
+
+impl Drop for Pipe {
+    fn drop(&mut self) {
+        if self.pending > 0 {
+            return; // bytes stranded by an error: close the pipe with them
+        }
+        if let Some(raw) = self.raw.take() {
+            let _ = POOL.try_with(|p| {
+                let mut p = p.borrow_mut();
+                if p.len() < POOL_MAX_IDLE {
+                    p.push(raw);
+                }
+            });
+        }
+    }
+}
+
+fn splice(from: libc::c_int, to: libc::c_int, len: usize) -> io::Result<usize> {
+    loop {
+        // SAFETY: plain syscall on fds owned by live objects; null offsets mean "use the file position",
+        // which is what sockets and pipes require.
+        let n = unsafe {
+            libc::splice(
+                from,
+                std::ptr::null_mut(),
+                to,
+                std::ptr::null_mut(),
+                len,
+                libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+            )
+        };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
