@@ -641,6 +641,72 @@ pub fn read_server_file(path: &Path) -> Result<ServerConfig, ConfigErrors> {
     ServerConfig::from_toml(&source, &stem, &text)
 }
 
+/// The servers currently live, by where they come from: server files, and providers such as Docker.
+///
+/// Reloading is all or nothing per source: a file that no longer parses keeps its previous version live, a
+/// removed file removes its server; a provider's set is replaced whole. [`Catalog::route_table`] then either
+/// builds a new table or reports why not (a domain conflict), and the caller keeps the previous table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Catalog {
+    files: std::collections::BTreeMap<String, ServerConfig>,
+    providers: std::collections::BTreeMap<String, Vec<ServerConfig>>,
+}
+
+impl Catalog {
+    /// A catalog of already validated servers (as loaded at startup), keyed by their source.
+    pub fn new(servers: &[ServerConfig]) -> Catalog {
+        Catalog {
+            files: servers
+                .iter()
+                .map(|s| (s.source.clone(), s.clone()))
+                .collect(),
+            providers: Default::default(),
+        }
+    }
+
+    /// Applies a fresh read of the server directory and returns the problems of files that failed (those
+    /// keep their previous version, if they had one).
+    pub fn update_files(&mut self, fresh: ServerFiles) -> Vec<ConfigIssue> {
+        let mut issues = Vec::new();
+        let mut files = std::collections::BTreeMap::new();
+        for (path, result) in fresh.files {
+            let source = path.display().to_string();
+            match result {
+                Ok(server) => {
+                    files.insert(source, server);
+                }
+                Err(errors) => {
+                    if let Some(previous) = self.files.remove(&source) {
+                        files.insert(source, previous);
+                    }
+                    issues.extend(errors.0);
+                }
+            }
+        }
+        self.files = files;
+        issues
+    }
+
+    /// Replaces every server of `provider` (e.g. `"docker"`).
+    pub fn set_provider(&mut self, provider: &str, servers: Vec<ServerConfig>) {
+        self.providers.insert(provider.to_owned(), servers);
+    }
+
+    /// Every server, files first (by path), then providers (by name).
+    pub fn servers(&self) -> Vec<ServerConfig> {
+        self.files
+            .values()
+            .chain(self.providers.values().flatten())
+            .cloned()
+            .collect()
+    }
+
+    /// Builds the route table of every server.
+    pub fn route_table(&self) -> Result<crate::route::RouteTable, ConfigErrors> {
+        crate::route::RouteTable::build(&self.servers())
+    }
+}
+
 /// A whole configuration: the main file and its servers, every server valid and the route table buildable.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -825,6 +891,60 @@ mod tests {
         let e = server("domains = [\"a\"]\naddresses = [\"a:1\"]\ndomain_rewrite = \"sometimes\"")
             .unwrap_err();
         assert_eq!(keys(e), vec!["domain_rewrite"]);
+    }
+
+    fn files(entries: &[(&str, &str)]) -> ServerFiles {
+        ServerFiles {
+            files: entries
+                .iter()
+                .map(|(name, text)| {
+                    let path = PathBuf::from(format!("servers/{name}.toml"));
+                    let result = ServerConfig::from_toml(&path.display().to_string(), name, text);
+                    (path, result)
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn reload_keeps_a_broken_file_live_and_drops_a_removed_one() {
+        let good_a = "domains = [\"a.example.com\"]\naddresses = [\"10.0.0.1:1\"]";
+        let good_b = "domains = [\"b.example.com\"]\naddresses = [\"10.0.0.2:1\"]";
+        let mut catalog = Catalog::default();
+        assert!(catalog
+            .update_files(files(&[("a", good_a), ("b", good_b)]))
+            .is_empty());
+        assert_eq!(catalog.servers().len(), 2);
+        // a breaks, b disappears, c appears.
+        let good_c = "domains = [\"c.example.com\"]\naddresses = [\"10.0.0.3:1\"]";
+        let issues = catalog.update_files(files(&[("a", "domains = 3"), ("c", good_c)]));
+        assert_eq!(issues.len(), 1);
+        assert_eq!(issues[0].source, "servers/a.toml");
+        let names: Vec<String> = catalog.servers().into_iter().map(|s| s.name).collect();
+        assert_eq!(names, vec!["a", "c"]);
+        let table = catalog.route_table().unwrap();
+        assert_eq!(table.route("a.example.com").map(|s| s.name()), Some("a"));
+        assert!(table.route("b.example.com").is_none());
+    }
+
+    #[test]
+    fn provider_servers_join_the_table_and_conflicts_are_reported() {
+        let mut catalog = Catalog::default();
+        catalog.update_files(files(&[(
+            "a",
+            "domains = [\"a.example.com\"]\naddresses = [\"10.0.0.1:1\"]",
+        )]));
+        let docker = ServerConfig::from_toml(
+            "docker container web",
+            "web",
+            "domains = [\"a.example.com\"]\naddresses = [\"172.17.0.2:25565\"]",
+        )
+        .unwrap();
+        catalog.set_provider("docker", vec![docker]);
+        let e = catalog.route_table().unwrap_err();
+        assert!(e.to_string().contains("docker container web"), "{e}");
+        catalog.set_provider("docker", Vec::new());
+        assert!(catalog.route_table().is_ok());
     }
 
     #[test]

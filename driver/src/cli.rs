@@ -2,11 +2,13 @@
 //! signals.
 
 use crate::proxy::Handle;
+use crate::reload::Reloader;
 use clap::{Parser, ValueEnum};
 use nethergate_core::{Config, Plugins};
 use std::io;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -85,17 +87,22 @@ fn print_routes(config: &Config) {
     }
 }
 
-/// SIGINT/SIGTERM: first graceful shutdown, a second one closes sessions at once.
-pub fn install_signals(handle: Handle) -> io::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+/// SIGINT/SIGTERM: first graceful shutdown, a second one closes sessions at once. SIGHUP: reload.
+fn install_signals(handle: Handle, reloader: Arc<Reloader>) -> io::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            let mut seen = 0;
+            let mut stops = 0;
             for signal in signals.forever() {
-                seen += 1;
-                if seen == 1 {
+                if signal == SIGHUP {
+                    tracing::info!("SIGHUP: reloading server files");
+                    reloader.reload_files();
+                    continue;
+                }
+                stops += 1;
+                if stops == 1 {
                     tracing::info!(signal, "shutdown requested");
                     handle.shutdown();
                 } else {
@@ -107,9 +114,48 @@ pub fn install_signals(handle: Handle) -> io::Result<()> {
     Ok(())
 }
 
+/// What a binary's `serve` function gets: the validated configuration and the plugins.
+pub struct Launch {
+    /// The configuration loaded at startup.
+    pub config: Config,
+    /// The pre-connect plugins configured.
+    pub plugins: Plugins,
+}
+
+/// Keeps signal handling and the directory watch alive while the proxy runs.
+pub struct Supervision {
+    /// Reloads server files and provider servers into the running proxy.
+    pub reloader: Arc<Reloader>,
+    _watch: Option<crate::reload::Watch>,
+}
+
+impl Launch {
+    /// Starts what runs beside a bound proxy: signal handling (shutdown, reload) and the watch of
+    /// `servers_dir`. Keep the result alive until the proxy stops.
+    pub fn supervise(&self, handle: Handle) -> io::Result<Supervision> {
+        let reloader = Reloader::new(
+            &self.config.main.servers_dir,
+            &self.config.servers,
+            handle.clone(),
+        );
+        install_signals(handle, reloader.clone())?;
+        let watch = match crate::reload::watch(reloader.clone()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the server directory; reload with SIGHUP");
+                None
+            }
+        };
+        Ok(Supervision {
+            reloader,
+            _watch: watch,
+        })
+    }
+}
+
 /// The main function of a nethergate binary: parses the command line, loads and validates the
 /// configuration, then calls `serve` with it (which runs until shutdown).
-pub fn main(serve: impl FnOnce(Config, Plugins) -> io::Result<()>) -> ExitCode {
+pub fn main(serve: impl FnOnce(Launch) -> io::Result<()>) -> ExitCode {
     let args = Args::parse();
     init_logging(args.log_format);
     let config = match Config::load(&args.config) {
@@ -127,7 +173,7 @@ pub fn main(serve: impl FnOnce(Config, Plugins) -> io::Result<()>) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let plugins = plugins(&config);
-    match serve(config, plugins) {
+    match serve(Launch { config, plugins }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "fatal");

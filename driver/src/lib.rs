@@ -8,6 +8,7 @@
 //! - `connection`: drives one [`nethergate_core::Session`] and executes its actions.
 //! - [`copy`]: the bidirectional copy with half-close, idle/write limits, counters, fairness and pooled
 //!   buffers (no buffer held by an idle session).
+//! - [`reload`]: live reload of server files (watch + SIGHUP) and provider servers.
 //! - [`cli`]: the command line, logging and signals every binary shares.
 
 #![warn(missing_docs)]
@@ -17,6 +18,7 @@ mod connection;
 pub mod copy;
 pub mod pool;
 mod proxy;
+pub mod reload;
 pub mod runtime;
 pub mod signal;
 #[cfg(target_os = "linux")]

@@ -5,10 +5,10 @@ use nethergate_smol::Smol;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    cli::main(|config, plugins| {
+    cli::main(|launch| {
         let rt = Smol::new();
-        let proxy = Proxy::bind(rt.clone(), config, plugins)?;
-        cli::install_signals(proxy.handle())?;
+        let proxy = Proxy::bind(rt.clone(), launch.config.clone(), launch.plugins.clone())?;
+        let _supervision = launch.supervise(proxy.handle())?;
         rt.block_on(proxy.run())
     })
 }

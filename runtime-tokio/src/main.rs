@@ -4,13 +4,17 @@ use nethergate_driver::{cli, Proxy};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    cli::main(|config, plugins| {
+    cli::main(|launch| {
         let rt = nethergate_tokio::runtime()?;
         let proxy = {
             let _enter = rt.enter();
-            Proxy::bind(nethergate_tokio::Tokio, config, plugins)?
+            Proxy::bind(
+                nethergate_tokio::Tokio,
+                launch.config.clone(),
+                launch.plugins.clone(),
+            )?
         };
-        cli::install_signals(proxy.handle())?;
+        let _supervision = launch.supervise(proxy.handle())?;
         rt.block_on(proxy.run())
     })
 }

@@ -36,7 +36,24 @@ pub trait Flavor {
     fn start(config: Config, plugins: Plugins) -> io::Result<Box<dyn Started>>;
 }
 
-struct Driven(Option<nethergate_driver::Running>);
+/// A proxy of the driver, and the watch of its server directory (kept alive with it).
+struct Driven(
+    Option<nethergate_driver::Running>,
+    #[allow(dead_code)] Option<nethergate_driver::reload::Watch>,
+);
+
+impl Driven {
+    /// Runs like the binaries do: with the server directory watched for live reload.
+    fn watched(config: &Config, running: nethergate_driver::Running) -> Box<dyn Started> {
+        let reloader = nethergate_driver::reload::Reloader::new(
+            &config.main.servers_dir,
+            &config.servers,
+            running.handle().clone(),
+        );
+        let watch = nethergate_driver::reload::watch(reloader).expect("watch servers_dir");
+        Box::new(Driven(Some(running), Some(watch)))
+    }
+}
 
 impl Started for Driven {
     fn addr(&self) -> SocketAddr {
@@ -61,9 +78,8 @@ pub struct Tokio;
 impl Flavor for Tokio {
     const NAME: &'static str = "tokio";
     fn start(config: Config, plugins: Plugins) -> io::Result<Box<dyn Started>> {
-        Ok(Box::new(Driven(Some(nethergate_tokio::spawn(
-            config, plugins,
-        )?))))
+        let running = nethergate_tokio::spawn(config.clone(), plugins)?;
+        Ok(Driven::watched(&config, running))
     }
 }
 
@@ -72,9 +88,8 @@ pub struct Smol;
 impl Flavor for Smol {
     const NAME: &'static str = "smol";
     fn start(config: Config, plugins: Plugins) -> io::Result<Box<dyn Started>> {
-        Ok(Box::new(Driven(Some(nethergate_smol::spawn(
-            config, plugins,
-        )?))))
+        let running = nethergate_smol::spawn(config.clone(), plugins)?;
+        Ok(Driven::watched(&config, running))
     }
 }
 
@@ -162,12 +177,28 @@ impl Layout {
 
     /// Writes `servers/<name>.toml`.
     pub fn server(self, name: &str, text: &str) -> Layout {
-        std::fs::write(
-            self.dir.path().join("servers").join(format!("{name}.toml")),
-            text,
-        )
-        .expect("server file");
+        self.write_server(name, text);
         self
+    }
+
+    /// Writes (or rewrites) `servers/<name>.toml` of a running layout.
+    pub fn write_server(&self, name: &str, text: &str) {
+        let dir = self.dir.path().join("servers");
+        // Write then rename, as admins' tools and editors do, so a reload never sees half a file.
+        let tmp = dir.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).expect("server file");
+        std::fs::rename(&tmp, dir.join(format!("{name}.toml"))).expect("rename server file");
+    }
+
+    /// Removes `servers/<name>.toml`.
+    pub fn remove_server(&self, name: &str) {
+        std::fs::remove_file(self.dir.path().join("servers").join(format!("{name}.toml")))
+            .expect("remove server file");
+    }
+
+    /// The layout's directory.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
     }
 
     /// The main file's path (written on demand).
