@@ -659,3 +659,49 @@ pub fn captured_logs() -> String {
         .map(|l| String::from_utf8_lossy(&l).into_owned())
         .unwrap_or_default()
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// The built binaries
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// The directory cargo puts binaries of this profile in (…/target/debug), from the running test's path
+/// (…/target/debug/deps/<test>-<hash>).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    exe.parent()
+        .and_then(std::path::Path::parent)
+        .expect("target/<profile>")
+        .to_path_buf()
+}
+
+/// Builds `nethergate` and `nethergate-smol` with this profile (a no-op when up to date) and returns the
+/// path of `name`.
+pub fn binary(name: &str) -> PathBuf {
+    static BUILT: Once = Once::new();
+    BUILT.call_once(|| {
+        let mut cmd =
+            std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.current_dir(workspace()).args([
+            "build",
+            "--bin",
+            "nethergate",
+            "--bin",
+            "nethergate-smol",
+        ]);
+        if bin_dir().ends_with("release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build");
+        assert!(status.success(), "building the binaries failed");
+    });
+    let path = bin_dir().join(name);
+    assert!(path.exists(), "{} missing", path.display());
+    path
+}

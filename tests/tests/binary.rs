@@ -1,0 +1,209 @@
+//! The binaries as an admin runs them: command line, config errors, logs, signals. Both runtimes.
+
+use nethergate_e2e::*;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BINARIES: [&str; 2] = ["nethergate", "nethergate-smol"];
+
+fn run(bin: &str, args: &[&str]) -> std::process::Output {
+    Command::new(binary(bin))
+        .args(args)
+        .output()
+        .expect("run binary")
+}
+
+#[test]
+fn check_accepts_the_bundled_example() {
+    let example = workspace().join("examples/nethergate.toml");
+    for bin in BINARIES {
+        let out = run(
+            bin,
+            &["--config", example.to_str().unwrap_or_default(), "--check"],
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{bin}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains("configuration OK")
+                && stdout.contains("lobby")
+                && stdout.contains("survival"),
+            "{stdout}"
+        );
+    }
+}
+
+#[test]
+fn invalid_config_lists_every_problem_and_exits_2() {
+    let layout = Layout::new()
+        .server("one", "domains = [\"mc.example.com\"]\naddresses = [\"nowhere\"]\n[timeouts]\nconnect = \"5 parsecs\"\n")
+        .server("two", "addresses = [\"127.0.0.1:1\"]\nnetwork = \"x\"\n")
+        .server("three", "domains = [\"a.example.com\"]\naddresses = [\"127.0.0.1:1\"]\nmax_player = 3\n");
+    let path = layout.path();
+    for bin in BINARIES {
+        for args in [
+            vec!["--config", path.to_str().unwrap_or_default(), "--check"],
+            vec!["--config", path.to_str().unwrap_or_default()],
+        ] {
+            let out = run(bin, &args);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{bin} {args:?}: {stderr}");
+            for needle in [
+                "one.toml: `addresses`",
+                "one.toml: `timeouts.connect`: invalid duration \"5 parsecs\"",
+                "two.toml: `domains`: at least one domain is required",
+                "two.toml: `network`: forwarding modes cannot belong to a network",
+                "three.toml: `max_player`",
+            ] {
+                assert!(
+                    stderr.contains(needle),
+                    "{bin}: missing {needle:?} in\n{stderr}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn missing_main_file_is_a_clear_error() {
+    for bin in BINARIES {
+        let out = run(bin, &["--config", "/nonexistent/nethergate.toml"]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the main config file"));
+    }
+}
+
+#[test]
+fn version_and_help() {
+    for bin in BINARIES {
+        let v = run(bin, &["--version"]);
+        assert!(
+            v.status.success()
+                && String::from_utf8_lossy(&v.stdout).contains(env!("CARGO_PKG_VERSION"))
+        );
+        let h = run(bin, &["--help"]);
+        let text = String::from_utf8_lossy(&h.stdout);
+        assert!(
+            h.status.success()
+                && text.contains("--config")
+                && text.contains("--check")
+                && text.contains("--log-format")
+        );
+    }
+}
+
+/// Starts a binary on `layout` and returns it with the address it listens on (read from its log).
+fn spawn(
+    bin: &str,
+    layout: &Layout,
+    extra: &[&str],
+) -> (
+    Child,
+    std::net::SocketAddr,
+    std::sync::mpsc::Receiver<String>,
+) {
+    let mut child = Command::new(binary(bin))
+        .arg("--config")
+        .arg(layout.path())
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + IO_TIMEOUT;
+    loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("listening line");
+        if line.contains("listening") {
+            let addr = line
+                .split(|c: char| c == ' ' || c == '"' || c == ',')
+                .filter_map(|w| w.strip_prefix("bind=").or(Some(w)))
+                .find_map(|w| w.parse().ok())
+                .expect("bind address in the listening line");
+            return (child, addr, rx);
+        }
+    }
+}
+
+fn signal(child: &Child, sig: i32) {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, sig);
+    }
+}
+
+fn wait_line(rx: &std::sync::mpsc::Receiver<String>, needles: &[&str]) -> String {
+    let deadline = Instant::now() + IO_TIMEOUT;
+    loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| panic!("no log line with {needles:?}"));
+        if needles.iter().all(|n| line.contains(n)) {
+            return line;
+        }
+    }
+}
+
+#[test]
+fn json_logs_sighup_reload_and_sigterm_exit_zero() {
+    for bin in BINARIES {
+        let a = Backend::echo();
+        let layout = Layout::new()
+            .main("shutdown_timeout = \"10s\"")
+            .server("a", &server_toml(&["a.example.com"], &[a.addr()], ""));
+        let (mut child, addr, rx) = spawn(bin, &layout, &["--log-format", "json"]);
+
+        // A session, and its end line as JSON with the fields admins query.
+        let mut c = connect(addr);
+        c.write_all(&login_bytes("a.example.com", "Steve")).unwrap();
+        let mut back = vec![0u8; login_bytes("a.example.com", "Steve").len()];
+        c.read_exact(&mut back).unwrap();
+        drop(c);
+        let line = wait_line(&rx, &["session ended"]);
+        let json: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("{bin}: not JSON ({e}): {line}"));
+        assert_eq!(json["fields"]["reason"], "ClientClosed", "{line}");
+        assert_eq!(json["fields"]["player"], "Steve");
+        assert_eq!(json["fields"]["c2b"], back.len() as u64);
+
+        // SIGHUP reloads (the watch may have reloaded already; either way the new server routes).
+        layout.write_server("b", &server_toml(&["b.example.com"], &[a.addr()], ""));
+        signal(&child, libc::SIGHUP);
+        let login_b = login_bytes("b.example.com", "Alex");
+        assert!(
+            wait_until(IO_TIMEOUT, || {
+                let mut c = connect(addr);
+                let mut echo = vec![0u8; login_b.len()];
+                c.write_all(&login_b).is_ok() && c.read_exact(&mut echo).is_ok() && echo == login_b
+            }),
+            "{bin}: b routed after reload"
+        );
+
+        // SIGTERM: graceful, exit code 0.
+        let t = Instant::now();
+        signal(&child, libc::SIGTERM);
+        let status = loop {
+            if let Some(s) = child.try_wait().expect("wait") {
+                break s;
+            }
+            assert!(t.elapsed() < Duration::from_secs(15), "{bin} did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(status.success(), "{bin}: {status:?}");
+    }
+}
