@@ -97,6 +97,8 @@ fn version_and_help() {
 }
 
 /// Starts a binary on `layout` and returns it with the address it listens on (read from its log).
+// The caller waits for the child; a panic here ends the test process, which reaps it.
+#[allow(clippy::zombie_processes)]
 fn spawn(
     bin: &str,
     layout: &Layout,
@@ -131,7 +133,7 @@ fn spawn(
             .expect("listening line");
         if line.contains("listening") {
             let addr = line
-                .split(|c: char| c == ' ' || c == '"' || c == ',')
+                .split([' ', '"', ','])
                 .filter_map(|w| w.strip_prefix("bind=").or(Some(w)))
                 .find_map(|w| w.parse().ok())
                 .expect("bind address in the listening line");
