@@ -9,7 +9,8 @@
 //!
 //! Checks (any failure panics, which libFuzzer reports as a crash):
 //! - no panic inside the core, whatever the order of calls;
-//! - the session never holds more than `MAX_BUFFERED` bytes;
+//! - the session never holds more than `MAX_BUFFERED` bytes, and closes with `BufferLimit` exactly when a
+//!   chunk exceeds `read_budget()`;
 //! - it ends with exactly one `Forward` or `Close`, after which it emits nothing, whatever is fed to it;
 //! - calls that do not answer a pending action (late, duplicated, out of state) emit nothing;
 //! - `handle_timeout` closes with `HandshakeTimeout` exactly when the instant passed `poll_timeout`;
@@ -36,7 +37,7 @@ use nethergate_core::{
     NextState, Parsed, PreConnectEvent, Registry, RouteTable, ServerConfig, Session,
 };
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The servers the session may be configured with: name, domains, candidate addresses.
@@ -90,7 +91,19 @@ impl Ctl<'_> {
     }
 }
 
+/// Every configuration a server can have here, parsed once: parsing TOML for each input would dominate
+/// the time of an execution.
 fn server_config(index: usize, bits: u8) -> ServerConfig {
+    static ALL: OnceLock<Vec<Vec<ServerConfig>>> = OnceLock::new();
+    let all = ALL.get_or_init(|| {
+        (0..SERVERS.len())
+            .map(|i| (0..=u8::MAX).map(|b| parse_server_config(i, b)).collect())
+            .collect()
+    });
+    all[index][usize::from(bits)].clone()
+}
+
+fn parse_server_config(index: usize, bits: u8) -> ServerConfig {
     let (name, domains, addrs) = SERVERS[index];
     let count = 1 + usize::from(bits >> 6) % 3;
     let addresses: Vec<String> = addrs[..count].iter().map(|a| format!("{a:?}")).collect();
@@ -439,13 +452,21 @@ impl Run<'_> {
             assert_eq!(self.actions, before, "data after the end was acted on");
             return;
         }
-        if self.s.buffered() + chunk.len() > MAX_BUFFERED {
+        assert_eq!(self.s.read_budget() + self.s.buffered(), MAX_BUFFERED);
+        let overflow = chunk.len() > self.s.read_budget();
+        if overflow {
             self.buffer_overflowed = true;
         } else {
             self.fed.extend_from_slice(chunk);
         }
         self.s.handle_client_data(chunk);
         self.drain();
+        if overflow {
+            assert!(
+                matches!(self.end, Some(End::Close(CloseReason::BufferLimit))),
+                "a chunk over the read budget was accepted"
+            );
+        }
     }
 
     fn timeout(&mut self, delta: Duration) {
