@@ -63,6 +63,7 @@ pub mod config;
 pub mod forward;
 pub mod handshake;
 pub mod hostname;
+pub mod labels;
 pub mod login;
 pub mod plugin;
 pub mod proxy_protocol;
