@@ -122,16 +122,17 @@ pub struct Launch {
     pub plugins: Plugins,
 }
 
-/// Keeps signal handling and the directory watch alive while the proxy runs.
+/// Keeps signal handling, the directory watch and the Docker provider alive while the proxy runs.
 pub struct Supervision {
     /// Reloads server files and provider servers into the running proxy.
     pub reloader: Arc<Reloader>,
     _watch: Option<crate::reload::Watch>,
+    _docker: Option<crate::docker::DockerProvider>,
 }
 
 impl Launch {
-    /// Starts what runs beside a bound proxy: signal handling (shutdown, reload) and the watch of
-    /// `servers_dir`. Keep the result alive until the proxy stops.
+    /// Starts what runs beside a bound proxy: signal handling (shutdown, reload), the watch of
+    /// `servers_dir` and, with `[docker]`, the Docker provider. Keep the result alive until the proxy stops.
     pub fn supervise(&self, handle: Handle) -> io::Result<Supervision> {
         let reloader = Reloader::new(
             &self.config.main.servers_dir,
@@ -146,9 +147,17 @@ impl Launch {
                 None
             }
         };
+        let docker = match &self.config.main.docker {
+            Some(docker) => Some(crate::docker::DockerProvider::start(
+                docker.clone(),
+                reloader.clone(),
+            )?),
+            None => None,
+        };
         Ok(Supervision {
             reloader,
             _watch: watch,
+            _docker: docker,
         })
     }
 }

@@ -9,6 +9,7 @@
 //! - [`copy`]: the bidirectional copy with half-close, idle/write limits, counters, fairness and pooled
 //!   buffers (no buffer held by an idle session).
 //! - [`reload`]: live reload of server files (watch + SIGHUP) and provider servers.
+//! - [`docker`]: servers discovered from Docker container labels, on a thread of their own.
 //! - [`cli`]: the command line, logging and signals every binary shares.
 
 #![warn(missing_docs)]
@@ -16,6 +17,7 @@
 pub mod cli;
 mod connection;
 pub mod copy;
+pub mod docker;
 pub mod pool;
 mod proxy;
 pub mod reload;
