@@ -1,0 +1,163 @@
+//! What the kernel tells about a process tree: CPU time, resident memory, the file limit, the machine.
+
+use std::fs;
+use std::io;
+use std::time::Duration;
+
+/// Fields of `/proc/<pid>/stat` after the command name.
+struct Stat {
+    ppid: u32,
+    /// utime + stime + cutime + cstime, in clock ticks: the process's threads (live and exited) and its
+    /// reaped children.
+    ticks: u64,
+}
+
+fn stat(pid: u32) -> Option<Stat> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may itself hold spaces or parentheses.
+    let after = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // fields[0] is field 3 (state) of proc(5).
+    let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok());
+    Some(Stat {
+        ppid: u32::try_from(field(4)?).ok()?,
+        ticks: field(14)? + field(15)? + field(16)? + field(17)?,
+    })
+}
+
+/// `pid` and every live descendant.
+pub fn tree(pid: u32) -> Vec<u32> {
+    let mut parents: Vec<(u32, u32)> = Vec::new();
+    if let Ok(dir) = fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Some(child) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if let Some(s) = stat(child) {
+                parents.push((child, s.ppid));
+            }
+        }
+    }
+    let mut tree = vec![pid];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(
+            parents
+                .iter()
+                .filter(|&&(_, p)| p == parent)
+                .map(|&(c, _)| c),
+        );
+        i += 1;
+    }
+    tree
+}
+
+fn clock_ticks_per_second() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(hz).ok().filter(|&hz| hz > 0).unwrap_or(100)
+}
+
+/// CPU time (user + system) used so far by `pid` and its descendants, threads included.
+pub fn cpu_time(pid: u32) -> Duration {
+    let ticks: u64 = tree(pid)
+        .iter()
+        .filter_map(|&p| stat(p))
+        .map(|s| s.ticks)
+        .sum();
+    Duration::from_secs_f64(ticks as f64 / clock_ticks_per_second() as f64)
+}
+
+/// Resident memory (`VmRSS`) of `pid` and its descendants, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    tree(pid)
+        .iter()
+        .filter_map(|&p| fs::read_to_string(format!("/proc/{p}/status")).ok())
+        .filter_map(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+/// Raises this process's soft limit on open files to its hard limit; children inherit it. Returns the
+/// new soft limit.
+pub fn raise_nofile_limit() -> io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid rlimit for getrlimit/setrlimit to read and write.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    lim.rlim_cur = lim.rlim_max;
+    // SAFETY: as above.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(lim.rlim_cur)
+}
+
+/// The machine, as printed at the top of a report.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Machine {
+    /// Logical CPUs available.
+    pub nproc: usize,
+    /// `uname -r`.
+    pub kernel: String,
+    /// The CPU model from /proc/cpuinfo.
+    pub cpu: String,
+    /// Total memory in MiB.
+    pub memory_mib: u64,
+}
+
+impl Machine {
+    /// Reads the machine's description.
+    pub fn describe() -> Machine {
+        let read = |p: &str| fs::read_to_string(p).unwrap_or_default();
+        let cpuinfo = read("/proc/cpuinfo");
+        let cpu = cpuinfo
+            .lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split_once(':'))
+            .map_or_else(|| "unknown".to_owned(), |(_, v)| v.trim().to_owned());
+        let memory_mib = read("/proc/meminfo")
+            .lines()
+            .find(|l| l.starts_with("MemTotal:"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .unwrap_or(0)
+            / 1024;
+        Machine {
+            nproc: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            kernel: read("/proc/sys/kernel/osrelease").trim().to_owned(),
+            cpu,
+            memory_mib,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_process_uses_cpu_and_memory() {
+        let pid = std::process::id();
+        let before = cpu_time(pid);
+        let mut x = 0u64;
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_millis(60) {
+            x = x.wrapping_mul(31).wrapping_add(7);
+        }
+        std::hint::black_box(x);
+        assert!(cpu_time(pid) > before);
+        assert!(rss_kib(pid) > 100);
+        assert_eq!(tree(pid)[0], pid);
+    }
+}
