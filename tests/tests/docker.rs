@@ -1,0 +1,784 @@
+//! The Docker provider against a fake Docker Engine: real proxies (tokio and smol), real TCP backends, and
+//! a small engine in this file that speaks the Engine HTTP API on a unix socket in a temp dir
+//! (`/_ping`, `/version`, `/containers/json` with label filters, `/containers/{id}/json`, and `/events` as
+//! a chunked stream of JSON lines), with or without the `/v1.xx` prefix. It can stop and come back on the
+//! same socket, as a restarted daemon does.
+
+use nethergate_core::{Config, Plugins};
+use nethergate_driver::docker::DockerProvider;
+use nethergate_driver::reload::Reloader;
+use nethergate_driver::Running;
+use nethergate_e2e::*;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+// ---------------------------------------------------------------------------------------------------------
+// The fake engine
+
+/// A container as the engine lists it.
+#[derive(Clone)]
+struct FakeContainer {
+    id: String,
+    name: String,
+    labels: Vec<(String, String)>,
+    /// (network, IPv4 address)
+    networks: Vec<(String, String)>,
+    /// (private, public) TCP ports published on every interface.
+    published: Vec<(u16, u16)>,
+}
+
+impl FakeContainer {
+    fn new(name: &str, labels: &[(&str, &str)]) -> FakeContainer {
+        static NEXT: AtomicUsize = AtomicUsize::new(1);
+        FakeContainer {
+            id: format!("{:064x}", NEXT.fetch_add(1, Ordering::SeqCst) * 0x1f2e3d),
+            name: name.to_owned(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            networks: Vec::new(),
+            published: Vec::new(),
+        }
+    }
+
+    /// Attached to `network` with IP 127.0.0.1 (so the proxy reaches a backend of this test).
+    fn on_network(mut self, network: &str) -> FakeContainer {
+        self.networks
+            .push((network.to_owned(), "127.0.0.1".to_owned()));
+        self
+    }
+
+    fn publishing(mut self, private: u16, public: u16) -> FakeContainer {
+        self.published.push((private, public));
+        self
+    }
+
+    fn labels_json(&self) -> Value {
+        Value::Object(
+            self.labels
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect(),
+        )
+    }
+
+    fn networks_json(&self) -> Value {
+        Value::Object(
+            self.networks
+                .iter()
+                .map(|(n, ip)| {
+                    (
+                        n.clone(),
+                        json!({"NetworkID": format!("net-{n}"), "IPAddress": ip, "IPPrefixLen": 16,
+                               "Gateway": "", "GlobalIPv6Address": "", "MacAddress": ""}),
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    /// An entry of `GET /containers/json`.
+    fn summary(&self) -> Value {
+        let ports: Vec<Value> = self
+            .published
+            .iter()
+            .map(|(private, public)| {
+                json!({"IP": "0.0.0.0", "PrivatePort": private, "PublicPort": public, "Type": "tcp"})
+            })
+            .collect();
+        json!({
+            "Id": self.id, "Names": [format!("/{}", self.name)], "Image": "itzg/minecraft-server",
+            "ImageID": "sha256:0", "Command": "/start", "Created": 1_700_000_000,
+            "Ports": ports, "Labels": self.labels_json(), "State": "running", "Status": "Up 2 seconds",
+            "HostConfig": {"NetworkMode": "default"},
+            "NetworkSettings": {"Networks": self.networks_json()}, "Mounts": []
+        })
+    }
+
+    /// The answer of `GET /containers/{id}/json`.
+    fn inspect(&self) -> Value {
+        json!({
+            "Id": self.id, "Name": format!("/{}", self.name), "Image": "sha256:0",
+            "State": {"Status": "running", "Running": true},
+            "Config": {"Image": "itzg/minecraft-server", "Labels": self.labels_json()},
+            "NetworkSettings": {"Networks": self.networks_json()}
+        })
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    containers: Mutex<Vec<FakeContainer>>,
+    /// Open `/events` streams.
+    subscribers: Mutex<Vec<UnixStream>>,
+    /// Every connection, so a stopping daemon can close them all.
+    connections: Mutex<Vec<UnixStream>>,
+    /// The request targets seen, in order.
+    requests: Mutex<Vec<String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The accept loop of a running daemon.
+struct Serving {
+    stopping: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+/// A fake Docker daemon on a unix socket.
+struct Engine {
+    socket: PathBuf,
+    shared: Arc<Shared>,
+    serving: Option<Serving>,
+}
+
+impl Engine {
+    /// A daemon that is not running yet.
+    fn new(socket: &Path) -> Engine {
+        Engine {
+            socket: socket.to_path_buf(),
+            shared: Arc::new(Shared::default()),
+            serving: None,
+        }
+    }
+
+    /// Starts listening on the socket.
+    fn up(&mut self) {
+        let _ = std::fs::remove_file(&self.socket);
+        let listener = UnixListener::bind(&self.socket).expect("bind the fake docker socket");
+        let stopping = Arc::new(AtomicBool::new(false));
+        let (stop, shared) = (stopping.clone(), self.shared.clone());
+        let thread = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                if let Ok(c) = conn.try_clone() {
+                    lock(&shared.connections).push(c);
+                }
+                let shared = shared.clone();
+                std::thread::spawn(move || serve(conn, &shared));
+            }
+        });
+        self.serving = Some(Serving { stopping, thread });
+    }
+
+    /// Stops as a daemon does: every connection closed, the socket gone.
+    fn down(&mut self) {
+        if let Some(serving) = self.serving.take() {
+            serving.stopping.store(true, Ordering::SeqCst);
+            let _ = UnixStream::connect(&self.socket); // wakes the accept loop
+            let _ = serving.thread.join();
+        }
+        for c in lock(&self.shared.connections).drain(..) {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+        lock(&self.shared.subscribers).clear();
+        let _ = std::fs::remove_file(&self.socket);
+    }
+
+    /// Starts a container: listed from now on, and a `start` event.
+    fn run(&self, c: FakeContainer) {
+        self.run_quietly(c.clone());
+        self.event("start", &c);
+    }
+
+    /// Starts a container without any event (as if the event was lost).
+    fn run_quietly(&self, c: FakeContainer) {
+        lock(&self.shared.containers).push(c);
+    }
+
+    /// Stops a container: `die` and `stop` events, no longer listed.
+    fn stop(&self, name: &str) {
+        let removed: Vec<FakeContainer> = {
+            let mut all = lock(&self.shared.containers);
+            let (gone, kept) = all.drain(..).partition(|c| c.name == name);
+            *all = kept;
+            gone
+        };
+        for c in &removed {
+            self.event("die", c);
+            self.event("stop", c);
+        }
+    }
+
+    fn event(&self, action: &str, c: &FakeContainer) {
+        let line = json!({
+            "Type": "container", "Action": action, "status": action, "id": c.id,
+            "Actor": {"ID": c.id, "Attributes": {"name": c.name, "image": "itzg/minecraft-server"}},
+            "scope": "local", "time": 1_700_000_000, "timeNano": 1_700_000_000_000_000_000i64
+        })
+        .to_string()
+            + "\n";
+        let chunk = format!("{:x}\r\n{line}\r\n", line.len());
+        lock(&self.shared.subscribers).retain_mut(|s| s.write_all(chunk.as_bytes()).is_ok());
+    }
+
+    /// Request targets seen so far.
+    fn requests(&self) -> Vec<String> {
+        lock(&self.shared.requests).clone()
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
+
+/// Decodes `%XX` and `+` of a query string value.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b[i], hex) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+            (b'+', _) => out.push(b' '),
+            (c, _) => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The value of `name` in a query string.
+fn query_param(query: &str, name: &str) -> Option<String> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| percent_decode(v))
+}
+
+/// Whether `c` passes a `label` filter of the Engine (`key` or `key=value`).
+fn label_matches(c: &FakeContainer, filter: &str) -> bool {
+    match filter.split_once('=') {
+        Some((k, v)) => c.labels.iter().any(|(ck, cv)| ck == k && cv == v),
+        None => c.labels.iter().any(|(ck, _)| ck == filter),
+    }
+}
+
+/// Answers requests on one connection until it closes or asks for the event stream.
+fn serve(conn: UnixStream, shared: &Arc<Shared>) {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
+    let Ok(mut out) = conn.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(conn);
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut content_length = 0usize;
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header).unwrap_or(0) == 0 {
+                return;
+            }
+            if header == "\r\n" || header == "\n" {
+                break;
+            }
+            if let Some((k, v)) = header.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    content_length = v.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        let mut body = vec![0u8; content_length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let mut parts = request_line.split_whitespace();
+        let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        lock(&shared.requests).push(target.to_owned());
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        // The API version prefix is optional: /v1.53/containers/json and /containers/json are the same.
+        let path = match path
+            .strip_prefix("/v")
+            .and_then(|rest| rest.split_once('/'))
+        {
+            Some((version, rest))
+                if version
+                    .split('.')
+                    .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())) =>
+            {
+                format!("/{rest}")
+            }
+            _ => path.to_owned(),
+        };
+        let containers = lock(&shared.containers).clone();
+        let (status, content_type, body) = match (method, path.as_str()) {
+            ("GET" | "HEAD", "/_ping") => (200, "text/plain", "OK".to_owned()),
+            ("GET", "/version") => (
+                200,
+                "application/json",
+                json!({"Version": "27.3.1", "ApiVersion": "1.47", "MinAPIVersion": "1.24",
+                       "Os": "linux", "Arch": "amd64", "KernelVersion": "6.1.0", "GoVersion": "go1.22.7",
+                       "GitCommit": "fake", "BuildTime": "2024-09-20T11:41:00.000000000+00:00"})
+                .to_string(),
+            ),
+            ("GET", "/containers/json") => {
+                let filters: Value = query_param(query, "filters")
+                    .and_then(|f| serde_json::from_str(&f).ok())
+                    .unwrap_or(Value::Null);
+                let labels: Vec<String> = filters["label"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+                    .unwrap_or_default();
+                let list: Vec<Value> = containers
+                    .iter()
+                    .filter(|c| labels.iter().all(|l| label_matches(c, l)))
+                    .map(FakeContainer::summary)
+                    .collect();
+                (200, "application/json", Value::Array(list).to_string())
+            }
+            ("GET", "/events") => {
+                let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nServer: Docker/27.3.1 (linux)\r\n\
+                            Api-Version: 1.47\r\nTransfer-Encoding: chunked\r\n\r\n";
+                if out.write_all(head.as_bytes()).is_ok() {
+                    lock(&shared.subscribers).push(out);
+                }
+                // The stream stays open until the client goes or the daemon stops.
+                let mut rest = [0u8; 256];
+                while matches!(reader.read(&mut rest), Ok(n) if n > 0) {}
+                return;
+            }
+            ("GET", p) if p.starts_with("/containers/") && p.ends_with("/json") => {
+                let id = &p["/containers/".len()..p.len() - "/json".len()];
+                match containers
+                    .iter()
+                    .find(|c| c.id == id || c.id.starts_with(id) || c.name == id)
+                {
+                    Some(c) => (200, "application/json", c.inspect().to_string()),
+                    None => (
+                        404,
+                        "application/json",
+                        json!({"message": format!("No such container: {id}")}).to_string(),
+                    ),
+                }
+            }
+            _ => (
+                404,
+                "application/json",
+                json!({"message": "page not found"}).to_string(),
+            ),
+        };
+        let reason = if status == 200 { "OK" } else { "Not Found" };
+        let response = format!(
+            "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nApi-Version: 1.47\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        if out.write_all(response.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Proxies, backends and probes
+
+#[derive(Clone, Copy)]
+enum Rt {
+    Tokio,
+    Smol,
+}
+
+impl Rt {
+    fn name(self) -> &'static str {
+        match self {
+            Rt::Tokio => "tokio",
+            Rt::Smol => "smol",
+        }
+    }
+}
+
+/// A proxy with the Docker provider feeding its reloader, as `Launch::supervise` sets it up.
+struct Proxy {
+    provider: Option<DockerProvider>,
+    running: Option<Running>,
+}
+
+impl Proxy {
+    fn start(rt: Rt, config: Config) -> Proxy {
+        let running = match rt {
+            Rt::Tokio => nethergate_tokio::spawn(config.clone(), Plugins::new()),
+            Rt::Smol => nethergate_smol::spawn(config.clone(), Plugins::new()),
+        }
+        .expect("proxy starts");
+        let reloader = Reloader::new(
+            &config.main.servers_dir,
+            &config.servers,
+            running.handle().clone(),
+        );
+        let docker = config.main.docker.clone().expect("[docker] configured");
+        let provider = DockerProvider::start(docker, reloader).expect("provider starts");
+        Proxy {
+            provider: Some(provider),
+            running: Some(running),
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.running
+            .as_ref()
+            .map_or(SocketAddr::from(([127, 0, 0, 1], 0)), Running::addr)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        // The provider first: its thread is joined, which must not hang.
+        drop(self.provider.take());
+        if let Some(r) = self.running.take() {
+            let _ = r.shutdown();
+        }
+    }
+}
+
+/// A layout whose main file enables the provider on `socket`.
+fn layout(socket: &Path, extra: &str) -> Layout {
+    Layout::new().main(&format!(
+        "[docker]\nendpoint = \"unix://{}\"\nnetwork = \"mcnet\"\nreconnect_delay = \"100ms\"\n{extra}",
+        socket.display()
+    ))
+}
+
+/// Which backend a login for `host` reaches now: `Some(port)` of the backend, `None` when refused.
+fn routed_to(proxy: SocketAddr, host: &str) -> Option<u16> {
+    let mut c = connect(proxy);
+    c.write_all(&login_bytes(host, "Probe")).ok()?;
+    let mut answer = [0u8; 4];
+    c.read_exact(&mut answer).ok()?;
+    (answer[..2] == *b"BE").then(|| u16::from_be_bytes([answer[2], answer[3]]))
+}
+
+/// A backend that answers every login with its own port, then echoes.
+fn named_backend() -> Backend {
+    let port = Arc::new(std::sync::OnceLock::new());
+    let p = port.clone();
+    let b = Backend::start(move |mut s: TcpStream| {
+        if read_frame_bytes(&mut s).is_err() || read_frame_bytes(&mut s).is_err() {
+            return;
+        }
+        let me: u16 = *p.get().unwrap_or(&0);
+        let mut hello = b"BE".to_vec();
+        hello.extend_from_slice(&me.to_be_bytes());
+        if s.write_all(&hello).is_err() {
+            return;
+        }
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 || s.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+    });
+    let _ = port.set(b.addr().port());
+    b
+}
+
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    assert!(
+        wait_until(Duration::from_secs(10), &mut check),
+        "never happened: {what}\n--- log ---\n{}",
+        captured_logs()
+    );
+}
+
+fn log_lines(needles: &[&str]) -> usize {
+    captured_logs()
+        .lines()
+        .filter(|l| needles.iter().all(|n| l.contains(n)))
+        .count()
+}
+
+fn minecraft(name: &str, domains: &str, port: u16) -> FakeContainer {
+    let port = port.to_string();
+    FakeContainer::new(
+        name,
+        &[
+            ("nethergate.enable", "true"),
+            ("nethergate.domains", domains),
+            ("nethergate.port", &port),
+            ("com.docker.compose.service", name),
+        ],
+    )
+    .on_network("mcnet")
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Tests
+
+/// Start → routed; label error → logged once, others unaffected; conflict with a file → reported, previous
+/// table stays; stop → route gone.
+fn containers_come_and_go_with_their_routes(rt: Rt) {
+    capture_logs();
+    let n = rt.name();
+    let (a, b, f) = (named_backend(), named_backend(), named_backend());
+    let (pa, pb, pf) = (a.addr().port(), b.addr().port(), f.addr().port());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let socket = dir.path().join("docker.sock");
+    let mut engine = Engine::new(&socket);
+    engine.up();
+    let lobby = format!("lobby-{n}.example.com");
+    engine.run(minecraft(&format!("lobby-{n}"), &lobby, pa));
+    let layout = layout(&socket, "poll_interval = \"200ms\"").server(
+        "files",
+        &server_toml(&[&format!("files-{n}.example.com")], &[f.addr()], ""),
+    );
+    let proxy = Proxy::start(rt, layout.load());
+    let addr = proxy.addr();
+
+    // Listed at start.
+    eventually("lobby routed", || routed_to(addr, &lobby) == Some(pa));
+    let files = format!("files-{n}.example.com");
+    assert_eq!(routed_to(addr, &files), Some(pf));
+
+    // Started later, reachable only through a published port: the event brings it in.
+    let survival = format!("survival-{n}.example.com");
+    let mut published = minecraft(&format!("survival-{n}"), &survival, 25565);
+    published.networks.clear();
+    published = published.publishing(25565, pb);
+    engine.run(published);
+    eventually("survival routed", || routed_to(addr, &survival) == Some(pb));
+
+    // A label error: reported once with the container, the label and the reason; the others stay.
+    engine.run(
+        FakeContainer::new(
+            &format!("broken-{n}"),
+            &[("nethergate.enable", "true"), ("nethergate.port", "http")],
+        )
+        .on_network("mcnet"),
+    );
+    let broken = format!("container=broken-{n}");
+    assert!(
+        wait_for_log(
+            &[
+                &broken,
+                "key=nethergate.port",
+                "\"http\" is not a port",
+                "invalid label"
+            ],
+            Duration::from_secs(10)
+        )
+        .is_some(),
+        "[{n}] label error reported\n{}",
+        captured_logs()
+    );
+    std::thread::sleep(Duration::from_millis(700)); // several polls
+    assert_eq!(
+        log_lines(&[&broken, "invalid label"]),
+        1,
+        "[{n}] reported once, not at every poll"
+    );
+    assert_eq!(routed_to(addr, &lobby), Some(pa));
+    assert_eq!(routed_to(addr, &survival), Some(pb));
+
+    // A domain conflict with a file server: reported, the previous table stays.
+    engine.run(minecraft(&format!("thief-{n}"), &files, pa));
+    assert!(
+        wait_for_log(
+            &[
+                &format!("docker container thief-{n}"),
+                "claimed by both",
+                "previous routes stay live"
+            ],
+            Duration::from_secs(10)
+        )
+        .is_some(),
+        "[{n}] conflict reported\n{}",
+        captured_logs()
+    );
+    assert_eq!(routed_to(addr, &files), Some(pf));
+    assert_eq!(routed_to(addr, &lobby), Some(pa));
+    engine.stop(&format!("thief-{n}"));
+
+    // Stopped: its route goes, the others stay.
+    engine.stop(&format!("lobby-{n}"));
+    eventually("lobby gone", || routed_to(addr, &lobby).is_none());
+    assert_eq!(routed_to(addr, &survival), Some(pb));
+    assert_eq!(routed_to(addr, &files), Some(pf));
+
+    // The client spoke the real API: the version handshake first, a label filter on the list, a filtered
+    // event stream. (bollard 0.21 sends unversioned paths such as `/containers/json`; the daemon then
+    // answers with its newest API version. The fake takes `/v1.xx/...` as well.)
+    let requests = engine.requests();
+    let seen = |what: &str| requests.iter().any(|r| r.contains(what));
+    assert!(
+        requests.first().is_some_and(|r| r.ends_with("/version")),
+        "{requests:?}"
+    );
+    assert!(seen("/containers/json?"), "{requests:?}");
+    assert!(seen("nethergate.enable"), "{requests:?}");
+    assert!(seen("/events?"), "{requests:?}");
+    drop(proxy);
+}
+
+#[test]
+fn tokio_containers_come_and_go_with_their_routes() {
+    containers_come_and_go_with_their_routes(Rt::Tokio);
+}
+
+#[test]
+fn smol_containers_come_and_go_with_their_routes() {
+    containers_come_and_go_with_their_routes(Rt::Smol);
+}
+
+/// The daemon stops and comes back on the same socket: one warning for the outage, routes kept meanwhile,
+/// then the changes made while it was down are picked up.
+fn provider_reconnects_after_a_daemon_restart(rt: Rt) {
+    capture_logs();
+    let n = rt.name();
+    let (a, b) = (named_backend(), named_backend());
+    let (pa, pb) = (a.addr().port(), b.addr().port());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let socket = dir.path().join("docker.sock");
+    let endpoint = format!("unix://{}", socket.display());
+    let mut engine = Engine::new(&socket);
+    engine.up();
+    let before = format!("before-{n}.example.com");
+    let after = format!("after-{n}.example.com");
+    engine.run(minecraft(&format!("before-{n}"), &before, pa));
+    // A long poll: only the reconnection can pick up what changed during the outage.
+    let proxy = Proxy::start(rt, layout(&socket, "poll_interval = \"1h\"").load());
+    let addr = proxy.addr();
+    eventually("first container routed", || {
+        routed_to(addr, &before) == Some(pa)
+    });
+
+    engine.down();
+    assert!(
+        wait_for_log(
+            &["docker daemon unreachable", &endpoint],
+            Duration::from_secs(10)
+        )
+        .is_some(),
+        "[{n}] outage reported\n{}",
+        captured_logs()
+    );
+    engine.stop(&format!("before-{n}"));
+    engine.run_quietly(minecraft(&format!("after-{n}"), &after, pb));
+    std::thread::sleep(Duration::from_millis(600)); // several reconnection attempts
+    assert_eq!(
+        routed_to(addr, &before),
+        Some(pa),
+        "routes stay while the daemon is away"
+    );
+
+    engine.up();
+    eventually("new container routed after the restart", || {
+        routed_to(addr, &after) == Some(pb)
+    });
+    eventually("stopped container gone after the restart", || {
+        routed_to(addr, &before).is_none()
+    });
+    assert!(
+        wait_for_log(
+            &["docker daemon reachable again", &endpoint],
+            Duration::from_secs(10)
+        )
+        .is_some(),
+        "[{n}] recovery reported"
+    );
+    assert_eq!(
+        log_lines(&["docker daemon unreachable", &endpoint]),
+        1,
+        "[{n}] one warning per outage, not one per retry"
+    );
+
+    // Events flow on the new connection.
+    engine.stop(&format!("after-{n}"));
+    eventually("event after the restart", || {
+        routed_to(addr, &after).is_none()
+    });
+    drop(proxy);
+}
+
+#[test]
+fn tokio_provider_reconnects_after_a_daemon_restart() {
+    provider_reconnects_after_a_daemon_restart(Rt::Tokio);
+}
+
+#[test]
+fn smol_provider_reconnects_after_a_daemon_restart() {
+    provider_reconnects_after_a_daemon_restart(Rt::Smol);
+}
+
+/// A daemon that is not there yet at start is waited for; a change whose event is lost is found by the
+/// poll.
+#[test]
+fn late_daemon_and_lost_events_are_caught_up() {
+    capture_logs();
+    let (a, b) = (named_backend(), named_backend());
+    let (pa, pb) = (a.addr().port(), b.addr().port());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let socket = dir.path().join("docker.sock");
+    let proxy = Proxy::start(
+        Rt::Tokio,
+        layout(&socket, "poll_interval = \"300ms\"").load(),
+    );
+    let addr = proxy.addr();
+    assert!(
+        wait_for_log(
+            &["docker daemon unreachable", &socket.display().to_string()],
+            Duration::from_secs(10)
+        )
+        .is_some(),
+        "missing daemon reported"
+    );
+
+    let mut engine = Engine::new(&socket);
+    engine.run_quietly(minecraft("early", "early.example.com", pa));
+    engine.up();
+    eventually("listed once the daemon is up", || {
+        routed_to(addr, "early.example.com") == Some(pa)
+    });
+
+    engine.run_quietly(minecraft("quiet", "quiet.example.com", pb));
+    eventually("found by the poll", || {
+        routed_to(addr, "quiet.example.com") == Some(pb)
+    });
+    drop(proxy);
+}
+
+/// Stopping the proxy stops the provider promptly, even while it waits for a daemon that never comes.
+#[test]
+fn provider_stops_promptly() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let socket = dir.path().join("docker.sock");
+    let mut docker = nethergate_core::config::DockerConfig::new(
+        nethergate_core::config::DockerEndpoint::Unix(socket.clone()),
+    );
+    docker.reconnect_delay = Duration::from_secs(3600);
+    let provider = DockerProvider::start_with(docker, Box::new(|_| {})).expect("start");
+    std::thread::sleep(Duration::from_millis(200));
+    let started = std::time::Instant::now();
+    drop(provider);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "stopping took {:?}",
+        started.elapsed()
+    );
+}
