@@ -115,10 +115,18 @@ impl FakeContainer {
 }
 
 #[derive(Default)]
+struct Events {
+    /// (time in seconds, chunk) of every event so far.
+    log: Vec<(u64, String)>,
+    subscribers: Vec<UnixStream>,
+}
+
+#[derive(Default)]
 struct Shared {
     containers: Mutex<Vec<FakeContainer>>,
-    /// Open `/events` streams.
-    subscribers: Mutex<Vec<UnixStream>>,
+    /// The event log and the open `/events` streams, under one lock so that a new stream gets every
+    /// event exactly once (replayed from `since`, or live).
+    events: Mutex<Events>,
     /// Every connection, so a stopping daemon can close them all.
     connections: Mutex<Vec<UnixStream>>,
     /// The request targets seen, in order.
@@ -184,7 +192,7 @@ impl Engine {
         for c in lock(&self.shared.connections).drain(..) {
             let _ = c.shutdown(Shutdown::Both);
         }
-        lock(&self.shared.subscribers).clear();
+        lock(&self.shared.events).subscribers.clear();
         let _ = std::fs::remove_file(&self.socket);
     }
 
@@ -214,15 +222,22 @@ impl Engine {
     }
 
     fn event(&self, action: &str, c: &FakeContainer) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         let line = json!({
             "Type": "container", "Action": action, "status": action, "id": c.id,
             "Actor": {"ID": c.id, "Attributes": {"name": c.name, "image": "itzg/minecraft-server"}},
-            "scope": "local", "time": 1_700_000_000, "timeNano": 1_700_000_000_000_000_000i64
+            "scope": "local", "time": now.as_secs(), "timeNano": now.as_nanos() as u64
         })
         .to_string()
             + "\n";
         let chunk = format!("{:x}\r\n{line}\r\n", line.len());
-        lock(&self.shared.subscribers).retain_mut(|s| s.write_all(chunk.as_bytes()).is_ok());
+        let mut events = lock(&self.shared.events);
+        events
+            .subscribers
+            .retain_mut(|s| s.write_all(chunk.as_bytes()).is_ok());
+        events.log.push((now.as_secs(), chunk));
     }
 
     /// Request targets seen so far.
@@ -356,9 +371,19 @@ fn serve(conn: UnixStream, shared: &Arc<Shared>) {
             ("GET", "/events") => {
                 let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nServer: Docker/27.3.1 (linux)\r\n\
                             Api-Version: 1.47\r\nTransfer-Encoding: chunked\r\n\r\n";
-                if out.write_all(head.as_bytes()).is_ok() {
-                    lock(&shared.subscribers).push(out);
+                // As the daemon does, replay the events since `since` (seconds), then go on live.
+                let since: Option<u64> = query_param(query, "since").and_then(|s| s.parse().ok());
+                let mut events = lock(&shared.events);
+                let mut ok = out.write_all(head.as_bytes()).is_ok();
+                if let Some(since) = since {
+                    for (_, chunk) in events.log.iter().filter(|(t, _)| *t >= since) {
+                        ok = ok && out.write_all(chunk.as_bytes()).is_ok();
+                    }
                 }
+                if ok {
+                    events.subscribers.push(out);
+                }
+                drop(events);
                 // The stream stays open until the client goes or the daemon stops.
                 let mut rest = [0u8; 256];
                 while matches!(reader.read(&mut rest), Ok(n) if n > 0) {}
