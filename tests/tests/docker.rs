@@ -807,3 +807,35 @@ fn provider_stops_promptly() {
         started.elapsed()
     );
 }
+
+/// The binaries' `Launch::supervise` starts the provider when `[docker]` is set. (It also installs the
+/// binaries' SIGINT/SIGTERM/SIGHUP handling in this test process, which ends within seconds anyway.)
+#[test]
+fn supervise_starts_the_provider() {
+    capture_logs();
+    let a = named_backend();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let socket = dir.path().join("docker.sock");
+    let mut engine = Engine::new(&socket);
+    engine.up();
+    engine.run(minecraft(
+        "supervised",
+        "supervised.example.com",
+        a.addr().port(),
+    ));
+    let config = layout(&socket, "").load();
+    let running = nethergate_smol::spawn(config.clone(), Plugins::new()).expect("proxy starts");
+    let launch = nethergate_driver::cli::Launch {
+        config,
+        plugins: Plugins::new(),
+    };
+    let supervision = launch
+        .supervise(running.handle().clone())
+        .expect("supervise");
+    let addr = running.addr();
+    eventually("routed by the supervised provider", || {
+        routed_to(addr, "supervised.example.com") == Some(a.addr().port())
+    });
+    drop(supervision);
+    let _ = running.shutdown();
+}
