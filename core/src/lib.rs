@@ -53,7 +53,8 @@
 //!
 //! Modules follow the design notes: [`codec`] (VarInt, strings, frames), [`handshake`], [`login`],
 //! [`hostname`], [`rewrite`], [`route`], [`config`], [`proxy_protocol`], [`response`], [`plugin`],
-//! [`registry`], [`session`] and [`forward`] (the rules of the byte copy that every runtime shares).
+//! [`registry`], [`session`] and [`forward`] (the rules of the byte copy that every runtime shares);
+//! [`labels`] reads servers from Docker container labels for the driver's Docker provider.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
