@@ -239,6 +239,7 @@ pub async fn bidirectional<R: Runtime, S: Stream>(
             ] {
                 if !*done {
                     if let Poll::Ready((s, on_write)) = fut.poll(cx) {
+                        tracing::debug!(reading = ?reading, stop = ?s, on_write, "direction finished");
                         *done = true;
                         ending.record_direction(reading, on_write, s);
                         if Ending::ends_session(s) {

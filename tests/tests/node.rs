@@ -25,7 +25,7 @@ fn run_suite(name: &str, label: &str) {
         .current_dir(workspace())
         .args(["tests/node/run.js", "--binary"])
         .arg(&path)
-        .args(["--label", label])
+        .args(["--label", label, "--jobs", "3"])
         .output()
         .expect("run node");
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -43,7 +43,9 @@ async function startOnce ({ binary, dir, servers, global, port, attempt }) {
   fs.mkdirSync(path.join(dir, 'servers'), { recursive: true })
   for (const f of fs.readdirSync(path.join(dir, 'servers'))) fs.unlinkSync(path.join(dir, 'servers', f))
   const main = path.join(dir, 'nethergate.toml')
-  fs.writeFileSync(main, tomlDoc({ bind: `${HOST}:${port}`, servers_dir: 'servers', ...global }))
+  // A generous handshake timeout: on a loaded 2-core machine node's event loop can stall for seconds (the
+  // backends generate RSA keys), delaying a client's first bytes. The timeout itself is tested in Rust.
+  fs.writeFileSync(main, tomlDoc({ bind: `${HOST}:${port}`, servers_dir: 'servers', handshake_timeout: '30s', ...global }))
   for (const [name, spec] of Object.entries(servers)) {
     fs.writeFileSync(path.join(dir, 'servers', `${name}.toml`), tomlDoc(spec))
   }
