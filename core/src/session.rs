@@ -169,7 +169,8 @@ pub struct Session {
 impl Session {
     /// A session for a client at `client` that connected to the proxy's `local` address at `now`.
     pub fn new(ctx: Context, client: SocketAddr, local: SocketAddr, now: Instant) -> Session {
-        let deadline = Some(now + ctx.handshake_timeout);
+        // A timeout too long to represent as an instant (configs accept up to u64::MAX s) is no deadline.
+        let deadline = now.checked_add(ctx.handshake_timeout);
         Session {
             ctx,
             client,
@@ -398,7 +399,7 @@ impl Session {
         } else {
             tracing::debug!(client = %self.client, server = %server.name(), "backend unreachable, answering status");
             self.state = State::OfflineStatus;
-            self.deadline = Some(now + self.ctx.handshake_timeout);
+            self.deadline = now.checked_add(self.ctx.handshake_timeout);
             self.advance();
         }
     }
@@ -963,6 +964,23 @@ mod tests {
             Some(Action::Close(CloseReason::HandshakeTimeout))
         ));
         assert!(s.is_done());
+    }
+
+    #[test]
+    fn unrepresentable_handshake_timeout_is_no_deadline() {
+        // Found by the `session` fuzz target: `handshake_timeout = "300000000000y"` passes validation, and
+        // `now + timeout` overflowed Instant and panicked, at accept and again when a status ping's backend
+        // was unreachable.
+        let mut c = ctx(&[server("lobby", "")]);
+        c.handshake_timeout = Duration::from_secs(u64::MAX);
+        let now = Instant::now();
+        let mut s = Session::new(c, CLIENT.parse().unwrap(), LOCAL.parse().unwrap(), now);
+        assert_eq!(s.poll_timeout(), None);
+        s.handle_timeout(now + Duration::from_secs(3600));
+        assert!(s.poll_action().is_none());
+        let did =
+            Script::new(Decision::Allow, 2).run(&mut s, &[&status_bytes("lobby.example.com")]);
+        assert_eq!(did.last(), Some(&Did::Close(CloseReason::StatusServed)));
     }
 
     #[test]
