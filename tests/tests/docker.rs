@@ -1,5 +1,5 @@
 //! The Docker provider against a fake Docker Engine: real proxies (tokio and smol), real TCP backends, and
-//! a small engine in this file that speaks the Engine HTTP API on a unix socket in a temp dir
+//! a small engine in this file that speaks the Engine HTTP API on a unix socket in a temp dir (or on TCP)
 //! (`/_ping`, `/version`, `/containers/json` with label filters, `/containers/{id}/json`, and `/events` as
 //! a chunked stream of JSON lines), with or without the `/v1.xx` prefix. It can stop and come back on the
 //! same socket, as a restarted daemon does.
@@ -10,6 +10,7 @@ use nethergate_driver::reload::Reloader;
 use nethergate_driver::Running;
 use nethergate_e2e::*;
 use serde_json::{json, Value};
+use std::io;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -114,11 +115,42 @@ impl FakeContainer {
     }
 }
 
+/// A connection to the fake daemon, over a unix socket or TCP.
+trait Conn: Read + Write + Send + 'static {
+    fn duplicate(&self) -> io::Result<Box<dyn Conn>>;
+    fn close(&self);
+    fn limit_reads(&self, limit: Duration);
+}
+
+impl Conn for UnixStream {
+    fn duplicate(&self) -> io::Result<Box<dyn Conn>> {
+        Ok(Box::new(self.try_clone()?))
+    }
+    fn close(&self) {
+        let _ = self.shutdown(Shutdown::Both);
+    }
+    fn limit_reads(&self, limit: Duration) {
+        let _ = self.set_read_timeout(Some(limit));
+    }
+}
+
+impl Conn for TcpStream {
+    fn duplicate(&self) -> io::Result<Box<dyn Conn>> {
+        Ok(Box::new(self.try_clone()?))
+    }
+    fn close(&self) {
+        let _ = self.shutdown(Shutdown::Both);
+    }
+    fn limit_reads(&self, limit: Duration) {
+        let _ = self.set_read_timeout(Some(limit));
+    }
+}
+
 #[derive(Default)]
 struct Events {
     /// (time in seconds, chunk) of every event so far.
     log: Vec<(u64, String)>,
-    subscribers: Vec<UnixStream>,
+    subscribers: Vec<Box<dyn Conn>>,
 }
 
 #[derive(Default)]
@@ -128,7 +160,7 @@ struct Shared {
     /// event exactly once (replayed from `since`, or live).
     events: Mutex<Events>,
     /// Every connection, so a stopping daemon can close them all.
-    connections: Mutex<Vec<UnixStream>>,
+    connections: Mutex<Vec<Box<dyn Conn>>>,
     /// The request targets seen, in order.
     requests: Mutex<Vec<String>>,
 }
@@ -143,42 +175,81 @@ struct Serving {
     thread: JoinHandle<()>,
 }
 
-/// A fake Docker daemon on a unix socket.
+/// Where the fake daemon listens.
+enum Listen {
+    Unix(PathBuf),
+    Tcp(SocketAddr),
+}
+
+/// A fake Docker daemon.
 struct Engine {
-    socket: PathBuf,
+    listen: Listen,
     shared: Arc<Shared>,
     serving: Option<Serving>,
 }
 
+/// Serves every connection from `conns` on a thread of its own, until `stop` is set.
+fn accept<C: Conn>(
+    conns: impl Iterator<Item = io::Result<C>>,
+    stop: &AtomicBool,
+    shared: &Arc<Shared>,
+) {
+    for conn in conns {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let Ok(conn) = conn else { continue };
+        if let Ok(c) = conn.duplicate() {
+            lock(&shared.connections).push(c);
+        }
+        let shared = shared.clone();
+        std::thread::spawn(move || serve(Box::new(conn), &shared));
+    }
+}
+
 impl Engine {
-    /// A daemon that is not running yet.
+    /// A daemon on the unix socket `socket`, not running yet.
     fn new(socket: &Path) -> Engine {
         Engine {
-            socket: socket.to_path_buf(),
+            listen: Listen::Unix(socket.to_path_buf()),
             shared: Arc::new(Shared::default()),
             serving: None,
         }
     }
 
-    /// Starts listening on the socket.
+    /// A daemon on a TCP port of 127.0.0.1 (`tcp://` endpoints), not running yet.
+    fn tcp() -> Engine {
+        Engine {
+            listen: Listen::Tcp(refused_addr()),
+            shared: Arc::new(Shared::default()),
+            serving: None,
+        }
+    }
+
+    /// The endpoint to configure.
+    fn endpoint(&self) -> String {
+        match &self.listen {
+            Listen::Unix(path) => format!("unix://{}", path.display()),
+            Listen::Tcp(addr) => format!("tcp://{addr}"),
+        }
+    }
+
+    /// Starts listening.
     fn up(&mut self) {
-        let _ = std::fs::remove_file(&self.socket);
-        let listener = UnixListener::bind(&self.socket).expect("bind the fake docker socket");
         let stopping = Arc::new(AtomicBool::new(false));
         let (stop, shared) = (stopping.clone(), self.shared.clone());
-        let thread = std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(conn) = conn else { continue };
-                if let Ok(c) = conn.try_clone() {
-                    lock(&shared.connections).push(c);
-                }
-                let shared = shared.clone();
-                std::thread::spawn(move || serve(conn, &shared));
+        let thread = match &self.listen {
+            Listen::Unix(path) => {
+                let _ = std::fs::remove_file(path);
+                let listener = UnixListener::bind(path).expect("bind the fake docker socket");
+                std::thread::spawn(move || accept(listener.incoming(), &stop, &shared))
             }
-        });
+            Listen::Tcp(addr) => {
+                let listener =
+                    std::net::TcpListener::bind(addr).expect("bind the fake docker port");
+                std::thread::spawn(move || accept(listener.incoming(), &stop, &shared))
+            }
+        };
         self.serving = Some(Serving { stopping, thread });
     }
 
@@ -186,14 +257,20 @@ impl Engine {
     fn down(&mut self) {
         if let Some(serving) = self.serving.take() {
             serving.stopping.store(true, Ordering::SeqCst);
-            let _ = UnixStream::connect(&self.socket); // wakes the accept loop
+            // Wakes the accept loop.
+            match &self.listen {
+                Listen::Unix(path) => drop(UnixStream::connect(path)),
+                Listen::Tcp(addr) => drop(TcpStream::connect(addr)),
+            }
             let _ = serving.thread.join();
         }
         for c in lock(&self.shared.connections).drain(..) {
-            let _ = c.shutdown(Shutdown::Both);
+            c.close();
         }
         lock(&self.shared.events).subscribers.clear();
-        let _ = std::fs::remove_file(&self.socket);
+        if let Listen::Unix(path) = &self.listen {
+            let _ = std::fs::remove_file(path);
+        }
     }
 
     /// Starts a container: listed from now on, and a `start` event.
@@ -294,9 +371,9 @@ fn label_matches(c: &FakeContainer, filter: &str) -> bool {
 }
 
 /// Answers requests on one connection until it closes or asks for the event stream.
-fn serve(conn: UnixStream, shared: &Arc<Shared>) {
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
-    let Ok(mut out) = conn.try_clone() else {
+fn serve(conn: Box<dyn Conn>, shared: &Arc<Shared>) {
+    conn.limit_reads(Duration::from_secs(30));
+    let Ok(mut out) = conn.duplicate() else {
         return;
     };
     let mut reader = BufReader::new(conn);
@@ -482,11 +559,10 @@ impl Drop for Proxy {
     }
 }
 
-/// A layout whose main file enables the provider on `socket`.
-fn layout(socket: &Path, extra: &str) -> Layout {
+/// A layout whose main file enables the provider on `endpoint`.
+fn layout(endpoint: &str, extra: &str) -> Layout {
     Layout::new().main(&format!(
-        "[docker]\nendpoint = \"unix://{}\"\nnetwork = \"mcnet\"\nreconnect_delay = \"100ms\"\n{extra}",
-        socket.display()
+        "[docker]\nendpoint = \"{endpoint}\"\nnetwork = \"mcnet\"\nreconnect_delay = \"100ms\"\n{extra}"
     ))
 }
 
@@ -569,7 +645,7 @@ fn containers_come_and_go_with_their_routes(rt: Rt) {
     engine.up();
     let lobby = format!("lobby-{n}.example.com");
     engine.run(minecraft(&format!("lobby-{n}"), &lobby, pa));
-    let layout = layout(&socket, "poll_interval = \"200ms\"").server(
+    let layout = layout(&engine.endpoint(), "poll_interval = \"200ms\"").server(
         "files",
         &server_toml(&[&format!("files-{n}.example.com")], &[f.addr()], ""),
     );
@@ -680,14 +756,17 @@ fn provider_reconnects_after_a_daemon_restart(rt: Rt) {
     let (pa, pb) = (a.addr().port(), b.addr().port());
     let dir = tempfile::tempdir().expect("temp dir");
     let socket = dir.path().join("docker.sock");
-    let endpoint = format!("unix://{}", socket.display());
     let mut engine = Engine::new(&socket);
+    let endpoint = engine.endpoint();
     engine.up();
     let before = format!("before-{n}.example.com");
     let after = format!("after-{n}.example.com");
     engine.run(minecraft(&format!("before-{n}"), &before, pa));
     // A long poll: only the reconnection can pick up what changed during the outage.
-    let proxy = Proxy::start(rt, layout(&socket, "poll_interval = \"1h\"").load());
+    let proxy = Proxy::start(
+        rt,
+        layout(&engine.endpoint(), "poll_interval = \"1h\"").load(),
+    );
     let addr = proxy.addr();
     eventually("first container routed", || {
         routed_to(addr, &before) == Some(pa)
@@ -760,9 +839,10 @@ fn late_daemon_and_lost_events_are_caught_up() {
     let (pa, pb) = (a.addr().port(), b.addr().port());
     let dir = tempfile::tempdir().expect("temp dir");
     let socket = dir.path().join("docker.sock");
+    let mut engine = Engine::new(&socket);
     let proxy = Proxy::start(
         Rt::Tokio,
-        layout(&socket, "poll_interval = \"300ms\"").load(),
+        layout(&engine.endpoint(), "poll_interval = \"300ms\"").load(),
     );
     let addr = proxy.addr();
     assert!(
@@ -774,7 +854,6 @@ fn late_daemon_and_lost_events_are_caught_up() {
         "missing daemon reported"
     );
 
-    let mut engine = Engine::new(&socket);
     engine.run_quietly(minecraft("early", "early.example.com", pa));
     engine.up();
     eventually("listed once the daemon is up", || {
@@ -823,7 +902,7 @@ fn supervise_starts_the_provider() {
         "supervised.example.com",
         a.addr().port(),
     ));
-    let config = layout(&socket, "").load();
+    let config = layout(&engine.endpoint(), "").load();
     let running = nethergate_smol::spawn(config.clone(), Plugins::new()).expect("proxy starts");
     let launch = nethergate_driver::cli::Launch {
         config,
@@ -838,4 +917,24 @@ fn supervise_starts_the_provider() {
     });
     drop(supervision);
     let _ = running.shutdown();
+}
+
+/// `tcp://host:port` endpoints speak the same API over plain HTTP.
+#[test]
+fn tcp_endpoint_works_too() {
+    capture_logs();
+    let a = named_backend();
+    let mut engine = Engine::tcp();
+    engine.up();
+    engine.run(minecraft("over-tcp", "tcp.example.com", a.addr().port()));
+    let proxy = Proxy::start(Rt::Smol, layout(&engine.endpoint(), "").load());
+    let addr = proxy.addr();
+    eventually("routed through a tcp:// endpoint", || {
+        routed_to(addr, "tcp.example.com") == Some(a.addr().port())
+    });
+    engine.stop("over-tcp");
+    eventually("event through a tcp:// endpoint", || {
+        routed_to(addr, "tcp.example.com").is_none()
+    });
+    drop(proxy);
 }
