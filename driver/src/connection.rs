@@ -6,7 +6,7 @@ use crate::proxy::Shared;
 use crate::runtime::{Runtime, Stream};
 use futures_lite::future;
 use nethergate_core::forward::{Ending, Side};
-use nethergate_core::{Action, ConnectRequest, Context, EndReason, Session};
+use nethergate_core::{Action, ConnectRequest, Context, EndReason, Forward, Session};
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -136,10 +136,34 @@ async fn linger<R: Runtime>(rt: &R, client: &R::Stream) {
 }
 
 /// Serves one accepted client until its session is forwarded and finished, or closed.
+///
+/// The handshake phase runs in its own boxed future: its state (the session, dial and resolver futures,
+/// timers) is freed when forwarding starts, so a long-lived session's task holds only the copy's state.
 pub(crate) async fn serve<R: Runtime>(shared: &Shared<R>, client: R::Stream, peer: SocketAddr) {
+    let Some((backend, fwd)) = Box::pin(handshake(shared, &client, peer)).await else {
+        return;
+    };
+    let abort = shared.control.abort.wait();
+    let copied =
+        copy::bidirectional(&shared.rt, &client, &backend, fwd.mode, fwd.timeouts, abort).await;
+    fwd.live.finish(
+        fwd.c2b_initial + copied.c2b,
+        copied.b2c,
+        copied.reason,
+        Instant::now(),
+    );
+}
+
+/// Drives the session until it forwards (returning the backend, with the first bytes already written to it)
+/// or closes (returning `None`).
+async fn handshake<R: Runtime>(
+    shared: &Shared<R>,
+    client: &R::Stream,
+    peer: SocketAddr,
+) -> Option<(R::Stream, Forward)> {
     let rt = &shared.rt;
-    set_nodelay(&client);
-    let local = local_addr(&client).unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+    set_nodelay(client);
+    let local = local_addr(client).unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
     let ctx = Context {
         routes: shared.control.routes.load_full(),
         registry: shared.control.registry.clone(),
@@ -170,62 +194,35 @@ pub(crate) async fn serve<R: Runtime>(shared: &Shared<R>, client: R::Stream, pee
                 Action::SendToBackend(bytes) => to_backend.push(bytes),
                 Action::SendToClient(bytes) => {
                     // A client that does not read our answer is closed by the next action anyway.
-                    let _ = write_all(rt, &client, &bytes, handshake_timeout).await;
+                    let _ = write_all(rt, client, &bytes, handshake_timeout).await;
                 }
                 Action::Forward(fwd) => {
                     let Some(backend) = backend.take() else {
                         fwd.live.finish(0, 0, EndReason::Error, Instant::now());
-                        return;
+                        return None;
                     };
-                    let mut initial = Ok(());
                     for bytes in &to_backend {
-                        initial = write_all(rt, &backend, bytes, fwd.timeouts.write).await;
-                        if initial.is_err() {
-                            break;
-                        }
-                    }
-                    let copied = match initial {
-                        Ok(()) => {
-                            let abort = shared.control.abort.wait();
-                            let c = copy::bidirectional(
-                                rt,
-                                &client,
-                                &backend,
-                                fwd.mode,
-                                fwd.timeouts,
-                                abort,
-                            )
-                            .await;
-                            copy::Copied {
-                                c2b: fwd.c2b_initial + c.c2b,
-                                ..c
-                            }
-                        }
-                        Err(stop) => {
+                        if let Err(stop) = write_all(rt, &backend, bytes, fwd.timeouts.write).await
+                        {
                             let mut ending = Ending::default();
                             ending.record(Side::Backend, stop);
-                            copy::Copied {
-                                c2b: 0,
-                                b2c: 0,
-                                reason: ending.reason(),
-                            }
+                            fwd.live.finish(0, 0, ending.reason(), Instant::now());
+                            return None;
                         }
-                    };
-                    fwd.live
-                        .finish(copied.c2b, copied.b2c, copied.reason, Instant::now());
-                    return;
+                    }
+                    return Some((backend, fwd));
                 }
                 Action::Close(_) => {
-                    future::or(linger(rt, &client), shared.control.abort.wait()).await;
-                    return;
+                    future::or(linger(rt, client), shared.control.abort.wait()).await;
+                    return None;
                 }
             }
         }
         if session.is_done() || !session.wants_client_data() {
-            return;
+            return None;
         }
-        if !read_client(rt, shared, &client, &mut session).await {
-            return;
+        if !read_client(rt, shared, client, &mut session).await {
+            return None;
         }
     }
 }

@@ -62,6 +62,21 @@ pub async fn write_all<R: Runtime, S: Stream>(
     Ok(())
 }
 
+/// Writes as much of `data` as the socket takes now; the number written, or why it cannot go on.
+fn write_now<S: Stream>(to: &S, data: &[u8]) -> Result<usize, Stop> {
+    let mut done = 0;
+    while done < data.len() {
+        match to.try_write(&data[done..]) {
+            Ok(0) => return Err(Stop::Error),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(classify_error(&e)),
+        }
+    }
+    Ok(done)
+}
+
 /// How a direction stopped, and whether it was writing (the stop is then the other side's doing).
 type Pumped = (Stop, bool);
 
@@ -108,8 +123,14 @@ impl Carrier {
         match self {
             Carrier::Buffer(buf) => match from.try_read(buf) {
                 Ok(0) => Step::Eof,
-                Ok(n) => match write_all(rt, to, &buf[..n], limit).await {
-                    Ok(()) => Step::Moved(n),
+                // Usually the socket takes everything at once; only a blocked write pays for the
+                // (boxed, so it takes no room in an idle session's task) wait with its timer.
+                Ok(n) => match write_now(to, &buf[..n]) {
+                    Ok(done) if done == n => Step::Moved(n),
+                    Ok(done) => match Box::pin(write_all(rt, to, &buf[done..n], limit)).await {
+                        Ok(()) => Step::Moved(n),
+                        Err(stop) => Step::Stopped((stop, true)),
+                    },
                     Err(stop) => Step::Stopped((stop, true)),
                 },
                 Err(e) => read_error(&e),
@@ -126,7 +147,7 @@ impl Carrier {
                         Ok(0) => return Step::Stopped((Stop::Error, true)),
                         Ok(_) => {}
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            if let Err(stop) = writable_within(rt, to, limit).await {
+                            if let Err(stop) = Box::pin(writable_within(rt, to, limit)).await {
                                 return Step::Stopped((stop, true));
                             }
                         }
