@@ -85,6 +85,12 @@ fn print_routes(config: &Config) {
             }
         );
     }
+    if let Some(docker) = &config.main.docker {
+        println!(
+            "  docker: containers labelled {}.enable = \"true\" at {:?}, polled every {:?}",
+            docker.label_prefix, docker.endpoint, docker.poll_interval
+        );
+    }
 }
 
 /// SIGINT/SIGTERM: first graceful shutdown, a second one closes sessions at once. SIGHUP: reload.

@@ -106,6 +106,16 @@ impl<R: Runtime> Proxy<R> {
     pub fn bind(rt: R, config: Config, plugins: Plugins) -> io::Result<Proxy<R>> {
         let routes = RouteTable::build(&config.servers)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        if !cfg!(target_os = "linux")
+            && config
+                .servers
+                .iter()
+                .any(|s| s.proxy_mode == nethergate_core::ProxyMode::ZeroCopy)
+        {
+            tracing::warn!(
+                "proxy_mode = \"zero_copy\" needs Linux splice(2); those servers use passthrough"
+            );
+        }
         let std = bind_std(config.main.bind)?;
         let local_addr = std.local_addr()?;
         let listener = rt.listener(std)?;
