@@ -326,6 +326,51 @@ impl Backend {
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
     }
+
+    /// A backend that answers every login with `BE` and its own port (4 bytes), then echoes; see
+    /// [`routed_to`].
+    pub fn named() -> Backend {
+        let port = Arc::new(std::sync::OnceLock::new());
+        let p = port.clone();
+        let b = Backend::start(move |mut s: TcpStream| {
+            if read_frame_bytes(&mut s).is_err() || read_frame_bytes(&mut s).is_err() {
+                return;
+            }
+            let me: u16 = *p.get().unwrap_or(&0);
+            let mut hello = b"BE".to_vec();
+            hello.extend_from_slice(&me.to_be_bytes());
+            if s.write_all(&hello).is_err() {
+                return;
+            }
+            let mut buf = [0u8; 1024];
+            while let Ok(n) = s.read(&mut buf) {
+                if n == 0 || s.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        });
+        let _ = port.set(b.addr().port());
+        b
+    }
+}
+
+/// Which [`Backend::named`] a login for `host` reaches now: `Some(port)` of the backend, `None` when the
+/// proxy refuses it (a refused login gets a disconnect packet instead of `BE` + port).
+pub fn routed_to(proxy: SocketAddr, host: &str) -> Option<u16> {
+    let mut c = connect(proxy);
+    c.write_all(&login_bytes(host, "Probe")).ok()?;
+    let mut answer = [0u8; 4];
+    c.read_exact(&mut answer).ok()?;
+    (answer[..2] == *b"BE").then(|| u16::from_be_bytes([answer[2], answer[3]]))
+}
+
+/// Asserts that `check` becomes true within 10 s, showing the captured log otherwise.
+pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    assert!(
+        wait_until(Duration::from_secs(10), &mut check),
+        "never happened: {what}\n--- log ---\n{}",
+        captured_logs()
+    );
 }
 
 /// What a recording backend read first.

@@ -566,48 +566,6 @@ fn layout(endpoint: &str, extra: &str) -> Layout {
     ))
 }
 
-/// Which backend a login for `host` reaches now: `Some(port)` of the backend, `None` when refused.
-fn routed_to(proxy: SocketAddr, host: &str) -> Option<u16> {
-    let mut c = connect(proxy);
-    c.write_all(&login_bytes(host, "Probe")).ok()?;
-    let mut answer = [0u8; 4];
-    c.read_exact(&mut answer).ok()?;
-    (answer[..2] == *b"BE").then(|| u16::from_be_bytes([answer[2], answer[3]]))
-}
-
-/// A backend that answers every login with its own port, then echoes.
-fn named_backend() -> Backend {
-    let port = Arc::new(std::sync::OnceLock::new());
-    let p = port.clone();
-    let b = Backend::start(move |mut s: TcpStream| {
-        if read_frame_bytes(&mut s).is_err() || read_frame_bytes(&mut s).is_err() {
-            return;
-        }
-        let me: u16 = *p.get().unwrap_or(&0);
-        let mut hello = b"BE".to_vec();
-        hello.extend_from_slice(&me.to_be_bytes());
-        if s.write_all(&hello).is_err() {
-            return;
-        }
-        let mut buf = [0u8; 1024];
-        while let Ok(n) = s.read(&mut buf) {
-            if n == 0 || s.write_all(&buf[..n]).is_err() {
-                break;
-            }
-        }
-    });
-    let _ = port.set(b.addr().port());
-    b
-}
-
-fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    assert!(
-        wait_until(Duration::from_secs(10), &mut check),
-        "never happened: {what}\n--- log ---\n{}",
-        captured_logs()
-    );
-}
-
 fn log_lines(needles: &[&str]) -> usize {
     captured_logs()
         .lines()
@@ -637,7 +595,7 @@ fn minecraft(name: &str, domains: &str, port: u16) -> FakeContainer {
 fn containers_come_and_go_with_their_routes(rt: Rt) {
     capture_logs();
     let n = rt.name();
-    let (a, b, f) = (named_backend(), named_backend(), named_backend());
+    let (a, b, f) = (Backend::named(), Backend::named(), Backend::named());
     let (pa, pb, pf) = (a.addr().port(), b.addr().port(), f.addr().port());
     let dir = tempfile::tempdir().expect("temp dir");
     let socket = dir.path().join("docker.sock");
@@ -752,7 +710,7 @@ fn smol_containers_come_and_go_with_their_routes() {
 fn provider_reconnects_after_a_daemon_restart(rt: Rt) {
     capture_logs();
     let n = rt.name();
-    let (a, b) = (named_backend(), named_backend());
+    let (a, b) = (Backend::named(), Backend::named());
     let (pa, pb) = (a.addr().port(), b.addr().port());
     let dir = tempfile::tempdir().expect("temp dir");
     let socket = dir.path().join("docker.sock");
@@ -835,7 +793,7 @@ fn smol_provider_reconnects_after_a_daemon_restart() {
 #[test]
 fn late_daemon_and_lost_events_are_caught_up() {
     capture_logs();
-    let (a, b) = (named_backend(), named_backend());
+    let (a, b) = (Backend::named(), Backend::named());
     let (pa, pb) = (a.addr().port(), b.addr().port());
     let dir = tempfile::tempdir().expect("temp dir");
     let socket = dir.path().join("docker.sock");
@@ -892,7 +850,7 @@ fn provider_stops_promptly() {
 #[test]
 fn supervise_starts_the_provider() {
     capture_logs();
-    let a = named_backend();
+    let a = Backend::named();
     let dir = tempfile::tempdir().expect("temp dir");
     let socket = dir.path().join("docker.sock");
     let mut engine = Engine::new(&socket);
@@ -923,7 +881,7 @@ fn supervise_starts_the_provider() {
 #[test]
 fn tcp_endpoint_works_too() {
     capture_logs();
-    let a = named_backend();
+    let a = Backend::named();
     let mut engine = Engine::tcp();
     engine.up();
     engine.run(minecraft("over-tcp", "tcp.example.com", a.addr().port()));

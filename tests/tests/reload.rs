@@ -3,53 +3,8 @@
 
 use nethergate_e2e::*;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::time::Duration;
-
-/// Which backend a login for `host` reaches now: `Some(port)` of the backend, `None` when refused.
-fn routed_to(proxy: SocketAddr, host: &str) -> Option<u16> {
-    let mut c = connect(proxy);
-    c.write_all(&login_bytes(host, "Probe")).ok()?;
-    let mut answer = [0u8; 4];
-    c.read_exact(&mut answer).ok()?;
-    // A refused login gets a disconnect packet instead of the backend's "BE" + port.
-    (answer[..2] == *b"BE").then(|| u16::from_be_bytes([answer[2], answer[3]]))
-}
-
-/// A backend that answers every login with its own port, then echoes.
-fn named_backend() -> Backend {
-    let port = std::sync::Arc::new(std::sync::OnceLock::new());
-    let p = port.clone();
-    let b = Backend::start(move |mut s: TcpStream| {
-        let Ok(_) = read_frame_bytes(&mut s) else {
-            return;
-        };
-        let Ok(_) = read_frame_bytes(&mut s) else {
-            return;
-        };
-        let me: u16 = *p.get().unwrap_or(&0);
-        let mut hello = b"BE".to_vec();
-        hello.extend_from_slice(&me.to_be_bytes());
-        if s.write_all(&hello).is_err() {
-            return;
-        }
-        let mut buf = [0u8; 1024];
-        while let Ok(n) = s.read(&mut buf) {
-            if n == 0 || s.write_all(&buf[..n]).is_err() {
-                break;
-            }
-        }
-    });
-    let _ = port.set(b.addr().port());
-    b
-}
-
-fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    assert!(
-        wait_until(Duration::from_secs(10), &mut check),
-        "never happened: {what}"
-    );
-}
 
 fn still_alive(live: &mut TcpStream, step: &str) {
     live.write_all(step.as_bytes())
@@ -62,7 +17,7 @@ fn still_alive(live: &mut TcpStream, step: &str) {
 
 fn every_reload_step_keeps_live_sessions<F: Flavor>() {
     capture_logs();
-    let (a, b) = (named_backend(), named_backend());
+    let (a, b) = (Backend::named(), Backend::named());
     let (pa, pb) = (a.addr().port(), b.addr().port());
     let layout = Layout::new().server(
         "alpha",
