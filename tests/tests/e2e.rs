@@ -451,6 +451,46 @@ fn idle_session_ends_with_reason_timeout_in<F: Flavor>(mode: &str) {
     drop(proxy);
 }
 
+fn client_that_never_reads_hits_the_write_timeout<F: Flavor>() {
+    let login_len = login_bytes("mc.example.com", "Steve").len();
+    // The backend floods until the proxy gives up on the client and closes the backend connection.
+    let backend = Backend::start(move |mut s| {
+        let mut head = vec![0u8; login_len];
+        if s.read_exact(&mut head).is_err() {
+            return;
+        }
+        let chunk = vec![7u8; 64 * 1024];
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(20) && s.write_all(&chunk).is_ok() {}
+    });
+    let layout = Layout::new().server(
+        "a",
+        &server_toml(
+            &["mc.example.com"],
+            &[backend.addr()],
+            "[timeouts]\nwrite = \"1s\"\nread = \"30s\"",
+        ),
+    );
+    let proxy = start::<F>(&layout);
+    let c = connect(proxy.addr());
+    (&c).write_all(&login_bytes("mc.example.com", "Steve"))
+        .unwrap();
+    let port = c.local_addr().unwrap().port().to_string();
+    // Never read: the kernel buffers fill, the proxy's writes stop making progress.
+    let line = wait_for_log(
+        &["session ended", "reason=Timeout", &port],
+        Duration::from_secs(15),
+    );
+    assert!(
+        line.is_some(),
+        "[{}] write timeout ended the session",
+        F::NAME
+    );
+    assert!(wait_until(IO_TIMEOUT, || proxy.registry().is_empty()));
+    drop(c);
+    drop(proxy);
+}
+
 fn slow_handshake_is_closed<F: Flavor>() {
     let a = Backend::echo();
     let layout = Layout::new()
@@ -747,6 +787,7 @@ full_suite!(
     half_close_loses_no_byte,
     backend_half_close_reaches_the_client_and_client_can_still_send,
     idle_session_ends_with_reason_timeout,
+    client_that_never_reads_hits_the_write_timeout,
     slow_handshake_is_closed,
     garbage_and_legacy_pings_are_closed_cleanly,
     plugins_deny_and_redirect,
