@@ -47,7 +47,8 @@ pub struct Args {
     /// haproxy when /usr/sbin/haproxy exists].
     #[arg(long, value_delimiter = ',')]
     pub proxies: Option<Vec<String>>,
-    /// Another proxy: NAME=COMMAND, where COMMAND has {listen} and {backend} placeholders (ip:port).
+    /// Another proxy: NAME=COMMAND, where COMMAND has {listen} and {backend} placeholders (ip:port);
+    /// {listen_port} is the listening port alone (the proxy must listen on 127.0.0.1).
     #[arg(long, value_name = "NAME=COMMAND")]
     pub extra: Vec<String>,
     /// A short preset: one round, fewer sessions, shorter durations.

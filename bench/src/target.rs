@@ -43,7 +43,7 @@ pub enum Kind {
         /// The binary.
         binary: PathBuf,
     },
-    /// Any command; `{listen}` and `{backend}` are replaced by `ip:port`.
+    /// Any command; `{listen}` and `{backend}` are replaced by `ip:port`, `{listen_port}` by the port alone.
     Command {
         /// The command line, run with `sh -c "exec ..."`.
         template: String,
@@ -127,9 +127,11 @@ impl Target {
             .split_once('=')
             .filter(|(n, t)| !n.trim().is_empty() && !t.trim().is_empty())
             .ok_or_else(|| format!("--extra {spec:?}: expected NAME=COMMAND"))?;
-        if !template.contains("{listen}") || !template.contains("{backend}") {
+        if !(template.contains("{listen}") || template.contains("{listen_port}"))
+            || !template.contains("{backend}")
+        {
             return Err(format!(
-                "--extra {spec:?}: the command needs the {{listen}} and {{backend}} placeholders"
+                "--extra {spec:?}: the command needs a {{listen}} (or {{listen_port}}) and a {{backend}} placeholder"
             ));
         }
         Ok(Target {
@@ -183,6 +185,7 @@ impl Target {
             }
             Kind::Command { template } => {
                 let line = template
+                    .replace("{listen_port}", &listen.port().to_string())
                     .replace("{listen}", &listen.to_string())
                     .replace("{backend}", &env.backend.to_string());
                 let mut c = Command::new("sh");
