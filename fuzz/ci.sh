@@ -50,10 +50,13 @@ for t in "${TARGETS[@]}"; do
   log="$logs/$t.log"
   mkdir -p "artifacts/$t" "target/ci-corpus/$t"
   common=(-artifact_prefix="artifacts/$t/" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1)
-  dict=()
+  # Dictionaries of keys, hosts and markers; lengths that reach past each parser's frame limit.
+  extra=()
   case "$t" in
-    config) dict=(-dict=dict/config.dict) ;;
-    handshake | session) dict=(-dict=dict/handshake.dict) ;;
+    config) extra=(-dict=dict/config.dict) ;;
+    handshake) extra=(-dict=dict/handshake.dict -max_len=17000) ;;
+    login_start) extra=(-max_len=8400) ;;
+    session) extra=(-dict=dict/handshake.dict) ;;
   esac
   ok=1
 
@@ -71,7 +74,7 @@ for t in "${TARGETS[@]}"; do
   # committed corpus is not modified (libFuzzer runs every corpus input before mutating).
   if ((ok)); then
     runs=$((RUNS[$t] * scale))
-    if ! nice -n 19 "$bin" "${common[@]}" "${dict[@]}" -seed="$seed" -runs="$runs" \
+    if ! nice -n 19 "$bin" "${common[@]}" "${extra[@]}" -seed="$seed" -runs="$runs" \
       "target/ci-corpus/$t" "corpus/$t" >>"$log" 2>&1; then
       ok=0
     fi
