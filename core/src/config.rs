@@ -469,6 +469,9 @@ fn toml_issue(source: &str, text: &str, err: &toml::de::Error) -> ConfigIssue {
     ConfigIssue::new(source, key, reason)
 }
 
+/// The longest duration a setting accepts.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
 fn duration(
     source: &str,
     key: &str,
@@ -480,6 +483,15 @@ fn duration(
     match humantime_serde::re::humantime::parse_duration(value) {
         Ok(d) if d.is_zero() => {
             issues.push(ConfigIssue::new(source, key, "must be greater than zero"));
+            default
+        }
+        // Deadlines are `now + duration`; far beyond any useful limit, that overflows the clock.
+        Ok(d) if d > MAX_DURATION => {
+            issues.push(ConfigIssue::new(
+                source,
+                key,
+                format!("{value:?} is longer than the maximum of 10 years"),
+            ));
             default
         }
         Ok(d) => d,
@@ -564,7 +576,31 @@ fn domain(source: &str, value: &str, issues: &mut Vec<ConfigIssue>) -> Option<St
         ));
         return None;
     }
-    Some(d.to_ascii_lowercase())
+    if d.is_ascii() {
+        return Some(d.to_ascii_lowercase());
+    }
+    // Clients send internationalised names as punycode (`xn--...`): store them that way.
+    let labels: Result<Vec<String>, _> = d
+        .split('.')
+        .map(|label| {
+            if label.is_ascii() {
+                Ok(label.to_ascii_lowercase())
+            } else {
+                idna::domain_to_ascii(label)
+            }
+        })
+        .collect();
+    match labels {
+        Ok(labels) => Some(labels.join(".")),
+        Err(_) => {
+            issues.push(ConfigIssue::new(
+                source,
+                "domains",
+                format!("{value:?} is not a valid internationalised domain name"),
+            ));
+            None
+        }
+    }
 }
 
 impl ServerConfig {
@@ -973,6 +1009,28 @@ mod tests {
             .unwrap_err();
         assert_eq!(keys(e.clone()), vec!["timeouts.connect", "timeouts.read"]);
         assert!(e.0[0].reason.contains("\"5 parsecs\""), "{e}");
+    }
+
+    #[test]
+    fn unicode_domains_are_stored_as_punycode() {
+        let s = server(
+            "domains = [\"München.Example.com\", \"*.bücher.example\"]\naddresses = [\"a:1\"]",
+        )
+        .unwrap();
+        assert_eq!(
+            s.domains,
+            vec!["xn--mnchen-3ya.example.com", "*.xn--bcher-kva.example"]
+        );
+    }
+
+    #[test]
+    fn absurdly_long_durations_are_rejected() {
+        let e = server(
+            "domains = [\"a\"]\naddresses = [\"a:1\"]\n[timeouts]\nread = \"300000000000y\"",
+        )
+        .unwrap_err();
+        assert_eq!(keys(e.clone()), vec!["timeouts.read"]);
+        assert!(e.to_string().contains("maximum of 10 years"), "{e}");
     }
 
     #[test]

@@ -87,15 +87,23 @@ pub const LEGACY_PING: u8 = 0xFE;
 
 /// Detects a legacy ping or parses the handshake frame at the start of `buf`.
 ///
-/// A frame's first byte is its length; 0xFE would announce a 254+ byte handshake, which a modern
-/// client does not send as its first byte only in theory. Every real client that sends 0xFE first is a
-/// legacy pinger, and vanilla servers make the same call.
+/// 0xFE starts both a legacy ping and any modern handshake frame of 254, 382, 510... bytes (a long host or
+/// forwarded data), so the bytes after it decide, as vanilla servers do: `FE 01 FA` is a 1.6 ping; `FE 01`
+/// followed by the handshake's packet id 0x00, or `FE` followed by anything but `01`, is a modern frame.
+/// `FE` and `FE 01` alone are what pre-1.6 clients send and then wait: they are [`Parsed::Incomplete`]
+/// here, and [`is_legacy_prefix`] lets the caller answer them once no more bytes come.
 pub fn parse_opening(buf: &[u8]) -> Result<Parsed<Opening<'_>>, HandshakeError> {
-    match buf.first() {
-        None => Ok(Parsed::Incomplete),
-        Some(&LEGACY_PING) => Ok(Parsed::Complete(Opening::LegacyPing, 1)),
-        Some(_) => Ok(parse(buf)?.map(Opening::Handshake)),
+    match buf {
+        [] | [LEGACY_PING] | [LEGACY_PING, 0x01] => Ok(Parsed::Incomplete),
+        [LEGACY_PING, 0x01, 0xFA, ..] => Ok(Parsed::Complete(Opening::LegacyPing, buf.len())),
+        _ => Ok(parse(buf)?.map(Opening::Handshake)),
     }
+}
+
+/// Whether `buf` is exactly what a pre-1.6 legacy pinger sends before waiting for the answer (`FE` or
+/// `FE 01`): a modern client sends the rest of its handshake at once.
+pub fn is_legacy_prefix(buf: &[u8]) -> bool {
+    matches!(buf, [LEGACY_PING] | [LEGACY_PING, 0x01])
 }
 
 /// Parses a handshake frame at the start of `buf`.
@@ -167,9 +175,34 @@ mod tests {
     fn legacy_ping_is_detected_before_framing() {
         assert_eq!(
             parse_opening(&[0xFE, 0x01, 0xFA]),
-            Ok(Parsed::Complete(Opening::LegacyPing, 1))
+            Ok(Parsed::Complete(Opening::LegacyPing, 3))
         );
         assert_eq!(parse_opening(&[]), Ok(Parsed::Incomplete));
+        assert_eq!(parse_opening(&[0xFE]), Ok(Parsed::Incomplete));
+        assert_eq!(parse_opening(&[0xFE, 0x01]), Ok(Parsed::Incomplete));
+        assert!(is_legacy_prefix(&[0xFE, 0x01]));
+        assert!(!is_legacy_prefix(&[0xFE, 0x01, 0x00]));
+    }
+
+    #[test]
+    fn handshake_of_254_bytes_is_not_a_legacy_ping() {
+        // A 254-byte frame's length VarInt is FE 01: a long host must still route.
+        for host_len in [246, 246 + 128, 246 + 256] {
+            let host = "a".repeat(host_len);
+            let hs = Handshake {
+                protocol_version: 765,
+                server_address: &host,
+                port: 25565,
+                next_state: NextState::Login,
+            };
+            let mut out = Vec::new();
+            hs.encode(&mut out);
+            assert_eq!(out[0], 0xFE, "the frame length starts with 0xFE");
+            assert_eq!(
+                parse_opening(&out),
+                Ok(Parsed::Complete(Opening::Handshake(hs), out.len()))
+            );
+        }
     }
 
     #[test]

@@ -40,8 +40,13 @@ pub struct Host {
 }
 
 impl Host {
-    /// Normalises `host`; `None` when it is empty or longer than [`MAX_HOST_LEN`].
+    /// Normalises `host`; `None` when it is empty or longer than [`MAX_HOST_LEN`]. A host with non-ASCII
+    /// characters (vanilla clients send punycode, some others do not) is converted to punycode first.
     pub fn normalise(host: &str) -> Option<Host> {
+        if !host.is_ascii() {
+            let ascii = idna::domain_to_ascii(host).ok()?;
+            return Host::normalise(&ascii).filter(|_| ascii.is_ascii());
+        }
         let host = host.strip_suffix('.').unwrap_or(host);
         if host.is_empty() || host.len() > MAX_HOST_LEN {
             return None;
@@ -100,6 +105,14 @@ mod tests {
     }
 
     #[test]
+    fn unicode_host_is_routed_as_punycode() {
+        assert_eq!(
+            Host::normalise("München.example.com").map(|h| h.as_str().to_owned()),
+            Some("xn--mnchen-3ya.example.com".to_owned())
+        );
+    }
+
+    #[test]
     fn trailing_dot_and_case_are_normalised() {
         assert_eq!(
             Host::normalise("MC.Example.COM.").map(|h| h.as_str().to_owned()),
@@ -123,7 +136,11 @@ mod tests {
         #[test]
         fn normalise_never_panics(host in ".{0,300}") {
             if let Some(h) = Host::normalise(&host) {
-                prop_assert_eq!(h.as_str(), host.strip_suffix('.').unwrap_or(&host).to_ascii_lowercase());
+                if host.is_ascii() {
+                    prop_assert_eq!(h.as_str(), host.strip_suffix('.').unwrap_or(&host).to_ascii_lowercase());
+                } else {
+                    prop_assert!(h.as_str().is_ascii());
+                }
             }
         }
     }

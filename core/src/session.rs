@@ -28,6 +28,9 @@ pub const MAX_BUFFERED: usize = 32 * 1024;
 /// Largest frame accepted while the proxy itself answers a status ping.
 const MAX_STATUS_FRAME: usize = 256;
 
+/// How long `FE` or `FE 01` alone waits for more bytes before it is answered as a pre-1.6 legacy ping.
+pub const LEGACY_WAIT: Duration = Duration::from_millis(500);
+
 /// What legacy (pre-1.7) pingers are shown.
 pub const LEGACY_PING_MOTD: &str = "Use Minecraft 1.7 or newer";
 
@@ -129,6 +132,7 @@ pub enum Action {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Handshake,
+    StatusRequest,
     LoginStart,
     PreConnect,
     Connecting,
@@ -152,6 +156,7 @@ pub struct Session {
     client: SocketAddr,
     local: SocketAddr,
     state: State,
+    opened: Instant,
     deadline: Option<Instant>,
     buf: Vec<u8>,
     handshake: Option<HandshakeInfo>,
@@ -162,7 +167,7 @@ pub struct Session {
     admission: Option<Admission>,
     first_address: usize,
     attempts: usize,
-    status_answered: bool,
+    status_requested: bool,
     actions: VecDeque<Action>,
 }
 
@@ -176,6 +181,7 @@ impl Session {
             client,
             local,
             state: State::Handshake,
+            opened: now,
             deadline,
             buf: Vec::new(),
             handshake: None,
@@ -185,7 +191,7 @@ impl Session {
             admission: None,
             first_address: 0,
             attempts: 0,
-            status_answered: false,
+            status_requested: false,
             actions: VecDeque::new(),
         }
     }
@@ -198,7 +204,16 @@ impl Session {
     /// When [`Session::handle_timeout`] must be called if nothing else happens first.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
-            State::Handshake | State::LoginStart | State::OfflineStatus => self.deadline,
+            State::Handshake if handshake::is_legacy_prefix(&self.buf) => {
+                let legacy = self.opened.checked_add(LEGACY_WAIT);
+                match (legacy, self.deadline) {
+                    (Some(l), Some(d)) => Some(l.min(d)),
+                    (l, d) => l.or(d),
+                }
+            }
+            State::Handshake | State::StatusRequest | State::LoginStart | State::OfflineStatus => {
+                self.deadline
+            }
             _ => None,
         }
     }
@@ -207,7 +222,7 @@ impl Session {
     pub fn wants_client_data(&self) -> bool {
         matches!(
             self.state,
-            State::Handshake | State::LoginStart | State::OfflineStatus
+            State::Handshake | State::StatusRequest | State::LoginStart | State::OfflineStatus
         )
     }
 
@@ -273,9 +288,22 @@ impl Session {
 
     /// Time has passed; closes the session when the client is too slow.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.poll_timeout().is_some_and(|d| now >= d) {
+        if self.poll_timeout().is_none_or(|d| now < d) {
+            return;
+        }
+        if self.state == State::Handshake && handshake::is_legacy_prefix(&self.buf) {
+            // An old client sent its ping and waits for the answer.
+            self.answer_legacy_ping();
+        } else {
             self.close(CloseReason::HandshakeTimeout);
         }
+    }
+
+    fn answer_legacy_ping(&mut self) {
+        self.actions.push_back(Action::SendToClient(
+            response::legacy_ping_answer(LEGACY_PING_MOTD).into(),
+        ));
+        self.close(CloseReason::LegacyPing);
     }
 
     /// The plugins' answer to [`Action::PreConnect`].
@@ -398,6 +426,11 @@ impl Session {
             self.close(CloseReason::BackendUnreachable);
         } else {
             tracing::debug!(client = %self.client, server = %server.name(), "backend unreachable, answering status");
+            // A Status Request read before routing is answered now; then the ping.
+            if self.status_requested {
+                let status = self.offline_status();
+                self.actions.push_back(Action::SendToClient(status.into()));
+            }
             self.state = State::OfflineStatus;
             self.deadline = now.checked_add(self.ctx.handshake_timeout);
             self.advance();
@@ -439,7 +472,8 @@ impl Session {
         self.admission = None;
         tracing::info!(
             client = %self.client,
-            host = %ServerAddress::split(self.server_address()).host.escape_debug(),
+            // Debug-quoted: a client-chosen host cannot forge other fields of the line.
+            host = ?ServerAddress::split(self.server_address()).host,
             player = self.player().unwrap_or("-"),
             server = self.server().unwrap_or("-"),
             reason = %reason,
@@ -455,10 +489,7 @@ impl Session {
                 State::Handshake => match handshake::parse_opening(&self.buf) {
                     Ok(Parsed::Incomplete) => return,
                     Ok(Parsed::Complete(Opening::LegacyPing, _)) => {
-                        self.actions.push_back(Action::SendToClient(
-                            response::legacy_ping_answer(LEGACY_PING_MOTD).into(),
-                        ));
-                        return self.close(CloseReason::LegacyPing);
+                        return self.answer_legacy_ping();
                     }
                     Ok(Parsed::Complete(Opening::Handshake(hs), used)) => {
                         let start =
@@ -471,14 +502,41 @@ impl Session {
                             frame_end: used,
                         });
                         self.parsed = used;
-                        if hs.next_state.is_login() {
-                            self.state = State::LoginStart;
+                        self.state = if hs.next_state.is_login() {
+                            State::LoginStart
                         } else {
-                            return self.request_pre_connect();
-                        }
+                            State::StatusRequest
+                        };
                     }
                     Err(e) => return self.close(CloseReason::ProtocolError(e.to_string())),
                 },
+                // A server-list ping is routed once its Status Request is in: a client that sends only a
+                // handshake costs no backend connection, and the handshake deadline covers it.
+                State::StatusRequest => {
+                    match codec::read_frame(&self.buf[self.parsed..], MAX_STATUS_FRAME) {
+                        Ok(Parsed::Incomplete) => return,
+                        Ok(Parsed::Complete(frame, used))
+                            if frame.id == 0 && frame.body.is_empty() =>
+                        {
+                            self.parsed += used;
+                            self.status_requested = true;
+                            return self.request_pre_connect();
+                        }
+                        // A ping straight away (vanilla answers it with a pong): route on it too.
+                        Ok(Parsed::Complete(frame, _))
+                            if frame.id == 1 && frame.body.len() == 8 =>
+                        {
+                            return self.request_pre_connect();
+                        }
+                        Ok(Parsed::Complete(frame, _)) => {
+                            return self.close(CloseReason::ProtocolError(format!(
+                                "expected the status request, got packet {:#04x}",
+                                frame.id
+                            )))
+                        }
+                        Err(e) => return self.close(CloseReason::ProtocolError(e.to_string())),
+                    }
+                }
                 State::LoginStart => match login::parse(&self.buf[self.parsed..]) {
                     Ok(Parsed::Incomplete) => return,
                     Ok(Parsed::Complete(ls, used)) => {
@@ -500,11 +558,6 @@ impl Session {
                         Err(e) => return self.close(CloseReason::ProtocolError(e.to_string())),
                     };
                     match (frame.id, frame.body.len()) {
-                        (0x00, 0) if !self.status_answered => {
-                            self.status_answered = true;
-                            let bytes = self.offline_status();
-                            self.actions.push_back(Action::SendToClient(bytes.into()));
-                        }
                         (0x01, 8) => {
                             let pong = response::pong(frame.body);
                             self.actions.push_back(Action::SendToClient(pong.into()));
@@ -817,12 +870,13 @@ mod tests {
             panic!("{did:?}")
         };
         let Ok(Parsed::Complete(frame, _)) = read_frame(status, 4096) else {
-            panic!()
+            panic!("{did:?}")
         };
         let Ok(Parsed::Complete(json, _)) = read_string(frame.body, 4096) else {
             panic!()
         };
-        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {did:?}"));
         assert_eq!(v["description"]["text"], "Maintenance");
         assert_eq!(v["players"]["max"], 7);
         assert_eq!(v["version"]["protocol"], 47);
@@ -943,6 +997,43 @@ mod tests {
             Did::ToClient(response::legacy_ping_answer(LEGACY_PING_MOTD))
         );
         assert_eq!(did[1], Did::Close(CloseReason::LegacyPing));
+    }
+
+    #[test]
+    fn old_legacy_ping_is_answered_when_no_more_bytes_come() {
+        let start = Instant::now();
+        for bytes in [&[0xFE][..], &[0xFE, 0x01]] {
+            let mut s = Session::new(
+                ctx(&[server("lobby", "")]),
+                CLIENT.parse().unwrap(),
+                LOCAL.parse().unwrap(),
+                start,
+            );
+            s.handle_client_data(bytes);
+            assert!(s.poll_action().is_none(), "waits for more bytes first");
+            assert_eq!(s.poll_timeout(), Some(start + LEGACY_WAIT));
+            s.handle_timeout(start + LEGACY_WAIT);
+            assert!(matches!(s.poll_action(), Some(Action::SendToClient(b)) if b[0] == 0xFF));
+            assert!(matches!(
+                s.poll_action(),
+                Some(Action::Close(CloseReason::LegacyPing))
+            ));
+        }
+    }
+
+    #[test]
+    fn status_handshake_alone_is_not_routed() {
+        let mut s = session(&[server("lobby", "")]);
+        let status = status_bytes("lobby.example.com");
+        // Handshake only: no Status Request yet, so nothing is routed and the deadline still applies.
+        let Ok(Parsed::Complete(_, hs_len)) = handshake::parse(&status) else {
+            panic!("status bytes start with a handshake")
+        };
+        s.handle_client_data(&status[..hs_len]);
+        assert!(s.poll_action().is_none());
+        assert!(s.poll_timeout().is_some());
+        s.handle_client_data(&status[hs_len..]);
+        assert!(matches!(s.poll_action(), Some(Action::PreConnect(_))));
     }
 
     #[test]

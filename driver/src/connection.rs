@@ -140,7 +140,12 @@ async fn linger<R: Runtime>(rt: &R, client: &R::Stream) {
 /// The handshake phase runs in its own boxed future: its state (the session, dial and resolver futures,
 /// timers) is freed when forwarding starts, so a long-lived session's task holds only the copy's state.
 pub(crate) async fn serve<R: Runtime>(shared: &Shared<R>, client: R::Stream, peer: SocketAddr) {
-    let Some((backend, fwd)) = Box::pin(handshake(shared, &client, peer)).await else {
+    // Abort (second signal, shutdown deadline) also cuts a handshake waiting on a slow dial.
+    let prepared = future::or(Box::pin(handshake(shared, &client, peer)), async {
+        shared.control.abort.wait().await;
+        None
+    });
+    let Some((backend, fwd)) = prepared.await else {
         return;
     };
     let abort = shared.control.abort.wait();

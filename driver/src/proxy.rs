@@ -158,6 +158,9 @@ impl<R: Runtime> Proxy<R> {
         } = self;
         let control = &shared.control;
         tracing::info!(bind = %self.local_addr, servers = control.routes.load().servers().len(), "listening");
+        // Refusals and accept errors come in floods: one line per second at most, with the count.
+        let mut refusals = LogLimit::default();
+        let mut accept_errors = LogLimit::default();
         loop {
             let accepted = future::or(async { Some(listener.accept().await) }, async {
                 control.stopping.wait().await;
@@ -170,8 +173,10 @@ impl<R: Runtime> Proxy<R> {
                     let Some(guard) =
                         Tasks::try_enter(control.clone(), shared.main.max_connections)
                     else {
-                        tracing::debug!(client = %peer, limit = shared.main.max_connections,
-                            "connection refused: max_connections reached");
+                        if let Some(count) = refusals.hit() {
+                            tracing::warn!(client = %peer, limit = shared.main.max_connections, refused = count,
+                                "connection refused: max_connections reached");
+                        }
                         continue;
                     };
                     let task_shared = shared.clone();
@@ -181,8 +186,10 @@ impl<R: Runtime> Proxy<R> {
                     });
                 }
                 Some(Err(e)) => {
+                    if let Some(count) = accept_errors.hit() {
+                        tracing::warn!(error = %e, failures = count, "accept failed");
+                    }
                     // Out of file descriptors and similar: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
                     shared
                         .rt
                         .sleep_until(Instant::now() + Duration::from_millis(50))
@@ -209,6 +216,29 @@ impl<R: Runtime> Proxy<R> {
         control.tasks.idle().await;
         tracing::info!("shut down");
         Ok(())
+    }
+}
+
+/// Lets a repeated event through to the log at most once a second, counting what it held back.
+#[derive(Debug, Default)]
+struct LogLimit {
+    last: Option<Instant>,
+    count: u64,
+}
+
+impl LogLimit {
+    /// Counts an occurrence; `Some(occurrences since the last line)` when a line is due.
+    fn hit(&mut self) -> Option<u64> {
+        self.count += 1;
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.count))
     }
 }
 

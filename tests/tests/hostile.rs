@@ -743,8 +743,6 @@ fn odd_hosts_are_refused_or_forwarded_untouched<F: Rt>() {
         ".".into(),
         "\0".into(),
         String::new(),
-        "münchen.example.com".into(),
-        "MÜNCHEN.EXAMPLE.COM".into(),
         "mc.example.com..".into(),
         "mc.example.com ".into(),
         "mc.example.com:25565".into(),
@@ -791,6 +789,9 @@ fn odd_hosts_are_refused_or_forwarded_untouched<F: Rt>() {
         "mc.example.com\0",
         "MC.EXAMPLE.COM.",
         "XN--MNCHEN-3YA.example.com",
+        // Raw Unicode (what non-vanilla clients may send) is routed by its punycode form.
+        "münchen.example.com",
+        "MÜNCHEN.EXAMPLE.COM",
         long_decoration.as_str(),
     ] {
         let c = logs_in(px.addr(), host, "Steve")
@@ -883,8 +884,15 @@ fn client_controlled_host_cannot_forge_log_fields<F: Rt>() {
     );
     let line =
         log_about(port, &["connection closed before forwarding"], IO_TIMEOUT).expect("close line");
+    // Count fields outside quoted values: a quoted host may contain anything.
+    let unquoted: String = line
+        .split('"')
+        .enumerate()
+        .filter(|(i, _)| i % 2 == 0)
+        .map(|(_, part)| part)
+        .collect();
     assert_eq!(
-        line.matches(" reason=").count(),
+        unquoted.matches(" reason=").count(),
         1,
         "[{}] a forged field in the log line: {line}",
         F::NAME
@@ -1393,50 +1401,22 @@ fn hostile_backends_give_the_client_a_clear_end<F: Rt>() {
     px.assert_settles(F::NAME, Duration::from_secs(5));
 }
 
-fn timeouts_too_long_for_a_clock_are_no_limit<F: Rt>() {
-    // The config accepts any humantime duration, and `handshake_timeout = "300000000000y"` is already "no
-    // deadline" (core/src/session.rs); the per-server timeouts are still added to Instant::now(), which panics
-    // in the connection task: the player is dropped without a word or a log line.
-    let mut died = Vec::new();
+fn timeouts_too_long_for_a_clock_are_rejected<F: Rt>() {
+    // Deadlines are `now + timeout`; a timeout beyond any clock would overflow. The config refuses it with
+    // a clear message instead of letting a session task panic later.
     for key in ["connect", "read", "write"] {
-        let login = login_bytes("mc.example.com", "Steve");
-        // A blocked write is what adds `write` to the clock: a flooding backend, a client that never reads.
-        let (flood, _rx) = flooding_backend(login.len());
-        let echo = Backend::echo();
-        let backend = if key == "write" {
-            flood.addr()
-        } else {
-            echo.addr()
-        };
-        let px = Px::start::<F>(Layout::new().server(
+        let layout = Layout::new().server(
             "a",
-            &server_toml(
-                &["mc.example.com"],
-                &[backend],
-                &format!("[timeouts]\n{key} = \"300000000000y\""),
-            ),
-        ));
-        if key == "write" {
-            let c = connect(px.addr());
-            small_receive_buffer(&c);
-            (&c).write_all(&login).expect("send");
-            std::thread::sleep(Duration::from_secs(1));
-            if px.sessions() != 1 {
-                died.push(format!(
-                    "{key}: the session vanished while its client was not reading"
-                ));
-            }
-            drop(c);
-        } else if let Err(e) = logs_in(px.addr(), "mc.example.com", "Steve") {
-            died.push(format!("{key}: {e}"));
-        }
-        px.assert_settles(F::NAME, Duration::from_secs(3));
+            &format!("domains = [\"mc.example.com\"]\naddresses = [\"127.0.0.1:1\"]\n[timeouts]\n{key} = \"300000000000y\""),
+        );
+        let err = nethergate_core::Config::load(&layout.path()).expect_err("refused");
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("timeouts.{key}")) && text.contains("maximum of 10 years"),
+            "[{}] {text}",
+            F::NAME
+        );
     }
-    assert!(
-        died.is_empty(),
-        "[{}] timeouts of \"300000000000y\" kill the session: {died:?}",
-        F::NAME
-    );
 }
 
 fn max_connections_holds_under_a_flood_of_idle_connections<F: Rt>() {
@@ -2018,20 +1998,13 @@ both!(
     binary_survives_a_barrage,
     binary_out_of_file_descriptors_backs_off_and_recovers,
     blackholed_backend_fails_over_at_the_connect_timeout,
-    max_connections_holds_under_a_flood_of_idle_connections;
+    max_connections_holds_under_a_flood_of_idle_connections,
+    modern_handshake_whose_length_starts_with_0xfe_is_routed,
+    status_handshake_alone_is_closed_at_the_handshake_timeout,
+    unicode_domain_matches_what_vanilla_clients_send,
+    timeouts_too_long_for_a_clock_are_rejected,
+    abort_is_not_held_up_by_a_pending_dial,
+    max_connections_refusal_is_logged,
+    client_controlled_host_cannot_forge_log_fields;
     ignored:
-    modern_handshake_whose_length_starts_with_0xfe_is_routed =
-        "bug: a valid handshake whose frame length is 254, 382, 510... (first byte 0xFE) is answered as a legacy ping",
-    status_handshake_alone_is_closed_at_the_handshake_timeout =
-        "bug: a status handshake is forwarded at once; without a status request it lives until timeouts.read, not handshake_timeout",
-    unicode_domain_matches_what_vanilla_clients_send =
-        "bug: a Unicode domain is accepted by the config but never matches the punycode host vanilla clients send",
-    timeouts_too_long_for_a_clock_are_no_limit =
-        "bug: timeouts.connect/read/write of \"300000000000y\" pass validation, then overflow Instant and panic the session task",
-    abort_is_not_held_up_by_a_pending_dial =
-        "bug: abort (second signal, shutdown deadline) waits for pending backend dials: up to timeouts.connect x addresses",
-    max_connections_refusal_is_logged =
-        "bug: a connection refused at max_connections gets no log line at the default level (README promises one)",
-    client_controlled_host_cannot_forge_log_fields =
-        "bug: the client's host is logged unquoted, so it can forge `reason=` and other fields in human log lines",
 );
