@@ -12,10 +12,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use nethergate_core::hostname::Host;
 use nethergate_core::{
     ConfigErrors, Context, MainConfig, Registry, RouteTable, ServerConfig, Session,
 };
-use nethergate_core::hostname::Host;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,7 +24,10 @@ fn check_errors(e: &ConfigErrors, source: &str) {
     assert!(!e.0.is_empty(), "an error without issues");
     for issue in &e.0 {
         assert_eq!(issue.source, source);
-        assert!(!issue.reason.is_empty(), "an issue without a reason: {issue:?}");
+        assert!(
+            !issue.reason.is_empty(),
+            "an issue without a reason: {issue:?}"
+        );
     }
     let _ = e.to_string();
 }
@@ -79,9 +82,16 @@ fuzz_target!(|data: &[u8]| {
         let table = RouteTable::build(std::slice::from_ref(a))
             .unwrap_or_else(|e| panic!("one valid server must build a table: {e}"));
         for d in a.domains.iter().filter(|d| !d.contains(['*', '?'])) {
-            assert_eq!(table.route(d).map(|s| s.name()), Some(a.name.as_str()), "{d}");
+            assert_eq!(
+                table.route(d).map(|s| s.name()),
+                Some(a.name.as_str()),
+                "{d}"
+            );
         }
-        assert_eq!(table.by_name(&a.name).map(|s| s.name()), Some(a.name.as_str()));
+        assert_eq!(
+            table.by_name(&a.name).map(|s| s.name()),
+            Some(a.name.as_str())
+        );
         let twice = RouteTable::build(&[a.clone(), a.clone()]);
         assert!(twice.is_err(), "the same server twice was accepted");
         if let Some(b) = &b {

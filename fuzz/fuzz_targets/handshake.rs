@@ -20,7 +20,10 @@ const MAX_PREFIX: usize = 3;
 
 fn check_handshake(buf: &[u8], hs: &Handshake<'_>, used: usize) {
     assert!(used <= buf.len(), "used {used} of {} bytes", buf.len());
-    assert!(used <= MAX_HANDSHAKE_FRAME + MAX_PREFIX, "frame of {used} bytes accepted");
+    assert!(
+        used <= MAX_HANDSHAKE_FRAME + MAX_PREFIX,
+        "frame of {used} bytes accepted"
+    );
 
     // Every prefix of a complete handshake is a valid prefix: the parser waits instead of failing.
     for cut in 0..used {

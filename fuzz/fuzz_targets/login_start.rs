@@ -20,7 +20,11 @@ const MAX_PREFIX: usize = 3;
 fn check_login(buf: &[u8], protocol_version: i32, ls: &LoginStart<'_>, used: usize) {
     assert!(used <= buf.len(), "used {used} of {} bytes", buf.len());
     assert!(used <= MAX_LOGIN_START_FRAME + MAX_PREFIX);
-    assert!(ls.name.chars().count() <= MAX_NAME_CHARS, "name {:?}", ls.name);
+    assert!(
+        ls.name.chars().count() <= MAX_NAME_CHARS,
+        "name {:?}",
+        ls.name
+    );
 
     for cut in 0..used {
         assert_eq!(
@@ -32,8 +36,14 @@ fn check_login(buf: &[u8], protocol_version: i32, ls: &LoginStart<'_>, used: usi
 
     let mut encoded = Vec::new();
     ls.encode(&mut encoded);
-    assert!(encoded.len() <= used, "re-encoding is longer than the original");
-    assert_eq!(login::parse(&encoded), Ok(Parsed::Complete(*ls, encoded.len())));
+    assert!(
+        encoded.len() <= used,
+        "re-encoding is longer than the original"
+    );
+    assert_eq!(
+        login::parse(&encoded),
+        Ok(Parsed::Complete(*ls, encoded.len()))
+    );
 
     // What a session sees: handshake (login) then this login start, then whatever follows.
     let hs = Handshake {
