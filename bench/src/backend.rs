@@ -16,11 +16,9 @@ const MAX_OPENING: usize = 32 * 1024;
 /// Size of one bulk write and read.
 pub const BULK_CHUNK: usize = 64 * 1024;
 
-/// Serves `listen` until the process is killed.
-pub fn serve(listen: SocketAddr) -> io::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+/// Serves `listen` on `threads` worker threads until the process is killed.
+pub fn serve(listen: SocketAddr, threads: usize) -> io::Result<()> {
+    let rt = crate::cli::runtime(threads)?;
     rt.block_on(async move {
         let listener = TcpListener::bind(listen).await?;
         loop {

@@ -91,6 +91,11 @@ pub struct Args {
     /// under the same file limit as the tool's children (see bench/README.md).
     #[arg(long)]
     pub idle_sessions: Option<usize>,
+    /// Worker threads of the load generator, and of the backend (1: a current-thread runtime each). On a
+    /// small machine every extra busy thread queues behind the proxy's for a time slice, which shows up
+    /// as milliseconds of latency that no proxy caused.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
     /// Where the nethergate binaries are [default: the directory of this binary].
     #[arg(long)]
     pub bin_dir: Option<PathBuf>,
@@ -112,7 +117,7 @@ pub struct Args {
 pub fn run(args: Args) -> io::Result<()> {
     if let Some(listen) = args.serve_backend {
         procfs::raise_nofile_limit()?;
-        return crate::backend::serve(listen);
+        return crate::backend::serve(listen, args.threads);
     }
     if let (Some(listen), Some(backend)) = (args.serve_reference, args.backend) {
         procfs::raise_nofile_limit()?;
@@ -176,7 +181,9 @@ impl Suite {
         let mut backend = Process::spawn(
             Command::new(&self.self_exe)
                 .arg("--serve-backend")
-                .arg(backend_addr.to_string()),
+                .arg(backend_addr.to_string())
+                .arg("--threads")
+                .arg(self.args.threads.to_string()),
             &workdir.path().join("backend.log"),
         )?;
         backend.wait_for_port(backend_addr)?;
@@ -186,9 +193,7 @@ impl Suite {
             self_exe: self.self_exe.clone(),
             file_limit: self.file_limit,
         };
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?;
+        let rt = runtime(self.args.threads)?;
         let runner = Runner {
             env: &env,
             targets: &self.targets,
@@ -200,6 +205,7 @@ impl Suite {
             date: report::utc_now(),
             machine: Machine::describe(),
             rounds: self.rounds,
+            background: procfs::busy_processes(Duration::from_secs(1), 10.0),
             results: Vec::new(),
         };
         let header = report.header();
@@ -309,6 +315,20 @@ impl Suite {
                 }]
             }
         }
+    }
+}
+
+/// A tokio runtime with `threads` workers; one means a current-thread runtime (no cross-thread wake-ups).
+pub fn runtime(threads: usize) -> io::Result<tokio::runtime::Runtime> {
+    if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
     }
 }
 

@@ -25,6 +25,61 @@ fn stat(pid: u32) -> Option<Stat> {
     })
 }
 
+/// A process that used a noticeable share of a CPU while sampled.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Busy {
+    /// Process id.
+    pub pid: u32,
+    /// Command name.
+    pub comm: String,
+    /// Nice value.
+    pub nice: i64,
+    /// Share of one CPU, in percent.
+    pub cpu_percent: f64,
+}
+
+/// Processes outside this process's tree that used more than `threshold` percent of a CPU over
+/// `sample`. A busy neighbour, even a niced one, skews every figure: the scheduler may leave it a whole
+/// core and pack the benchmark onto the other.
+pub fn busy_processes(sample: Duration, threshold: f64) -> Vec<Busy> {
+    let read = || -> Vec<(u32, u64)> {
+        let Ok(dir) = fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        dir.flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter_map(|pid| Some((pid, stat(pid)?.ticks)))
+            .collect()
+    };
+    let before = read();
+    std::thread::sleep(sample);
+    let mine = tree(std::process::id());
+    let hz = clock_ticks_per_second() as f64;
+    let mut busy: Vec<Busy> = read()
+        .into_iter()
+        .filter(|(pid, _)| !mine.contains(pid))
+        .filter_map(|(pid, after)| {
+            let (_, b) = before.iter().find(|(p, _)| *p == pid)?;
+            let cpu_percent = after.saturating_sub(*b) as f64 / hz / sample.as_secs_f64() * 100.0;
+            let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let comm = text.get(text.find('(')? + 1..text.rfind(')')?)?.to_owned();
+            let nice = text[text.rfind(')')? + 1..]
+                .split_whitespace()
+                .nth(16)?
+                .parse()
+                .ok()?;
+            (cpu_percent > threshold).then_some(Busy {
+                pid,
+                comm,
+                nice,
+                cpu_percent,
+            })
+        })
+        .collect();
+    busy.sort_by(|a, b| b.cpu_percent.total_cmp(&a.cpu_percent));
+    busy
+}
+
 /// `pid` and every live descendant.
 pub fn tree(pid: u32) -> Vec<u32> {
     let mut parents: Vec<(u32, u32)> = Vec::new();

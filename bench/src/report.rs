@@ -17,6 +17,8 @@ pub struct Report {
     pub machine: Machine,
     /// Rounds per case.
     pub rounds: usize,
+    /// Other processes that were busy when the run started.
+    pub background: Vec<crate::procfs::Busy>,
     /// One entry per scenario case, in the order run.
     pub results: Vec<Section>,
 }
@@ -70,8 +72,22 @@ impl Section {
 impl Report {
     /// The lines printed above the tables.
     pub fn header(&self) -> String {
+        let background = if self.background.is_empty() {
+            "none over 10% of a CPU".to_owned()
+        } else {
+            self.background
+                .iter()
+                .map(|b| {
+                    format!(
+                        "{} (pid {}, nice {}) {:.0}%",
+                        b.comm, b.pid, b.nice, b.cpu_percent
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         format!(
-            "command: `{}`\ndate: {}\nmachine: nproc={}, kernel {}, {}, {} MiB RAM\nrounds: {} (targets interleaved, order rotated each round)\n",
+            "command: `{}`\ndate: {}\nmachine: nproc={}, kernel {}, {}, {} MiB RAM\nrounds: {} (targets interleaved, order rotated each round)\nother load at start: {background}\n",
             self.command,
             self.date,
             self.machine.nproc,

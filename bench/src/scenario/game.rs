@@ -16,7 +16,6 @@ use crate::wire::{self, Mode};
 use serde::Serialize;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -94,6 +93,9 @@ pub async fn measure(addr: SocketAddr, meter: Meter, cfg: GameConfig) -> io::Res
 
 /// One session: sends until `end`, reads echoes until all came back or [`DRAIN`] ran out. Returns the
 /// number sent and the round trips (nanoseconds) of those that came back.
+///
+/// One loop does both: a message is written whole when its tick comes (a small write to a socket with room
+/// completes at once), and reading a TcpStream and ticking are cancel-safe, so `select!` loses nothing.
 async fn session(
     mut stream: TcpStream,
     base: Instant,
@@ -103,61 +105,50 @@ async fn session(
     cfg: GameConfig,
     mut rng: fastrand::Rng,
 ) -> (u64, Vec<u64>) {
-    let (rd, mut wr) = stream.split();
-    let sent = AtomicU64::new(0);
-    let done_sending = AtomicBool::new(false);
-    let write = async {
-        let mut ticks = tokio::time::interval_at(first, period);
-        // Keep the rate: a late tick is made up for, not skipped.
-        ticks.set_missed_tick_behavior(MissedTickBehavior::Burst);
-        let mut msg = Vec::with_capacity(cfg.max_size);
-        let mut seq = 0u32;
-        while ticks.tick().await < end {
-            let size = rng.usize(cfg.min_size..=cfg.max_size);
-            wire::encode_message(&mut msg, size, nanos(base.elapsed()), seq);
-            if wr.write_all(&msg).await.is_err() {
-                break;
-            }
-            seq = seq.wrapping_add(1);
-            sent.fetch_add(1, Ordering::Relaxed);
-        }
-        done_sending.store(true, Ordering::Release);
-    };
-    let read = async {
-        let mut rd = rd;
-        let mut rtts =
-            Vec::with_capacity((cfg.duration.as_secs_f64() * f64::from(cfg.rate_hz)) as usize + 8);
-        let mut pending = Vec::with_capacity(16 * 1024);
-        let mut chunk = vec![0u8; 16 * 1024];
-        let drain_end = end + DRAIN;
-        while !(done_sending.load(Ordering::Acquire)
-            && rtts.len() as u64 >= sent.load(Ordering::Relaxed))
-        {
-            // Wake up now and then while idle, to notice that the writer finished and nothing is missing.
-            // Reading a TcpStream is cancel-safe, so the timeout never loses bytes.
-            let wake = (Instant::now() + period).min(drain_end);
-            match tokio::time::timeout_at(wake, rd.read(&mut chunk)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => break,
-                Ok(Ok(n)) => {
-                    let now = nanos(base.elapsed());
-                    pending.extend_from_slice(&chunk[..n]);
-                    let mut at = 0;
-                    while let Some((body, used)) = wire::split_message(&pending[at..]) {
-                        if let Some((sent_nanos, _seq)) = wire::decode_message(body) {
-                            rtts.push(now.saturating_sub(sent_nanos));
-                        }
-                        at += used;
-                    }
-                    pending.drain(..at);
+    let mut ticks = tokio::time::interval_at(first, period);
+    // Keep the rate: a late tick is made up for, not skipped.
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Burst);
+    let drain = tokio::time::sleep_until(end + DRAIN);
+    tokio::pin!(drain);
+    let mut rtts =
+        Vec::with_capacity((cfg.duration.as_secs_f64() * f64::from(cfg.rate_hz)) as usize + 8);
+    let (mut msg, mut pending) = (Vec::with_capacity(cfg.max_size), Vec::with_capacity(4096));
+    let mut chunk = vec![0u8; 16 * 1024];
+    let (mut sent, mut sending) = (0u64, true);
+    while sending || (rtts.len() as u64) < sent {
+        tokio::select! {
+            at = ticks.tick(), if sending => {
+                if at >= end {
+                    sending = false;
+                    continue;
                 }
-                Err(_) if Instant::now() >= drain_end => break,
-                Err(_) => {}
+                let size = rng.usize(cfg.min_size..=cfg.max_size);
+                wire::encode_message(&mut msg, size, nanos(base.elapsed()), sent as u32);
+                if stream.write_all(&msg).await.is_err() {
+                    break;
+                }
+                sent += 1;
             }
+            read = stream.read(&mut chunk) => {
+                let n = match read {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                let now = nanos(base.elapsed());
+                pending.extend_from_slice(&chunk[..n]);
+                let mut at = 0;
+                while let Some((body, used)) = wire::split_message(&pending[at..]) {
+                    if let Some((sent_nanos, _seq)) = wire::decode_message(body) {
+                        rtts.push(now.saturating_sub(sent_nanos));
+                    }
+                    at += used;
+                }
+                pending.drain(..at);
+            }
+            () = &mut drain, if !sending => break,
         }
-        rtts
-    };
-    let ((), rtts) = tokio::join!(write, read);
-    (sent.load(Ordering::Relaxed), rtts)
+    }
+    (sent, rtts)
 }
 
 /// One target's figures over all rounds.
