@@ -96,6 +96,11 @@ pub struct Args {
     /// as milliseconds of latency that no proxy caused.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Pin the load generator and the backend to these CPUs (e.g. "0"); proxies still run on every CPU.
+    /// Use it when other work shares the machine: a busy neighbour, even a niced one, can make the
+    /// scheduler pack everything onto one core.
+    #[arg(long, value_delimiter = ',', value_name = "CPUS")]
+    pub pin_load: Vec<usize>,
     /// Where the nethergate binaries are [default: the directory of this binary].
     #[arg(long)]
     pub bin_dir: Option<PathBuf>,
@@ -174,6 +179,10 @@ impl Suite {
     }
 
     fn run(self) -> io::Result<()> {
+        if !self.args.pin_load.is_empty() {
+            // Before any thread or child exists, so the runtime's threads and the backend inherit it.
+            procfs::set_affinity(&self.args.pin_load)?;
+        }
         let workdir = tempfile::Builder::new()
             .prefix("nethergate-bench-")
             .tempdir()?;
@@ -185,6 +194,7 @@ impl Suite {
                 .arg("--threads")
                 .arg(self.args.threads.to_string()),
             &workdir.path().join("backend.log"),
+            false,
         )?;
         backend.wait_for_port(backend_addr)?;
         let env = Env {

@@ -159,6 +159,27 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
     Ok(lim.rlim_cur)
 }
 
+/// Restricts the calling thread, and the threads and processes it starts afterwards, to `cpus`
+/// (all CPUs when empty). Allocates nothing, so a child may call it between fork and exec.
+pub fn set_affinity(cpus: &[usize]) -> io::Result<()> {
+    // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET only write inside it, and sched_setaffinity reads
+    // it for the calling thread (pid 0).
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_ZERO(&mut set);
+        let size = libc::CPU_SETSIZE as usize;
+        for cpu in 0..size {
+            if cpus.is_empty() || cpus.contains(&cpu) {
+                libc::CPU_SET(cpu, &mut set);
+            }
+        }
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// The machine, as printed at the top of a report.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Machine {

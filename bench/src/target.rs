@@ -193,7 +193,7 @@ impl Target {
                 c
             }
         };
-        let mut process = Process::spawn(&mut command, &dir.join("output.log"))?;
+        let mut process = Process::spawn(&mut command, &dir.join("output.log"), true)?;
         process.wait_for_port(listen)?;
         Ok(Running {
             addr: listen,
@@ -239,8 +239,9 @@ pub struct Process {
 }
 
 impl Process {
-    /// Spawns `command` with stdout and stderr to `log`; the child dies with this process.
-    pub fn spawn(command: &mut Command, log: &Path) -> io::Result<Process> {
+    /// Spawns `command` with stdout and stderr to `log`; the child dies with this process. A proxy
+    /// (`unpinned`) may run on every CPU even when the load generator is pinned.
+    pub fn spawn(command: &mut Command, log: &Path, unpinned: bool) -> io::Result<Process> {
         let out = fs::File::create(log)?;
         command
             .stdin(Stdio::null())
@@ -249,9 +250,12 @@ impl Process {
         // SAFETY: prctl is async-signal-safe; it only asks the kernel to kill the child if we die first, so
         // an interrupted benchmark leaves no proxy behind.
         unsafe {
-            command.pre_exec(|| {
+            command.pre_exec(move || {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                     return Err(io::Error::last_os_error());
+                }
+                if unpinned {
+                    crate::procfs::set_affinity(&[])?;
                 }
                 Ok(())
             });
