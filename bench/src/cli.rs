@@ -31,7 +31,7 @@ pub enum Scenario {
 /// Measures proxies against a direct connection to the same backend, in interleaved rounds.
 ///
 /// Durations take units: "500ms", "10s". Without --quick the defaults are the full suite (about 15
-/// minutes with every proxy); --quick runs every scenario once, smaller and shorter (about a minute).
+/// minutes with every proxy); --quick runs every scenario once, smaller and shorter (about 80 s).
 #[derive(Debug, Parser)]
 #[command(version, about, long_about = None)]
 pub struct Args {
