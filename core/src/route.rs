@@ -3,6 +3,11 @@
 //! Exact names beat every wildcard; among wildcard patterns (`*` for any run of characters, `?` for one)
 //! the one with the longest literal suffix wins, then the one with more literal characters, then the
 //! lexically smaller pattern, so the result never depends on file order. Lookups allocate nothing.
+//!
+//! The common wildcard shape, `*.suffix` (and a lone `*`), is indexed by its literal suffix: a lookup
+//! hashes the host's suffixes that start at a dot, longest first, so its cost grows with the number of
+//! labels in the host and not with the number of servers. Other globs (`mc?.example.com`, `*mc*`) are
+//! tried in precedence order, and only those that would beat the indexed match.
 
 use crate::config::{ConfigErrors, ConfigIssue, ServerConfig};
 use std::collections::HashMap;
@@ -46,17 +51,50 @@ struct Wildcard {
     server: usize,
 }
 
+/// String-keyed maps on the lookup path. The keys come from the configuration and are never inserted
+/// from the network, so a fast non-cryptographic hasher (randomly seeded per map) is safe here.
+type FastMap<V> = HashMap<String, V, foldhash::fast::RandomState>;
+
+fn fast_map<V>() -> FastMap<V> {
+    HashMap::with_hasher(foldhash::fast::RandomState::default())
+}
+
 /// Maps hosts to servers. Built once per configuration load and shared read-only.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RouteTable {
     servers: Vec<Arc<Server>>,
-    exact: HashMap<String, usize>,
+    exact: FastMap<usize>,
+    /// Every wildcard pattern, best first (see the module docs).
     wildcards: Vec<Wildcard>,
+    /// `*.suffix` and `*` patterns by their literal suffix (`.suffix`, or empty): index into `wildcards`.
+    suffixes: FastMap<usize>,
+    /// The other patterns: indices into `wildcards`, ascending (best first).
+    globs: Vec<usize>,
     by_name: HashMap<String, usize>,
+}
+
+impl Default for RouteTable {
+    fn default() -> Self {
+        RouteTable {
+            servers: Vec::new(),
+            exact: fast_map(),
+            wildcards: Vec::new(),
+            suffixes: fast_map(),
+            globs: Vec::new(),
+            by_name: HashMap::new(),
+        }
+    }
 }
 
 fn is_wildcard(domain: &str) -> bool {
     domain.contains(['*', '?'])
+}
+
+/// The literal suffix of a pattern that a suffix lookup can match: `*.suffix` gives `.suffix`, `*` gives
+/// the empty string; any other pattern gives `None`.
+fn indexable_suffix(pattern: &str) -> Option<&str> {
+    let rest = pattern.strip_prefix('*')?;
+    (!is_wildcard(rest) && (rest.is_empty() || rest.starts_with('.'))).then_some(rest)
 }
 
 /// Matches `text` against a glob `pattern` of `*` and `?`, in linear space, without allocating.
@@ -142,6 +180,14 @@ impl RouteTable {
                 .then(b.literals.cmp(&a.literals))
                 .then(a.pattern.cmp(&b.pattern))
         });
+        for (rank, wildcard) in table.wildcards.iter().enumerate() {
+            match indexable_suffix(&wildcard.pattern) {
+                Some(suffix) => {
+                    table.suffixes.insert(suffix.to_owned(), rank);
+                }
+                None => table.globs.push(rank),
+            }
+        }
         Ok(table)
     }
 
@@ -149,14 +195,36 @@ impl RouteTable {
     pub fn route(&self, host: &str) -> Option<&Arc<Server>> {
         let index = match self.exact.get(host) {
             Some(&i) => i,
-            None => {
-                self.wildcards
-                    .iter()
-                    .find(|w| glob_match(&w.pattern, host))?
-                    .server
-            }
+            None => self.wildcards.get(self.wildcard_rank(host)?)?.server,
         };
         self.servers.get(index)
+    }
+
+    /// The rank (index into `wildcards`) of the best wildcard matching `host`.
+    fn wildcard_rank(&self, host: &str) -> Option<usize> {
+        // The longest indexed suffix that matches is the best indexed pattern: a longer literal suffix
+        // ranks first, and two indexed patterns never share a suffix length for one host.
+        let indexed = if self.suffixes.is_empty() {
+            None
+        } else {
+            host.bytes()
+                .enumerate()
+                .filter(|&(_, b)| b == b'.')
+                .map(|(i, _)| &host[i..])
+                .chain(std::iter::once(""))
+                .find_map(|suffix| self.suffixes.get(suffix).copied())
+        };
+        let best = indexed.unwrap_or(usize::MAX);
+        self.globs
+            .iter()
+            .take_while(|&&rank| rank < best)
+            .find(|&&rank| {
+                self.wildcards
+                    .get(rank)
+                    .is_some_and(|w| glob_match(&w.pattern, host))
+            })
+            .copied()
+            .or(indexed)
     }
 
     /// The server with this name (for redirects).
@@ -219,6 +287,20 @@ mod tests {
     }
 
     #[test]
+    fn better_glob_beats_the_indexed_suffix() {
+        let t = RouteTable::build(&[
+            cfg("suffix", &["*.example.com"]),
+            cfg("glob", &["mc?.example.com", "*play*"]),
+            cfg("all", &["*"]),
+        ])
+        .unwrap();
+        assert_eq!(routed(&t, "mc1.example.com"), Some("glob"));
+        assert_eq!(routed(&t, "eu.example.com"), Some("suffix"));
+        assert_eq!(routed(&t, "play.example.org"), Some("glob"));
+        assert_eq!(routed(&t, "other.org"), Some("all"));
+    }
+
+    #[test]
     fn question_mark_matches_one_character() {
         let t = RouteTable::build(&[cfg("s", &["mc?.example.com"])]).unwrap();
         assert_eq!(routed(&t, "mc1.example.com"), Some("s"));
@@ -276,6 +358,17 @@ mod tests {
                 }
             }
             prop_assert_eq!(glob_match(&p, &t), naive(p.as_bytes(), t.as_bytes()));
+        }
+
+        #[test]
+        fn suffix_index_agrees_with_a_scan_in_precedence_order(
+            patterns in proptest::collection::btree_set("[*?]?[ab.]{0,3}[*?]?[ab.]{0,3}[ab*?]", 1..8),
+            host in "[ab.]{1,8}",
+        ) {
+            let domains: Vec<&str> = patterns.iter().map(String::as_str).collect();
+            let t = RouteTable::build(&[cfg("s", &domains)]).unwrap();
+            let scanned = t.wildcards.iter().position(|w| glob_match(&w.pattern, &host));
+            prop_assert_eq!(t.wildcard_rank(&host), scanned);
         }
 
         #[test]
