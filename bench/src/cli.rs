@@ -44,7 +44,7 @@ pub struct Args {
     )]
     pub scenario: Vec<Scenario>,
     /// Proxies to measure [default: nethergate, nethergate-zero-copy, nethergate-smol, reference, and
-    /// haproxy when /usr/sbin/haproxy exists].
+    /// haproxy when /usr/sbin/haproxy exists]; also known: splice-reference (blocking threads, bulk only).
     #[arg(long, value_delimiter = ',')]
     pub proxies: Option<Vec<String>>,
     /// Another proxy: NAME=COMMAND, where COMMAND has {listen} and {backend} placeholders (ip:port);
@@ -113,6 +113,9 @@ pub struct Args {
     /// Internal: run the reference proxy on ADDR (needs --backend).
     #[arg(long, hide = true, value_name = "ADDR", requires = "backend")]
     pub serve_reference: Option<SocketAddr>,
+    /// Internal: run the splice reference proxy on ADDR (needs --backend).
+    #[arg(long, hide = true, value_name = "ADDR", requires = "backend")]
+    pub serve_splice_reference: Option<SocketAddr>,
     /// Internal: the reference proxy's backend.
     #[arg(long, hide = true, value_name = "ADDR")]
     pub backend: Option<SocketAddr>,
@@ -127,6 +130,11 @@ pub fn run(args: Args) -> io::Result<()> {
     if let (Some(listen), Some(backend)) = (args.serve_reference, args.backend) {
         procfs::raise_nofile_limit()?;
         return crate::reference::serve(listen, backend);
+    }
+    #[cfg(target_os = "linux")]
+    if let (Some(listen), Some(backend)) = (args.serve_splice_reference, args.backend) {
+        procfs::raise_nofile_limit()?;
+        return crate::splice_reference::serve(listen, backend);
     }
     Suite::new(args)?.run()
 }

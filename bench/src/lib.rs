@@ -31,6 +31,8 @@ pub mod procfs;
 pub mod reference;
 pub mod report;
 pub mod scenario;
+#[cfg(target_os = "linux")]
+pub mod splice_reference;
 pub mod stats;
 pub mod target;
 pub mod wire;

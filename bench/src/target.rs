@@ -18,6 +18,9 @@ pub const BUILTIN: [&str; 5] = [
     "haproxy",
 ];
 
+/// Proxies the tool knows by name that only run when asked for with `--proxies`.
+pub const OPTIONAL: [&str; 1] = ["splice-reference"];
+
 /// Where HAProxy is expected (Debian package `haproxy`).
 pub const HAPROXY: &str = "/usr/sbin/haproxy";
 
@@ -38,6 +41,8 @@ pub enum Kind {
     },
     /// The copy_bidirectional proxy in this binary (`--serve-reference`).
     Reference,
+    /// The blocking splice proxy in this binary (`--serve-splice-reference`).
+    SpliceReference,
     /// HAProxy in TCP mode with a generated configuration.
     Haproxy {
         /// The binary.
@@ -100,6 +105,7 @@ impl Target {
             "nethergate-zero-copy" => nethergate("nethergate", true)?,
             "nethergate-smol" => nethergate("nethergate-smol", false)?,
             "reference" => Kind::Reference,
+            "splice-reference" => Kind::SpliceReference,
             "haproxy" if Path::new(HAPROXY).is_file() => Kind::Haproxy {
                 binary: HAPROXY.into(),
             },
@@ -110,8 +116,9 @@ impl Target {
             }
             other => {
                 return Err(format!(
-                    "unknown proxy {other:?}; known: {}, or add one with --extra NAME=COMMAND",
-                    BUILTIN.join(", ")
+                    "unknown proxy {other:?}; known: {}, {}, or add one with --extra NAME=COMMAND",
+                    BUILTIN.join(", "),
+                    OPTIONAL.join(", ")
                 ))
             }
         };
@@ -168,9 +175,13 @@ impl Target {
                 c.arg("--config").arg(config);
                 c
             }
-            Kind::Reference => {
+            Kind::Reference | Kind::SpliceReference => {
+                let flag = match self.kind {
+                    Kind::SpliceReference => "--serve-splice-reference",
+                    _ => "--serve-reference",
+                };
                 let mut c = Command::new(&env.self_exe);
-                c.arg("--serve-reference")
+                c.arg(flag)
                     .arg(listen.to_string())
                     .arg("--backend")
                     .arg(env.backend.to_string());
