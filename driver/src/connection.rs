@@ -167,8 +167,12 @@ async fn handshake<R: Runtime>(
     peer: SocketAddr,
 ) -> Option<(R::Stream, Forward)> {
     let rt = &shared.rt;
+    #[cfg(not(target_os = "linux"))] // on Linux the listener passed it on (see bind_std)
     set_nodelay(client);
-    let local = local_addr(client).unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+    let local = shared
+        .fixed_local
+        .or_else(|| local_addr(client))
+        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
     let ctx = Context {
         routes: shared.control.routes.load_full(),
         registry: shared.control.registry.clone(),

@@ -14,7 +14,7 @@ use std::future::Future;
 use std::io;
 use std::net::Shutdown;
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -84,6 +84,9 @@ type Pumped = (Stop, bool);
 enum Step {
     /// Moved this many bytes (all written).
     Moved(usize),
+    /// Moved this many bytes (all written), and the read was short: the socket had nothing more, so the
+    /// direction can wait for readiness without another read that would only say `WouldBlock`.
+    Drained(usize),
     /// Nothing to read right now.
     WouldBlock,
     /// The read side sent EOF.
@@ -121,18 +124,22 @@ impl Carrier {
         limit: Duration,
     ) -> Step {
         match self {
-            Carrier::Buffer(buf) => match from.try_read(buf) {
-                Ok(0) => Step::Eof,
+            Carrier::Buffer(buf) => match read_chunk(from, buf) {
+                Ok((0, _)) => Step::Eof,
                 // Usually the socket takes everything at once; only a blocked write pays for the
                 // (boxed, so it takes no room in an idle session's task) wait with its timer.
-                Ok(n) => match write_now(to, &buf[..n]) {
-                    Ok(done) if done == n => Step::Moved(n),
-                    Ok(done) => match Box::pin(write_all(rt, to, &buf[done..n], limit)).await {
-                        Ok(()) => Step::Moved(n),
+                Ok((n, drained)) => {
+                    let written = match write_now(to, &buf[..n]) {
+                        Ok(done) if done == n => Ok(()),
+                        Ok(done) => Box::pin(write_all(rt, to, &buf[done..n], limit)).await,
+                        Err(stop) => Err(stop),
+                    };
+                    match written {
                         Err(stop) => Step::Stopped((stop, true)),
-                    },
-                    Err(stop) => Step::Stopped((stop, true)),
-                },
+                        Ok(()) if drained => Step::Drained(n),
+                        Ok(()) => Step::Moved(n),
+                    }
+                }
                 Err(e) => read_error(&e),
             },
             #[cfg(target_os = "linux")]
@@ -161,6 +168,31 @@ impl Carrier {
     }
 }
 
+/// Reads what `from` has into `buf`: the count, and whether the read was short (`0 < n < buf.len()`).
+///
+/// A short read shows the socket's receive queue was emptied, so the readiness the runtime cached is
+/// cleared as if the read had said `WouldBlock` (tokio does the same in its own `poll_read`): the next
+/// wait then needs a fresh event, and the read that would only have said `WouldBlock` is saved. Data that
+/// arrives in between is a new event, which the runtime never loses (tokio only clears readiness that no
+/// newer event has set; async-io re-arms its one-shot registration, which reports a socket that is
+/// already readable). An EOF stays visible: the closed state is never cleared.
+fn read_chunk<S: Stream>(from: &S, buf: &mut [u8]) -> io::Result<(usize, bool)> {
+    let len = buf.len();
+    let mut short = None;
+    let read = from.try_io(Interest::Read, || match from.try_read(buf) {
+        Ok(n) if n > 0 && n < len => {
+            short = Some(n);
+            Err(io::ErrorKind::WouldBlock.into())
+        }
+        other => other,
+    });
+    match (read, short) {
+        (_, Some(n)) => Ok((n, true)),
+        (Ok(n), None) => Ok((n, false)),
+        (Err(e), None) => Err(e),
+    }
+}
+
 fn read_error(e: &io::Error) -> Step {
     match e.kind() {
         io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Step::WouldBlock,
@@ -173,6 +205,10 @@ fn read_error(e: &io::Error) -> Step {
 }
 
 /// Copies `from` → `to` until EOF (then shuts down `to`'s write half), an error, or a limit.
+///
+/// When the other direction has finished already, the session ends with this EOF and both sockets are
+/// closed at once: `to` then gets no `shutdown` of its own, as closing a socket whose input was read to
+/// the end sends the same FIN after the same queued bytes (one syscall less per session).
 async fn pump<R: Runtime, S: Stream>(
     rt: &R,
     from: &S,
@@ -180,6 +216,7 @@ async fn pump<R: Runtime, S: Stream>(
     mode: ProxyMode,
     timeouts: Timeouts,
     count: &AtomicU64,
+    other_done: &AtomicBool,
 ) -> Pumped {
     let mut last_read = Instant::now();
     let mut idle: Pin<&mut R::Sleep> = pin!(rt.sleep_until(last_read + timeouts.read));
@@ -215,9 +252,16 @@ async fn pump<R: Runtime, S: Stream>(
                         break;
                     }
                 }
+                Step::Drained(n) => {
+                    last_read = Instant::now();
+                    count.fetch_add(n as u64, Ordering::Relaxed);
+                    break;
+                }
                 Step::WouldBlock => break,
                 Step::Eof => {
-                    shutdown_write(to);
+                    if !other_done.load(Ordering::Relaxed) {
+                        shutdown_write(to);
+                    }
                     return (Stop::Eof, false);
                 }
                 Step::Stopped(p) => return p,
@@ -249,19 +293,19 @@ pub async fn bidirectional<R: Runtime, S: Stream>(
     let (c2b, b2c) = (AtomicU64::new(0), AtomicU64::new(0));
     let mut ending = Ending::default();
     {
-        let mut up = pin!(pump(rt, client, backend, mode, timeouts, &c2b));
-        let mut down = pin!(pump(rt, backend, client, mode, timeouts, &b2c));
+        let (up_done, down_done) = (AtomicBool::new(false), AtomicBool::new(false));
+        let mut up = pin!(pump(rt, client, backend, mode, timeouts, &c2b, &down_done));
+        let mut down = pin!(pump(rt, backend, client, mode, timeouts, &b2c, &up_done));
         let mut stop = pin!(stop);
-        let (mut up_done, mut down_done) = (false, false);
         future::poll_fn(|cx| {
             for (done, fut, reading) in [
-                (&mut up_done, up.as_mut(), Side::Client),
-                (&mut down_done, down.as_mut(), Side::Backend),
+                (&up_done, up.as_mut(), Side::Client),
+                (&down_done, down.as_mut(), Side::Backend),
             ] {
-                if !*done {
+                if !done.load(Ordering::Relaxed) {
                     if let Poll::Ready((s, on_write)) = fut.poll(cx) {
                         tracing::debug!(reading = ?reading, stop = ?s, on_write, "direction finished");
-                        *done = true;
+                        done.store(true, Ordering::Relaxed);
                         ending.record_direction(reading, on_write, s);
                         if Ending::ends_session(s) {
                             return Poll::Ready(());
@@ -269,7 +313,7 @@ pub async fn bidirectional<R: Runtime, S: Stream>(
                     }
                 }
             }
-            if up_done && down_done {
+            if up_done.load(Ordering::Relaxed) && down_done.load(Ordering::Relaxed) {
                 return Poll::Ready(());
             }
             if stop.as_mut().poll(cx).is_ready() {

@@ -104,7 +104,7 @@ impl Smol {
 
     /// Runs `future` to completion while one thread per core (this one included) runs the executor.
     pub fn block_on<T>(&self, future: impl Future<Output = T>) -> T {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = std::env::var("NG_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         let done = Arc::new(Flag::default());
         let workers: Vec<_> = (1..threads)
             .filter_map(|i| {
