@@ -36,6 +36,16 @@ pub struct Args {
     /// Log format; the level comes from RUST_LOG (default "info").
     #[arg(long, value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
+    /// Threads that run sessions [default: one per CPU core].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<std::num::NonZeroUsize>,
+}
+
+/// The number of session threads: `--threads`, or one per CPU core.
+pub fn threads(requested: Option<std::num::NonZeroUsize>) -> usize {
+    requested
+        .or_else(|| std::thread::available_parallelism().ok())
+        .map_or(1, std::num::NonZeroUsize::get)
 }
 
 /// Installs the tracing subscriber.
@@ -126,6 +136,8 @@ pub struct Launch {
     pub config: Config,
     /// The pre-connect plugins configured.
     pub plugins: Plugins,
+    /// Threads that run sessions (`--threads`, or one per CPU core).
+    pub threads: usize,
 }
 
 /// Keeps signal handling, the directory watch and the Docker provider alive while the proxy runs.
@@ -188,7 +200,12 @@ pub fn main(serve: impl FnOnce(Launch) -> io::Result<()>) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let plugins = plugins(&config);
-    match serve(Launch { config, plugins }) {
+    let threads = threads(args.threads);
+    match serve(Launch {
+        config,
+        plugins,
+        threads,
+    }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "fatal");

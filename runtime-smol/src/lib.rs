@@ -18,6 +18,7 @@ use std::time::Instant;
 #[derive(Clone)]
 pub struct Smol {
     executor: Arc<Executor<'static>>,
+    threads: usize,
 }
 
 /// A TCP stream registered with async-io.
@@ -95,16 +96,22 @@ impl Runtime for Smol {
 }
 
 impl Smol {
-    /// A runtime with a fresh executor (run it with [`Smol::block_on`]).
+    /// A runtime with a fresh executor run by one thread per core (run it with [`Smol::block_on`]).
     pub fn new() -> Smol {
+        Smol::with_threads(nethergate_driver::cli::threads(None))
+    }
+
+    /// A runtime with a fresh executor run by `threads` threads.
+    pub fn with_threads(threads: usize) -> Smol {
         Smol {
             executor: Arc::new(Executor::new()),
+            threads: threads.max(1),
         }
     }
 
-    /// Runs `future` to completion while one thread per core (this one included) runs the executor.
+    /// Runs `future` to completion while the runtime's threads (this one included) run the executor.
     pub fn block_on<T>(&self, future: impl Future<Output = T>) -> T {
-        let threads = std::env::var("NG_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let threads = self.threads;
         let done = Arc::new(Flag::default());
         let workers: Vec<_> = (1..threads)
             .filter_map(|i| {

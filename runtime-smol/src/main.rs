@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     cli::main(|launch| {
-        let rt = Smol::new();
+        let rt = Smol::with_threads(launch.threads);
         let proxy = Proxy::bind(rt.clone(), launch.config.clone(), launch.plugins.clone())?;
         let _supervision = launch.supervise(proxy.handle())?;
         rt.block_on(proxy.run())

@@ -80,17 +80,18 @@ impl Runtime for Tokio {
     }
 }
 
-/// Builds the multi-threaded tokio runtime the binary uses.
-pub fn runtime() -> io::Result<tokio::runtime::Runtime> {
+/// Builds the multi-threaded tokio runtime the binary uses, with `threads` workers.
+pub fn runtime(threads: usize) -> io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .worker_threads(threads.max(1))
         .thread_name("nethergate-worker")
         .build()
 }
 
 /// Binds and runs a proxy for `config` on a new thread with its own tokio runtime.
 pub fn spawn(config: Config, plugins: Plugins) -> io::Result<Running> {
-    let rt = runtime()?;
+    let rt = runtime(nethergate_driver::cli::threads(None))?;
     let proxy = {
         let _enter = rt.enter();
         Proxy::bind(Tokio, config, plugins)?

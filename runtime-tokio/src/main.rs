@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     cli::main(|launch| {
-        let rt = nethergate_tokio::runtime()?;
+        let rt = nethergate_tokio::runtime(launch.threads)?;
         let proxy = {
             let _enter = rt.enter();
             Proxy::bind(

@@ -209,3 +209,52 @@ fn json_logs_sighup_reload_and_sigterm_exit_zero() {
         assert!(status.success(), "{bin}: {status:?}");
     }
 }
+
+/// Names of the threads of process `pid` that run sessions (tokio workers, smol executor threads).
+fn session_threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .filter_map(Result::ok)
+                .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+                .filter(|name| name.starts_with("nethergate-"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn threads_flag_sets_the_session_threads_and_rejects_zero() {
+    for bin in BINARIES {
+        let a = Backend::echo();
+        let layout = Layout::new().server("a", &server_toml(&["a.example.com"], &[a.addr()], ""));
+        for n in [1usize, 3] {
+            let (mut child, addr, _rx) = spawn(bin, &layout, &["--threads", &n.to_string()]);
+            let mut c = connect(addr);
+            let login = login_bytes("a.example.com", "Steve");
+            c.write_all(&login).unwrap();
+            let mut back = vec![0u8; login.len()];
+            c.read_exact(&mut back).unwrap();
+            assert_eq!(back, login, "{bin} --threads {n}: forwards");
+            // tokio names its n workers "nethergate-worker"; smol runs the executor on its main thread
+            // (named after the binary, "nethergate-smol") and n - 1 threads "nethergate-smol-<i>".
+            assert_eq!(session_threads(child.id()), n, "{bin} --threads {n}");
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+        let zero = run(
+            bin,
+            &[
+                "--config",
+                layout.path().to_str().unwrap_or_default(),
+                "--threads",
+                "0",
+            ],
+        );
+        assert_eq!(
+            zero.status.code(),
+            Some(2),
+            "{bin}: --threads 0 is a usage error"
+        );
+    }
+}

@@ -865,6 +865,7 @@ fn supervise_starts_the_provider() {
     let launch = nethergate_driver::cli::Launch {
         config,
         plugins: Plugins::new(),
+        threads: 1,
     };
     let supervision = launch
         .supervise(running.handle().clone())
