@@ -23,8 +23,9 @@ declare -A RUNS=(
   [login_start]=2000000
   [session]=300000
   [config]=150000
+  [labels]=150000
 )
-TARGETS=(handshake login_start session config)
+TARGETS=(handshake login_start session config labels)
 scale="${FUZZ_RUNS_SCALE:-1}"
 seed="${FUZZ_SEED:-1}"
 sanitizer="${FUZZ_SANITIZER:-none}"
@@ -57,6 +58,7 @@ for t in "${TARGETS[@]}"; do
   extra=()
   case "$t" in
     config) extra=(-dict=dict/config.dict) ;;
+    labels) extra=(-dict=dict/labels.dict) ;;
     handshake) extra=(-dict=dict/handshake.dict -max_len=17000) ;;
     login_start) extra=(-max_len=8400) ;;
     session) extra=(-dict=dict/handshake.dict) ;;

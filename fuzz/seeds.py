@@ -100,3 +100,25 @@ write("config", "two-servers-and-main",
 write("config", "duplicate-name",
       (SERVERS["minimal"] + "\0" + 'name = "a"\n' + SERVERS["from-backend"] + "\0" + MAIN["main-bad"]).encode())
 write("config", "main-only", ("\0\0" + MAIN["main"]).encode())
+
+# Docker containers for the `labels` target (see fuzz_targets/labels.rs): a name line, `@net`, `@port`,
+# `@network` lines and `nethergate.*` labels.
+LABELS = {
+    "minimal": "survival\n@net bridge 172.17.0.2\nnethergate.enable=true\n",
+    "full": "lobby\n@net frontend 172.18.0.5\n@net backend 172.19.0.3\n@network backend\n"
+            "nethergate.enable=true\nnethergate.domains=lobby.example.com, *.lobby.example.com\n"
+            "nethergate.port=25566\nnethergate.name=lobby\nnethergate.proxy_mode=zero_copy\n"
+            "nethergate.send_proxy_protocol=true\nnethergate.proxy_protocol_version=1\n"
+            "nethergate.domain_rewrite=explicit:internal.lobby\nnethergate.max_players=100\n"
+            "nethergate.disconnect_message=Lobby is restarting\nnethergate.timeouts.connect=2s\n"
+            "nethergate.timeouts.read=1m\nnethergate.timeouts.write=30s\n",
+    "published": "creative\n@net host\n@port 25565 30001 0.0.0.0\n@port 25565 30002 :: udp\n"
+                 "nethergate.enable=true\nnethergate.domain_rewrite=from_backend\n",
+    "bad": "broken\nnethergate.enable=yes\n",
+    "bad-values": "broken\n@net bridge 172.17.0.9\nnethergate.enable=true\nnethergate.port=0\n"
+                  "nethergate.max_players=many\nnethergate.timeouts.read=soon\nnethergate.colour=red\n"
+                  "nethergate.domain_rewrite=none\nnethergate.domain_rewrite.explicit=x\n",
+    "disabled": "off\nnethergate.enable=false\nnethergate.port=x\n",
+}
+for name, text in LABELS.items():
+    write("labels", name, text.encode())
