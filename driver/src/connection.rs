@@ -53,13 +53,9 @@ async fn dial<R: Runtime>(rt: &R, req: &ConnectRequest) -> io::Result<(R::Stream
     .await
 }
 
-/// Reads what the client sent (or EOF) into the session; `false` when the session should stop waiting.
-async fn read_client<R: Runtime>(
-    rt: &R,
-    shared: &Shared<R>,
-    client: &R::Stream,
-    session: &mut Session,
-) -> bool {
+/// Waits for what the client sends (or EOF, or the session's deadline) and feeds it to the session.
+/// Abort is watched by `serve` around the whole handshake.
+async fn read_client<R: Runtime>(rt: &R, client: &R::Stream, session: &mut Session) {
     let deadline = session.poll_timeout();
     let readable = future::or(async { Some(client.readable().await) }, async {
         match deadline {
@@ -68,22 +64,10 @@ async fn read_client<R: Runtime>(
         }
         None
     });
-    let outcome = future::or(async { Some(readable.await) }, async {
-        shared.control.abort.wait().await;
-        None
-    })
-    .await;
-    match outcome {
-        None => false,
-        Some(None) => {
-            session.handle_timeout(Instant::now());
-            true
-        }
-        Some(Some(Err(_))) => {
-            session.handle_client_eof();
-            true
-        }
-        Some(Some(Ok(()))) => {
+    match readable.await {
+        None => session.handle_timeout(Instant::now()),
+        Some(Err(_)) => session.handle_client_eof(),
+        Some(Ok(())) => {
             let mut buf = Buffer::take();
             loop {
                 // Read no more than the session takes: later bytes wait in the socket for the copy.
@@ -107,7 +91,6 @@ async fn read_client<R: Runtime>(
                     }
                 }
             }
-            true
         }
     }
 }
@@ -141,14 +124,15 @@ async fn linger<R: Runtime>(rt: &R, client: &R::Stream) {
 /// timers) is freed when forwarding starts, so a long-lived session's task holds only the copy's state.
 pub(crate) async fn serve<R: Runtime>(shared: &Shared<R>, client: R::Stream, peer: SocketAddr) {
     // Abort (second signal, shutdown deadline) also cuts a handshake waiting on a slow dial.
-    let prepared = future::or(Box::pin(handshake(shared, &client, peer)), async {
-        shared.control.abort.wait().await;
-        None
-    });
-    let Some((backend, fwd)) = prepared.await else {
+    let prepared = shared
+        .control
+        .abort
+        .unless_set(Box::pin(handshake(shared, &client, peer)))
+        .await;
+    let Some(Some((backend, fwd))) = prepared else {
         return;
     };
-    let abort = shared.control.abort.wait();
+    let abort = &shared.control.abort;
     let copied =
         copy::bidirectional(&shared.rt, &client, &backend, fwd.mode, fwd.timeouts, abort).await;
     fwd.live.finish(
@@ -222,7 +206,7 @@ async fn handshake<R: Runtime>(
                     return Some((backend, fwd));
                 }
                 Action::Close(_) => {
-                    future::or(linger(rt, client), shared.control.abort.wait()).await;
+                    linger(rt, client).await; // abort: see `serve`
                     return None;
                 }
             }
@@ -230,8 +214,6 @@ async fn handshake<R: Runtime>(
         if session.is_done() || !session.wants_client_data() {
             return None;
         }
-        if !read_client(rt, shared, client, &mut session).await {
-            return None;
-        }
+        read_client(rt, client, &mut session).await;
     }
 }

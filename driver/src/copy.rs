@@ -7,6 +7,7 @@
 
 use crate::pool::Buffer;
 use crate::runtime::{Interest, Runtime, Stream};
+use crate::signal::Flag;
 use futures_lite::future;
 use nethergate_core::forward::{classify_error, Ending, Side, Stop, FAIR_SHARE_BYTES};
 use nethergate_core::{EndReason, ProxyMode, Timeouts};
@@ -281,14 +282,16 @@ pub struct Copied {
     pub reason: EndReason,
 }
 
-/// Copies both ways until both directions are done, one fails, or `stop` resolves (reason Shutdown).
+/// Copies both ways until both directions are done, one fails, or `stop` is set (reason Shutdown).
+///
+/// `stop` is watched with a [`crate::signal::Watch`]: one atomic load per wake-up, no shared lock.
 pub async fn bidirectional<R: Runtime, S: Stream>(
     rt: &R,
     client: &S,
     backend: &S,
     mode: ProxyMode,
     timeouts: Timeouts,
-    stop: impl Future<Output = ()>,
+    stop: &Flag,
 ) -> Copied {
     let (c2b, b2c) = (AtomicU64::new(0), AtomicU64::new(0));
     let mut ending = Ending::default();
@@ -296,7 +299,7 @@ pub async fn bidirectional<R: Runtime, S: Stream>(
         let (up_done, down_done) = (AtomicBool::new(false), AtomicBool::new(false));
         let mut up = pin!(pump(rt, client, backend, mode, timeouts, &c2b, &down_done));
         let mut down = pin!(pump(rt, backend, client, mode, timeouts, &b2c, &up_done));
-        let mut stop = pin!(stop);
+        let mut stop = stop.watch();
         future::poll_fn(|cx| {
             for (done, fut, reading) in [
                 (&up_done, up.as_mut(), Side::Client),
@@ -316,7 +319,7 @@ pub async fn bidirectional<R: Runtime, S: Stream>(
             if up_done.load(Ordering::Relaxed) && down_done.load(Ordering::Relaxed) {
                 return Poll::Ready(());
             }
-            if stop.as_mut().poll(cx).is_ready() {
+            if stop.poll_set(cx) {
                 ending.record(Side::Client, Stop::Shutdown);
                 return Poll::Ready(());
             }

@@ -7,6 +7,7 @@ use arc_swap::ArcSwap;
 use futures_lite::future;
 use nethergate_core::{Config, MainConfig, Plugins, Registry, RouteTable};
 use socket2::{Domain, Socket, Type};
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -168,10 +169,17 @@ impl<R: Runtime> Proxy<R> {
         // Refusals and accept errors come in floods: one line per second at most, with the count.
         let mut refusals = LogLimit::default();
         let mut accept_errors = LogLimit::default();
+        let mut stopping = control.stopping.watch();
         loop {
-            let accepted = future::or(async { Some(listener.accept().await) }, async {
-                control.stopping.wait().await;
-                None
+            let mut accept = std::pin::pin!(listener.accept());
+            let accepted = future::poll_fn(|cx| {
+                if let std::task::Poll::Ready(r) = accept.as_mut().poll(cx) {
+                    return std::task::Poll::Ready(Some(r));
+                }
+                if stopping.poll_set(cx) {
+                    return std::task::Poll::Ready(None);
+                }
+                std::task::Poll::Pending
             })
             .await;
             match accepted {
