@@ -205,11 +205,10 @@ impl Session {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
             State::Handshake if handshake::is_legacy_prefix(&self.buf) => {
-                let legacy = self.opened.checked_add(LEGACY_WAIT);
-                match (legacy, self.deadline) {
-                    (Some(l), Some(d)) => Some(l.min(d)),
-                    (l, d) => l.or(d),
-                }
+                [self.opened.checked_add(LEGACY_WAIT), self.deadline]
+                    .into_iter()
+                    .flatten()
+                    .min()
             }
             State::Handshake | State::StatusRequest | State::LoginStart | State::OfflineStatus => {
                 self.deadline

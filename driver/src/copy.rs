@@ -49,18 +49,13 @@ pub async fn write_all<R: Runtime, S: Stream>(
     mut data: &[u8],
     limit: Duration,
 ) -> Result<(), Stop> {
-    while !data.is_empty() {
-        match to.try_write(data) {
-            Ok(0) => return Err(Stop::Error),
-            Ok(n) => data = &data[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                writable_within(rt, to, limit).await?
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(classify_error(&e)),
+    loop {
+        data = &data[write_now(to, data)?..];
+        if data.is_empty() {
+            return Ok(());
         }
+        writable_within(rt, to, limit).await?;
     }
-    Ok(())
 }
 
 /// Writes as much of `data` as the socket takes now; the number written, or why it cannot go on.
@@ -83,11 +78,9 @@ type Pumped = (Stop, bool);
 
 /// What one step of a direction did.
 enum Step {
-    /// Moved this many bytes (all written).
-    Moved(usize),
-    /// Moved this many bytes (all written), and the read was short: the socket had nothing more, so the
-    /// direction can wait for readiness without another read that would only say `WouldBlock`.
-    Drained(usize),
+    /// Moved this many bytes (all written); `true` when the read was short: the socket had nothing more,
+    /// so the direction can wait for readiness without another read that would only say `WouldBlock`.
+    Moved(usize, bool),
     /// Nothing to read right now.
     WouldBlock,
     /// The read side sent EOF.
@@ -137,8 +130,7 @@ impl Carrier {
                     };
                     match written {
                         Err(stop) => Step::Stopped((stop, true)),
-                        Ok(()) if drained => Step::Drained(n),
-                        Ok(()) => Step::Moved(n),
+                        Ok(()) => Step::Moved(n, drained),
                     }
                 }
                 Err(e) => read_error(&e),
@@ -163,7 +155,7 @@ impl Carrier {
                         Err(e) => return Step::Stopped((classify_error(&e), true)),
                     }
                 }
-                Step::Moved(n)
+                Step::Moved(n, false)
             }
         }
     }
@@ -243,20 +235,18 @@ async fn pump<R: Runtime, S: Stream>(
         let mut moved = 0usize;
         loop {
             match carrier.step(rt, from, to, timeouts.write).await {
-                Step::Moved(n) => {
+                Step::Moved(n, drained) => {
                     last_read = Instant::now();
                     count.fetch_add(n as u64, Ordering::Relaxed);
+                    if drained {
+                        break;
+                    }
                     moved += n;
                     if moved >= FAIR_SHARE_BYTES {
                         drop(carrier);
                         future::yield_now().await;
                         break;
                     }
-                }
-                Step::Drained(n) => {
-                    last_read = Instant::now();
-                    count.fetch_add(n as u64, Ordering::Relaxed);
-                    break;
                 }
                 Step::WouldBlock => break,
                 Step::Eof => {

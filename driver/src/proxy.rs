@@ -7,7 +7,6 @@ use arc_swap::ArcSwap;
 use futures_lite::future;
 use nethergate_core::{Config, MainConfig, Plugins, Registry, RouteTable};
 use socket2::{Domain, Socket, Type};
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -171,18 +170,7 @@ impl<R: Runtime> Proxy<R> {
         let mut accept_errors = LogLimit::default();
         let mut stopping = control.stopping.watch();
         loop {
-            let mut accept = std::pin::pin!(listener.accept());
-            let accepted = future::poll_fn(|cx| {
-                if let std::task::Poll::Ready(r) = accept.as_mut().poll(cx) {
-                    return std::task::Poll::Ready(Some(r));
-                }
-                if stopping.poll_set(cx) {
-                    return std::task::Poll::Ready(None);
-                }
-                std::task::Poll::Pending
-            })
-            .await;
-            match accepted {
+            match stopping.unless_set(listener.accept()).await {
                 None => break,
                 Some(Ok((stream, peer))) => {
                     let Some(guard) =

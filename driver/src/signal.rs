@@ -35,18 +35,7 @@ impl Flag {
 
     /// Runs `fut` to its end (`Some`), or until the flag is set (`None`); `fut` is polled first.
     pub async fn unless_set<F: Future>(&self, fut: F) -> Option<F::Output> {
-        let mut fut = pin!(fut);
-        let mut watch = self.watch();
-        std::future::poll_fn(|cx| {
-            if let Poll::Ready(out) = fut.as_mut().poll(cx) {
-                return Poll::Ready(Some(out));
-            }
-            if watch.poll_set(cx) {
-                return Poll::Ready(None);
-            }
-            Poll::Pending
-        })
-        .await
+        self.watch().unless_set(fut).await
     }
 
     /// Resolves once the flag is set.
@@ -78,6 +67,22 @@ pub struct Watch<'a> {
 }
 
 impl Watch<'_> {
+    /// Runs `fut` to its end (`Some`), or until the flag is set (`None`); `fut` is polled first. The
+    /// registration is kept for the next call (a loop that races each step against the flag).
+    pub async fn unless_set<F: Future>(&mut self, fut: F) -> Option<F::Output> {
+        let mut fut = pin!(fut);
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+                return Poll::Ready(Some(out));
+            }
+            if self.poll_set(cx) {
+                return Poll::Ready(None);
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
     /// Whether the flag is set; otherwise makes sure that setting it wakes `cx`'s task.
     pub fn poll_set(&mut self, cx: &mut Context<'_>) -> bool {
         if self.flag.is_set() {

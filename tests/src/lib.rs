@@ -273,17 +273,7 @@ impl Backend {
     /// A backend that echoes everything back and closes when the proxy closes.
     pub fn echo() -> Backend {
         Backend::start(|mut s| {
-            let mut buf = [0u8; 16 * 1024];
-            loop {
-                match s.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if s.write_all(&buf[..n]).is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
+            echo_until_eof(&mut s);
             let _ = s.shutdown(Shutdown::Write);
         })
     }
@@ -304,14 +294,8 @@ impl Backend {
             if let Ok(tx) = tx {
                 let _ = tx.send(received);
             }
-            if s.write_all(&echo).is_err() {
-                return;
-            }
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = s.read(&mut buf) {
-                if n == 0 || s.write_all(&buf[..n]).is_err() {
-                    break;
-                }
+            if s.write_all(&echo).is_ok() {
+                echo_until_eof(&mut s);
             }
         });
         (b, rx)
@@ -339,18 +323,22 @@ impl Backend {
             let me: u16 = *p.get().unwrap_or(&0);
             let mut hello = b"BE".to_vec();
             hello.extend_from_slice(&me.to_be_bytes());
-            if s.write_all(&hello).is_err() {
-                return;
-            }
-            let mut buf = [0u8; 1024];
-            while let Ok(n) = s.read(&mut buf) {
-                if n == 0 || s.write_all(&buf[..n]).is_err() {
-                    break;
-                }
+            if s.write_all(&hello).is_ok() {
+                echo_until_eof(&mut s);
             }
         });
         let _ = port.set(b.addr().port());
         b
+    }
+}
+
+/// Writes back everything read from `s` until EOF or an error.
+fn echo_until_eof(s: &mut TcpStream) {
+    let mut buf = [0u8; 16 * 1024];
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 || s.write_all(&buf[..n]).is_err() {
+            break;
+        }
     }
 }
 

@@ -122,29 +122,24 @@ trait Conn: Read + Write + Send + 'static {
     fn limit_reads(&self, limit: Duration);
 }
 
-impl Conn for UnixStream {
-    fn duplicate(&self) -> io::Result<Box<dyn Conn>> {
-        Ok(Box::new(self.try_clone()?))
-    }
-    fn close(&self) {
-        let _ = self.shutdown(Shutdown::Both);
-    }
-    fn limit_reads(&self, limit: Duration) {
-        let _ = self.set_read_timeout(Some(limit));
-    }
+/// Unix and TCP streams have the same inherent methods under the same names, but no shared trait.
+macro_rules! impl_conn {
+    ($($stream:ty),*) => {$(
+        impl Conn for $stream {
+            fn duplicate(&self) -> io::Result<Box<dyn Conn>> {
+                Ok(Box::new(self.try_clone()?))
+            }
+            fn close(&self) {
+                let _ = self.shutdown(Shutdown::Both);
+            }
+            fn limit_reads(&self, limit: Duration) {
+                let _ = self.set_read_timeout(Some(limit));
+            }
+        }
+    )*};
 }
 
-impl Conn for TcpStream {
-    fn duplicate(&self) -> io::Result<Box<dyn Conn>> {
-        Ok(Box::new(self.try_clone()?))
-    }
-    fn close(&self) {
-        let _ = self.shutdown(Shutdown::Both);
-    }
-    fn limit_reads(&self, limit: Duration) {
-        let _ = self.set_read_timeout(Some(limit));
-    }
-}
+impl_conn!(UnixStream, TcpStream);
 
 #[derive(Default)]
 struct Events {
