@@ -244,7 +244,7 @@ async fn pump<R: Runtime, S: Stream>(
                     moved += n;
                     if moved >= FAIR_SHARE_BYTES {
                         drop(carrier);
-                        future::yield_now().await;
+                        rt.yield_now().await;
                         break;
                     }
                 }

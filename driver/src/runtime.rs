@@ -63,4 +63,11 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     fn sleep_until(&self, deadline: Instant) -> Self::Sleep;
     /// Runs a task in the background.
     fn spawn<F: Future<Output = ()> + Send + 'static>(&self, future: F);
+    /// Lets other tasks run before this one goes on (a saturated session gives up its turn).
+    ///
+    /// The default wakes the task at once; a runtime that can defer the wake until it has looked for other
+    /// work (tokio) should, so that a yield does not pull an idle worker thread out of its sleep.
+    fn yield_now(&self) -> impl Future<Output = ()> + Send {
+        futures_lite::future::yield_now()
+    }
 }

@@ -78,6 +78,10 @@ impl Runtime for Tokio {
     fn spawn<F: Future<Output = ()> + Send + 'static>(&self, future: F) {
         tokio::spawn(future);
     }
+    async fn yield_now(&self) {
+        // Deferred: woken once the worker has polled the driver, without pulling an idle worker out of sleep.
+        tokio::task::yield_now().await
+    }
 }
 
 /// Builds the multi-threaded tokio runtime the binary uses, with `threads` workers.
@@ -98,4 +102,55 @@ pub fn spawn(config: Config, plugins: Plugins) -> io::Result<Running> {
     };
     let (addr, handle) = (proxy.local_addr(), proxy.handle());
     Running::spawn(addr, handle, move || rt.block_on(proxy.run()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::io::AsyncWriteExt;
+
+    /// A saturated session gives up its turn with `yield_now`; the worker must look at the reactor before
+    /// it resumes it. Otherwise a session whose socket has just become readable waits behind dozens of
+    /// turns of the saturated one (tokio polls the reactor only every 61 tasks while tasks are queued).
+    #[test]
+    fn a_yield_lets_the_reactor_run_before_the_task_resumes() -> io::Result<()> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let mut client = tokio::net::TcpStream::connect(listener.local_addr()?).await?;
+            let (server, _) = listener.accept().await?;
+            let turns = Arc::new(AtomicUsize::new(0));
+            let reader = tokio::spawn({
+                let turns = turns.clone();
+                async move {
+                    server.readable().await?;
+                    io::Result::Ok(turns.load(Ordering::Relaxed))
+                }
+            });
+            let hog = tokio::spawn({
+                let turns = turns.clone();
+                async move {
+                    while turns.load(Ordering::Relaxed) < 1_000 {
+                        Tokio.yield_now().await;
+                        turns.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+            tokio::task::yield_now().await; // both tasks are waiting now
+            let before = turns.load(Ordering::Relaxed);
+            client.write_all(b"x").await?;
+            let at_wake = reader.await??;
+            hog.abort();
+            assert!(
+                at_wake - before <= 3,
+                "the reader waited {} turns of the yielding task",
+                at_wake - before
+            );
+            Ok(())
+        })
+    }
 }
