@@ -1,5 +1,5 @@
-//! nethergate on smol: the [`Runtime`] implementation over async-io, an executor run by one thread per
-//! core, and [`spawn`] to run a proxy on its own threads.
+//! nethergate on smol: the [`Runtime`] implementation over async-io, one executor per thread (one thread
+//! per core), and [`spawn`] to run a proxy on its own threads.
 
 use nethergate_core::{Config, Plugins};
 use nethergate_driver::signal::Flag;
@@ -10,15 +10,23 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-/// The smol runtime, for the driver: async-io sockets and timers, tasks on a shared executor.
+/// The smol runtime, for the driver: async-io sockets and timers, and one executor per thread.
+///
+/// A task stays on the thread it was given (round robin). With one executor shared by every thread, the
+/// thread that takes an I/O event from async-io's reactor (there is one for the process) wakes the task
+/// and the executor also wakes a sleeping thread to run it: two threads wake for each packet. With an
+/// executor per thread, an event for a task of the reacting thread costs no other wake-up.
 #[derive(Clone)]
 pub struct Smol {
-    executor: Arc<Executor<'static>>,
-    threads: usize,
+    executors: Arc<[Executor<'static>]>,
+    next: Arc<AtomicUsize>,
+    /// How many executors have a thread running them (the first ones); new tasks go only to those.
+    running: Arc<AtomicUsize>,
 }
 
 /// A TCP stream registered with async-io.
@@ -91,38 +99,55 @@ impl Runtime for Smol {
         Sleep(Timer::at(deadline))
     }
     fn spawn<F: Future<Output = ()> + Send + 'static>(&self, future: F) {
-        self.executor.spawn(future).detach();
+        let running = self.running.load(Ordering::Acquire).max(1);
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % running;
+        self.executors[i].spawn(future).detach();
     }
 }
 
 impl Smol {
-    /// A runtime with a fresh executor run by one thread per core (run it with [`Smol::block_on`]).
+    /// A runtime with one thread per core (run it with [`Smol::block_on`]).
     pub fn new() -> Smol {
         Smol::with_threads(nethergate_driver::cli::threads(None))
     }
 
-    /// A runtime with a fresh executor run by `threads` threads.
+    /// A runtime with `threads` threads, each running its own executor.
     pub fn with_threads(threads: usize) -> Smol {
         Smol {
-            executor: Arc::new(Executor::new()),
-            threads: threads.max(1),
+            executors: (0..threads.max(1)).map(|_| Executor::new()).collect(),
+            next: Arc::new(AtomicUsize::new(0)),
+            running: Arc::new(AtomicUsize::new(1)),
         }
     }
 
-    /// Runs `future` to completion while the runtime's threads (this one included) run the executor.
-    pub fn block_on<T>(&self, future: impl Future<Output = T>) -> T {
-        let threads = self.threads;
+    /// Runs `future` to completion on this thread's executor while the runtime's other threads run theirs.
+    ///
+    /// The future runs as a task of its own: the future given to an executor's `run` is polled again
+    /// whenever the thread wakes for any task, and an accept loop polled that way calls `accept` (which
+    /// says `EAGAIN`) and re-arms the listener with async-io's reactor each time.
+    pub fn block_on<T: Send + 'static>(
+        &self,
+        future: impl Future<Output = T> + Send + 'static,
+    ) -> T {
         let done = Arc::new(Flag::default());
-        let workers: Vec<_> = (1..threads)
-            .filter_map(|i| {
-                let (ex, done) = (self.executor.clone(), done.clone());
-                std::thread::Builder::new()
-                    .name(format!("nethergate-smol-{i}"))
-                    .spawn(move || smol::block_on(ex.run(done.wait())))
-                    .ok()
-            })
-            .collect();
-        let out = smol::block_on(self.executor.run(future));
+        let mut workers = Vec::new();
+        for i in 1..self.executors.len() {
+            let (rt, done) = (self.clone(), done.clone());
+            match std::thread::Builder::new()
+                .name(format!("nethergate-smol-{i}"))
+                .spawn(move || smol::block_on(rt.executors[i].run(done.wait())))
+            {
+                Ok(worker) => workers.push(worker),
+                Err(e) => {
+                    tracing::warn!(error = %e, threads = i, "could not start another thread");
+                    break;
+                }
+            }
+        }
+        // Until now every task went to this thread's executor.
+        self.running.store(workers.len() + 1, Ordering::Release);
+        let out = smol::block_on(self.executors[0].run(self.executors[0].spawn(future)));
+        self.running.store(1, Ordering::Release);
         done.set();
         for w in workers {
             let _ = w.join();
@@ -143,4 +168,46 @@ pub fn spawn(config: Config, plugins: Plugins) -> io::Result<Running> {
     let proxy = Proxy::bind(rt.clone(), config, plugins)?;
     let (addr, handle) = (proxy.local_addr(), proxy.handle());
     Running::spawn(addr, handle, move || rt.block_on(proxy.run()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+
+    /// Tasks are dealt round robin to the threads, each of which runs only its own executor.
+    #[test]
+    fn tasks_are_spread_over_every_thread_and_stay_there() {
+        let rt = Smol::with_threads(2);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let all_done = Arc::new(Flag::default());
+        let spawner = rt.clone();
+        let (tasks_seen, tasks_done) = (seen.clone(), all_done.clone());
+        rt.block_on(async move {
+            let left = Arc::new(AtomicUsize::new(4));
+            for _ in 0..4 {
+                let (seen, left, done) = (tasks_seen.clone(), left.clone(), tasks_done.clone());
+                spawner.spawn(async move {
+                    let before = std::thread::current().id();
+                    Timer::after(std::time::Duration::from_millis(5)).await;
+                    if let Ok(mut seen) = seen.lock() {
+                        seen.push((before, std::thread::current().id()));
+                    }
+                    if left.fetch_sub(1, Ordering::AcqRel) == 1 {
+                        done.set();
+                    }
+                });
+            }
+            tasks_done.wait().await;
+        });
+        let seen = seen.lock().map(|s| s.clone()).unwrap_or_default();
+        assert_eq!(seen.len(), 4);
+        assert!(
+            seen.iter().all(|(before, after)| before == after),
+            "{seen:?}"
+        );
+        let threads: HashSet<_> = seen.iter().map(|(t, _)| *t).collect();
+        assert_eq!(threads.len(), 2, "{seen:?}");
+    }
 }
