@@ -78,35 +78,26 @@ pub enum CodecError {
 
 /// Reads a VarInt.
 pub fn read_varint(buf: &[u8]) -> Result<Parsed<i32>, CodecError> {
-    let mut value: u32 = 0;
-    for (i, &byte) in buf.iter().enumerate().take(VARINT_MAX_LEN) {
-        value |= u32::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Ok(Parsed::Complete(value as i32, i + 1));
-        }
-    }
-    if buf.len() >= VARINT_MAX_LEN {
-        Err(CodecError::VarIntTooLong {
-            max: VARINT_MAX_LEN,
-        })
-    } else {
-        Ok(Parsed::Incomplete)
-    }
+    // At most 5 bytes: bits past the 32nd are dropped, as the protocol's reference decoder does.
+    Ok(read_var(buf, VARINT_MAX_LEN)?.map(|v| v as u32 as i32))
 }
 
 /// Reads a VarLong.
 pub fn read_varlong(buf: &[u8]) -> Result<Parsed<i64>, CodecError> {
+    Ok(read_var(buf, VARLONG_MAX_LEN)?.map(|v| v as i64))
+}
+
+/// Reads a little-endian base-128 number of at most `max` bytes (5 for a VarInt, 10 for a VarLong).
+fn read_var(buf: &[u8], max: usize) -> Result<Parsed<u64>, CodecError> {
     let mut value: u64 = 0;
-    for (i, &byte) in buf.iter().enumerate().take(VARLONG_MAX_LEN) {
+    for (i, &byte) in buf.iter().enumerate().take(max) {
         value |= u64::from(byte & 0x7f) << (7 * i);
         if byte & 0x80 == 0 {
-            return Ok(Parsed::Complete(value as i64, i + 1));
+            return Ok(Parsed::Complete(value, i + 1));
         }
     }
-    if buf.len() >= VARLONG_MAX_LEN {
-        Err(CodecError::VarIntTooLong {
-            max: VARLONG_MAX_LEN,
-        })
+    if buf.len() >= max {
+        Err(CodecError::VarIntTooLong { max })
     } else {
         Ok(Parsed::Incomplete)
     }
