@@ -105,28 +105,21 @@ fn read_var(buf: &[u8], max: usize) -> Result<Parsed<u64>, CodecError> {
 
 /// Appends a VarInt.
 pub fn write_varint(out: &mut Vec<u8>, value: i32) {
-    let mut v = value as u32;
-    loop {
-        if v & !0x7f == 0 {
-            out.push(v as u8);
-            return;
-        }
-        out.push((v as u8 & 0x7f) | 0x80);
-        v >>= 7;
-    }
+    write_var(out, u64::from(value as u32));
 }
 
 /// Appends a VarLong.
 pub fn write_varlong(out: &mut Vec<u8>, value: i64) {
-    let mut v = value as u64;
-    loop {
-        if v & !0x7f == 0 {
-            out.push(v as u8);
-            return;
-        }
+    write_var(out, value as u64);
+}
+
+/// Appends `v` in little-endian base 128.
+fn write_var(out: &mut Vec<u8>, mut v: u64) {
+    while v & !0x7f != 0 {
         out.push((v as u8 & 0x7f) | 0x80);
         v >>= 7;
     }
+    out.push(v as u8);
 }
 
 /// The number of bytes `value` takes as a VarInt.
