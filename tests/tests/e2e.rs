@@ -303,12 +303,16 @@ fn max_players_refuses_the_third_and_keeps_the_first_two<F: Flavor>() {
     drop(proxy);
 }
 
-fn half_close_loses_no_byte<F: Flavor>() {
-    half_close_loses_no_byte_in::<F>("passthrough");
-}
-
-fn half_close_loses_no_byte_zero_copy<F: Flavor>() {
-    half_close_loses_no_byte_in::<F>("zero_copy");
+/// One server `a` for `mc.example.com` in proxy mode `mode`, forwarding to `backend`.
+fn in_mode(mode: &str, backend: std::net::SocketAddr) -> Layout {
+    Layout::new().server(
+        "a",
+        &server_toml(
+            &["mc.example.com"],
+            &[backend],
+            &format!("proxy_mode = \"{mode}\""),
+        ),
+    )
 }
 
 fn half_close_loses_no_byte_in<F: Flavor>(mode: &str) {
@@ -328,14 +332,7 @@ fn half_close_loses_no_byte_in<F: Flavor>(mode: &str) {
             .expect("join")
             .expect("backend received every byte");
     });
-    let layout = Layout::new().server(
-        "a",
-        &server_toml(
-            &["mc.example.com"],
-            &[backend.addr()],
-            &format!("proxy_mode = \"{mode}\""),
-        ),
-    );
+    let layout = in_mode(mode, backend.addr());
     let proxy = start::<F>(&layout);
     let mut c = connect(proxy.addr());
     c.write_all(&login).unwrap();
@@ -366,14 +363,6 @@ fn half_close_loses_no_byte_in<F: Flavor>(mode: &str) {
     drop(proxy);
 }
 
-fn backend_half_close_reaches_the_client_and_client_can_still_send<F: Flavor>() {
-    backend_half_close_reaches_the_client_and_client_can_still_send_in::<F>("passthrough");
-}
-
-fn backend_half_close_reaches_the_client_and_client_can_still_send_zero_copy<F: Flavor>() {
-    backend_half_close_reaches_the_client_and_client_can_still_send_in::<F>("zero_copy");
-}
-
 fn backend_half_close_reaches_the_client_and_client_can_still_send_in<F: Flavor>(mode: &str) {
     // The backend says goodbye and closes its write half; the client keeps sending, the backend reads it.
     let (tx, rx) = std::sync::mpsc::channel();
@@ -387,14 +376,7 @@ fn backend_half_close_reaches_the_client_and_client_can_still_send_in<F: Flavor>
         let _ = s.read_to_end(&mut rest);
         let _ = tx.send(rest);
     });
-    let layout = Layout::new().server(
-        "a",
-        &server_toml(
-            &["mc.example.com"],
-            &[backend.addr()],
-            &format!("proxy_mode = \"{mode}\""),
-        ),
-    );
+    let layout = in_mode(mode, backend.addr());
     let proxy = start::<F>(&layout);
     let mut c = connect(proxy.addr());
     c.write_all(&login_bytes("mc.example.com", "Steve"))
@@ -417,14 +399,6 @@ fn backend_half_close_reaches_the_client_and_client_can_still_send_in<F: Flavor>
     )
     .is_some());
     drop(proxy);
-}
-
-fn idle_session_ends_with_reason_timeout<F: Flavor>() {
-    idle_session_ends_with_reason_timeout_in::<F>("passthrough");
-}
-
-fn idle_session_ends_with_reason_timeout_zero_copy<F: Flavor>() {
-    idle_session_ends_with_reason_timeout_in::<F>("zero_copy");
 }
 
 fn idle_session_ends_with_reason_timeout_in<F: Flavor>(mode: &str) {
@@ -624,25 +598,10 @@ fn max_connections_is_enforced<F: Flavor>() {
     drop(proxy);
 }
 
-fn five_hundred_concurrent_sessions<F: Flavor>() {
-    five_hundred_concurrent_sessions_in::<F>("passthrough");
-}
-
-fn five_hundred_concurrent_sessions_zero_copy<F: Flavor>() {
-    five_hundred_concurrent_sessions_in::<F>("zero_copy");
-}
-
 fn five_hundred_concurrent_sessions_in<F: Flavor>(mode: &str) {
     raise_fd_limit();
     let a = Backend::echo();
-    let layout = Layout::new().server(
-        "a",
-        &server_toml(
-            &["mc.example.com"],
-            &[a.addr()],
-            &format!("proxy_mode = \"{mode}\""),
-        ),
-    );
+    let layout = in_mode(mode, a.addr());
     let proxy = start::<F>(&layout);
     let mut clients = Vec::new();
     for i in 0..500 {
@@ -741,6 +700,21 @@ fn transfer_intent_is_routed_like_login<F: Flavor>() {
         (NextState::Transfer, Some("Traveler"))
     );
     drop(proxy);
+}
+
+/// The forwarding tests run in both proxy modes: `$name` in passthrough, `$zero_copy` with splice(2).
+macro_rules! in_both_modes {
+    ($($name:ident, $zero_copy:ident => $body:ident;)*) => { $(
+        fn $name<F: Flavor>() { $body::<F>("passthrough") }
+        fn $zero_copy<F: Flavor>() { $body::<F>("zero_copy") }
+    )* };
+}
+
+in_both_modes! {
+    half_close_loses_no_byte, half_close_loses_no_byte_zero_copy => half_close_loses_no_byte_in;
+    backend_half_close_reaches_the_client_and_client_can_still_send, backend_half_close_reaches_the_client_and_client_can_still_send_zero_copy => backend_half_close_reaches_the_client_and_client_can_still_send_in;
+    idle_session_ends_with_reason_timeout, idle_session_ends_with_reason_timeout_zero_copy => idle_session_ends_with_reason_timeout_in;
+    five_hundred_concurrent_sessions, five_hundred_concurrent_sessions_zero_copy => five_hundred_concurrent_sessions_in;
 }
 
 macro_rules! suite {
