@@ -71,15 +71,17 @@ async fn read_client<R: Runtime>(rt: &R, client: &R::Stream, session: &mut Sessi
             let mut buf = Buffer::take();
             loop {
                 // Read no more than the session takes: later bytes wait in the socket for the copy.
+                // A short read emptied the socket: its cached readiness is cleared (see `read_chunk`), so
+                // neither this loop nor the copy that follows reads again only to hear `WouldBlock`.
                 let limit = session.read_budget().clamp(1, buf.len());
-                match client.try_read(&mut buf[..limit]) {
-                    Ok(0) => {
+                match copy::read_chunk(client, &mut buf[..limit]) {
+                    Ok((0, _)) => {
                         session.handle_client_eof();
                         break;
                     }
-                    Ok(n) => {
+                    Ok((n, short)) => {
                         session.handle_client_data(&buf[..n]);
-                        if !session.wants_client_data() {
+                        if short || !session.wants_client_data() {
                             break;
                         }
                     }

@@ -169,7 +169,7 @@ impl Carrier {
 /// arrives in between is a new event, which the runtime never loses (tokio only clears readiness that no
 /// newer event has set; async-io re-arms its one-shot registration, which reports a socket that is
 /// already readable). An EOF stays visible: the closed state is never cleared.
-fn read_chunk<S: Stream>(from: &S, buf: &mut [u8]) -> io::Result<(usize, bool)> {
+pub(crate) fn read_chunk<S: Stream>(from: &S, buf: &mut [u8]) -> io::Result<(usize, bool)> {
     let len = buf.len();
     let mut short = None;
     let read = from.try_io(Interest::Read, || match from.try_read(buf) {
