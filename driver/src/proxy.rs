@@ -172,7 +172,7 @@ impl<R: Runtime> Proxy<R> {
         loop {
             match stopping.unless_set(listener.accept()).await {
                 None => break,
-                Some(Ok((stream, peer))) => {
+                Some(Ok((accepted, peer))) => {
                     let Some(guard) =
                         Tasks::try_enter(control.clone(), shared.main.max_connections)
                     else {
@@ -185,7 +185,11 @@ impl<R: Runtime> Proxy<R> {
                     let task_shared = shared.clone();
                     shared.rt.spawn(async move {
                         let _guard = guard;
-                        connection::serve(&task_shared, stream, peer).await;
+                        match <R::Listener as Listener>::register(accepted) {
+                            Ok(stream) => connection::serve(&task_shared, stream, peer).await,
+                            Err(e) => tracing::warn!(client = %peer, error = %e,
+                                "cannot register the connection with the reactor"),
+                        }
                     });
                 }
                 Some(Err(e)) => {

@@ -36,8 +36,13 @@ pub trait Stream: AsFd + Send + Sync + 'static {
 pub trait Listener: Send + Sync + 'static {
     /// The stream type accepted.
     type Stream: Stream;
+    /// A client as accepted, before [`Listener::register`] makes it a [`Listener::Stream`].
+    type Accepted: Send + 'static;
     /// Accepts the next client.
-    fn accept(&self) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>> + Send + '_;
+    fn accept(&self) -> impl Future<Output = io::Result<(Self::Accepted, SocketAddr)>> + Send + '_;
+    /// Registers an accepted client with the reactor of the thread that runs it. Called first thing in the
+    /// client's own task, so a runtime with a reactor per thread keeps all of a session's I/O on one thread.
+    fn register(accepted: Self::Accepted) -> io::Result<Self::Stream>;
 }
 
 /// An async runtime: sockets, timers, tasks.

@@ -64,9 +64,13 @@ pub struct Listener(Async<TcpListener>);
 
 impl nethergate_driver::Listener for Listener {
     type Stream = Stream;
+    type Accepted = Stream; // async-io has one reactor: registered once, at accept
     async fn accept(&self) -> io::Result<(Stream, SocketAddr)> {
         let (s, peer) = self.0.accept().await?;
         Ok((Stream(s), peer))
+    }
+    fn register(accepted: Stream) -> io::Result<Stream> {
+        Ok(accepted)
     }
 }
 

@@ -1,16 +1,29 @@
-//! nethergate on tokio: the [`Runtime`] implementation, and [`spawn`] to run a proxy on its own thread.
+//! nethergate on tokio: the [`Runtime`] implementation, the [`Runtimes`] the binary runs on (a reactor per
+//! thread), and [`spawn`] to run a proxy on its own threads.
 
 use nethergate_core::{Config, Plugins};
+use nethergate_driver::signal::Flag;
 use nethergate_driver::{Interest, Proxy, Running, Runtime};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
+use tokio::io::unix::AsyncFd;
 
-/// The tokio runtime, for the driver.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Tokio;
+/// The tokio runtime, for the driver: sessions are dealt in turn to the session threads, each a
+/// single-threaded tokio runtime with its own reactor, and stay there.
+///
+/// A multi-threaded tokio runtime shares one reactor between its workers: a worker woken by a socket
+/// wakes another one (a futex) to look for more work, about once per game message at low load. Here a
+/// session's sockets, timers and task all belong to one thread, as in HAProxy.
+#[derive(Debug, Clone)]
+pub struct Tokio {
+    threads: Arc<[tokio::runtime::Handle]>,
+    next: Arc<AtomicUsize>,
+}
 
 /// A tokio TCP stream.
 #[derive(Debug)]
@@ -44,15 +57,25 @@ impl nethergate_driver::Stream for Stream {
     }
 }
 
-/// A tokio TCP listener.
+/// A listening socket watched by the main runtime's reactor; what it accepts goes to a session thread.
 #[derive(Debug)]
-pub struct Listener(tokio::net::TcpListener);
+pub struct Listener(AsyncFd<mio::net::TcpListener>);
 
 impl nethergate_driver::Listener for Listener {
     type Stream = Stream;
-    async fn accept(&self) -> io::Result<(Stream, SocketAddr)> {
-        let (s, peer) = self.0.accept().await?;
-        Ok((Stream(s), peer))
+    /// Not registered with any reactor yet: the session thread's reactor takes it (mio's accept sets
+    /// `SOCK_NONBLOCK`, as tokio needs).
+    type Accepted = std::net::TcpStream;
+    async fn accept(&self) -> io::Result<(std::net::TcpStream, SocketAddr)> {
+        loop {
+            let mut ready = self.0.readable().await?;
+            if let Ok(accepted) = ready.try_io(|l| l.get_ref().accept()) {
+                return accepted.map(|(s, peer)| (s.into(), peer));
+            }
+        }
+    }
+    fn register(accepted: std::net::TcpStream) -> io::Result<Stream> {
+        tokio::net::TcpStream::from_std(accepted).map(Stream)
     }
 }
 
@@ -62,7 +85,13 @@ impl Runtime for Tokio {
     type Sleep = tokio::time::Sleep;
 
     fn listener(&self, std: std::net::TcpListener) -> io::Result<Listener> {
-        tokio::net::TcpListener::from_std(std).map(Listener)
+        std.set_nonblocking(true)?;
+        let listener = mio::net::TcpListener::from_std(std);
+        // SAFETY: the listener owns its descriptor, which stays open and the same until the AsyncFd (which
+        // owns the listener) is dropped.
+        unsafe { AsyncFd::register_with_interest(listener, tokio::io::Interest::READABLE) }
+            .map(Listener)
+            .map_err(|e| e.into_parts().1)
     }
     async fn connect(&self, addr: SocketAddr) -> io::Result<Stream> {
         tokio::net::TcpStream::connect(addr).await.map(Stream)
@@ -76,7 +105,8 @@ impl Runtime for Tokio {
         tokio::time::sleep_until(deadline.into())
     }
     fn spawn<F: Future<Output = ()> + Send + 'static>(&self, future: F) {
-        tokio::spawn(future);
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.threads.len();
+        self.threads[i].spawn(future);
     }
     async fn yield_now(&self) {
         // Deferred: woken once the worker has polled the driver, without pulling an idle worker out of sleep.
@@ -84,21 +114,90 @@ impl Runtime for Tokio {
     }
 }
 
-/// Builds the multi-threaded tokio runtime the binary uses, with `threads` workers.
-pub fn runtime(threads: usize) -> io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .worker_threads(threads.max(1))
-        .thread_name("nethergate-worker")
-        .build()
+/// The runtimes the binary runs on: `threads` session threads ("nethergate-worker"), each a
+/// single-threaded tokio runtime. The first one also runs the future given to [`Runtimes::block_on`] (the
+/// accept loop), so the sessions dealt to it start without waking another thread. Dropping it stops them.
+#[derive(Debug)]
+pub struct Runtimes {
+    tokio: Tokio,
+    stop: Arc<Flag>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
-/// Binds and runs a proxy for `config` on a new thread with its own tokio runtime.
+/// Builds the [`Runtimes`] with `threads` session threads (at least one).
+pub fn runtime(threads: usize) -> io::Result<Runtimes> {
+    let build = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    };
+    // Built up in place: on an error, dropping it stops the threads already started.
+    let mut rts = Runtimes {
+        tokio: Tokio {
+            threads: Arc::new([]),
+            next: Arc::new(AtomicUsize::new(0)),
+        },
+        stop: Arc::new(Flag::default()),
+        threads: Vec::new(),
+    };
+    let mut handles = Vec::new();
+    for _ in 0..threads.max(1) {
+        let (rt, stop) = (build()?, rts.stop.clone());
+        handles.push(rt.handle().clone());
+        rts.threads.push(
+            std::thread::Builder::new()
+                .name("nethergate-worker".into())
+                .spawn(move || rt.block_on(stop.wait()))?,
+        );
+    }
+    rts.tokio.threads = handles.into();
+    Ok(rts)
+}
+
+impl Runtimes {
+    /// The driver's runtime: spawns go to the session threads in turn.
+    pub fn tokio(&self) -> Tokio {
+        self.tokio.clone()
+    }
+
+    /// Enters the first session thread's runtime, which [`Runtimes::block_on`] runs on (to bind listeners
+    /// with its reactor).
+    pub fn enter(&self) -> tokio::runtime::EnterGuard<'_> {
+        self.tokio.threads[0].enter()
+    }
+
+    /// Runs `future` (the accept loop) on the first session thread and waits for it on this one.
+    pub fn block_on<F>(&self, future: F) -> F::Output
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match futures_lite::future::block_on(self.tokio.threads[0].spawn(future)) {
+            Ok(out) => out,
+            // Cancelled cannot happen while `self` keeps the runtime; a panic goes on in the caller.
+            Err(e) => std::panic::resume_unwind(
+                e.try_into_panic()
+                    .unwrap_or_else(|e| Box::new(e.to_string())),
+            ),
+        }
+    }
+}
+
+impl Drop for Runtimes {
+    fn drop(&mut self) {
+        self.stop.set();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Binds and runs a proxy for `config` on new threads with their own tokio runtimes.
 pub fn spawn(config: Config, plugins: Plugins) -> io::Result<Running> {
     let rt = runtime(nethergate_driver::cli::threads(None))?;
     let proxy = {
         let _enter = rt.enter();
-        Proxy::bind(Tokio, config, plugins)?
+        Proxy::bind(rt.tokio(), config, plugins)?
     };
     let (addr, handle) = (proxy.local_addr(), proxy.handle());
     Running::spawn(addr, handle, move || rt.block_on(proxy.run()))
@@ -119,6 +218,7 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
+        let tokio = runtime(1)?.tokio();
         rt.block_on(async {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let mut client = tokio::net::TcpStream::connect(listener.local_addr()?).await?;
@@ -132,10 +232,10 @@ mod tests {
                 }
             });
             let hog = tokio::spawn({
-                let turns = turns.clone();
+                let (turns, tokio) = (turns.clone(), tokio.clone());
                 async move {
                     while turns.load(Ordering::Relaxed) < 1_000 {
-                        Tokio.yield_now().await;
+                        tokio.yield_now().await;
                         turns.fetch_add(1, Ordering::Relaxed);
                     }
                 }

@@ -8,11 +8,7 @@ fn main() -> ExitCode {
         let rt = nethergate_tokio::runtime(launch.threads)?;
         let proxy = {
             let _enter = rt.enter();
-            Proxy::bind(
-                nethergate_tokio::Tokio,
-                launch.config.clone(),
-                launch.plugins.clone(),
-            )?
+            Proxy::bind(rt.tokio(), launch.config.clone(), launch.plugins.clone())?
         };
         let _supervision = launch.supervise(proxy.handle())?;
         rt.block_on(proxy.run())
