@@ -206,9 +206,37 @@ pub fn spawn(config: Config, plugins: Plugins) -> io::Result<Running> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
+    use std::sync::{mpsc, Arc};
     use tokio::io::AsyncWriteExt;
+
+    /// Tasks are dealt in turn to the session threads, and a task stays on the thread it started on
+    /// (its timers and sockets belong to that thread's reactor).
+    #[test]
+    fn tasks_are_dealt_to_every_session_thread_and_stay_there() -> io::Result<()> {
+        let rts = runtime(2)?;
+        let (tx, rx) = mpsc::channel();
+        for _ in 0..4 {
+            let tx = tx.clone();
+            rts.tokio().spawn(async move {
+                let before = std::thread::current().id();
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                let _ = tx.send((before, std::thread::current().id()));
+            });
+        }
+        let seen: Vec<_> = (0..4)
+            .filter_map(|_| rx.recv_timeout(std::time::Duration::from_secs(5)).ok())
+            .collect();
+        assert_eq!(seen.len(), 4, "{seen:?}");
+        assert!(
+            seen.iter().all(|(before, after)| before == after),
+            "{seen:?}"
+        );
+        let threads: HashSet<_> = seen.iter().map(|(t, _)| *t).collect();
+        assert_eq!(threads.len(), 2, "{seen:?}");
+        Ok(())
+    }
 
     /// A saturated session gives up its turn with `yield_now`; the worker must look at the reactor before
     /// it resumes it. Otherwise a session whose socket has just become readable waits behind dozens of
