@@ -70,8 +70,8 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     fn spawn<F: Future<Output = ()> + Send + 'static>(&self, future: F);
     /// Lets other tasks run before this one goes on (a saturated session gives up its turn).
     ///
-    /// The default wakes the task at once; a runtime that can defer the wake until it has looked for other
-    /// work (tokio) should, so that a yield does not pull an idle worker thread out of its sleep.
+    /// The default wakes the task at once; a runtime that can defer the wake until it has polled its
+    /// reactor (tokio) should, so that sessions whose sockets just became ready run first.
     fn yield_now(&self) -> impl Future<Output = ()> + Send {
         futures_lite::future::yield_now()
     }

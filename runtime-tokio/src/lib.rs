@@ -57,7 +57,8 @@ impl nethergate_driver::Stream for Stream {
     }
 }
 
-/// A listening socket watched by the main runtime's reactor; what it accepts goes to a session thread.
+/// A listening socket watched by the first session thread's reactor; what it accepts may go to any
+/// session thread.
 #[derive(Debug)]
 pub struct Listener(AsyncFd<mio::net::TcpListener>);
 
@@ -67,12 +68,11 @@ impl nethergate_driver::Listener for Listener {
     /// `SOCK_NONBLOCK`, as tokio needs).
     type Accepted = std::net::TcpStream;
     async fn accept(&self) -> io::Result<(std::net::TcpStream, SocketAddr)> {
-        loop {
-            let mut ready = self.0.readable().await?;
-            if let Ok(accepted) = ready.try_io(|l| l.get_ref().accept()) {
-                return accepted.map(|(s, peer)| (s.into(), peer));
-            }
-        }
+        let (s, peer) = self
+            .0
+            .async_io(tokio::io::Interest::READABLE, |l| l.accept())
+            .await?;
+        Ok((s.into(), peer))
     }
     fn register(accepted: std::net::TcpStream) -> io::Result<Stream> {
         tokio::net::TcpStream::from_std(accepted).map(Stream)
@@ -85,10 +85,9 @@ impl Runtime for Tokio {
     type Sleep = tokio::time::Sleep;
 
     fn listener(&self, std: std::net::TcpListener) -> io::Result<Listener> {
-        std.set_nonblocking(true)?;
-        let listener = mio::net::TcpListener::from_std(std);
-        // SAFETY: the listener owns its descriptor, which stays open and the same until the AsyncFd (which
-        // owns the listener) is dropped.
+        let listener = mio::net::TcpListener::from_std(std); // non-blocking already (the trait's contract)
+                                                             // SAFETY: the listener owns its descriptor, which stays open and the same until the AsyncFd (which
+                                                             // owns the listener) is dropped.
         unsafe { AsyncFd::register_with_interest(listener, tokio::io::Interest::READABLE) }
             .map(Listener)
             .map_err(|e| e.into_parts().1)
@@ -109,7 +108,7 @@ impl Runtime for Tokio {
         self.threads[i].spawn(future);
     }
     async fn yield_now(&self) {
-        // Deferred: woken once the worker has polled the driver, without pulling an idle worker out of sleep.
+        // Deferred: woken only once the thread has polled its reactor, so other sessions' I/O comes first.
         tokio::task::yield_now().await
     }
 }
