@@ -85,14 +85,22 @@ pub(crate) struct Shared<R: Runtime> {
 /// A bound proxy, ready to [`Proxy::run`].
 pub struct Proxy<R: Runtime> {
     shared: Arc<Shared<R>>,
-    listener: R::Listener,
+    /// One per session thread (Linux), or one for all: registered with a reactor by the task that
+    /// accepts on it, on the thread it serves.
+    listeners: Vec<std::net::TcpListener>,
     local_addr: SocketAddr,
 }
 
-/// Binds a listening socket the way a server should: address reuse, dual-stack on `[::]`, a deep backlog.
-fn bind_std(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+/// Binds a listening socket the way a server should: address reuse, dual-stack on `[::]`, a deep backlog;
+/// with `shared_port`, `SO_REUSEPORT`, so that several sockets (one per thread) share the address.
+fn bind_std(addr: SocketAddr, shared_port: bool) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
+    #[cfg(target_os = "linux")]
+    if shared_port {
+        socket.set_reuse_port(true)?;
+    }
+    let _ = shared_port;
     if addr.is_ipv6() {
         let _ = socket.set_only_v6(false);
     }
@@ -105,10 +113,31 @@ fn bind_std(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
+/// Binds `addr` for `threads` session threads: on Linux one `SO_REUSEPORT` socket per thread (the kernel
+/// spreads new connections over them), elsewhere one socket whose clients are dealt to the threads.
+///
+/// A port already in use must still be an error, also when its holder is another nethergate (which sets
+/// `SO_REUSEPORT` too, and would otherwise silently share the players): a plain bind of the address is
+/// tried first and closed again before the group is bound. Once the group holds the port, a plain bind
+/// (the next instance's check) fails.
+fn bind_listeners(addr: SocketAddr, threads: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    if !cfg!(target_os = "linux") || threads <= 1 {
+        return Ok(vec![bind_std(addr, false)?]);
+    }
+    if addr.port() != 0 {
+        drop(bind_std(addr, false)?);
+    }
+    let first = bind_std(addr, true)?;
+    let addr = first.local_addr()?; // the port the kernel chose for port 0
+    let mut listeners = vec![first];
+    for _ in 1..threads {
+        listeners.push(bind_std(addr, true)?);
+    }
+    Ok(listeners)
+}
+
 impl<R: Runtime> Proxy<R> {
     /// Binds `config.main.bind` and prepares to serve `config`'s servers with `plugins`.
-    ///
-    /// Call from within the runtime when it needs a context to register sockets (tokio does).
     pub fn bind(rt: R, config: Config, plugins: Plugins) -> io::Result<Proxy<R>> {
         let routes = RouteTable::build(&config.servers)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
@@ -122,9 +151,8 @@ impl<R: Runtime> Proxy<R> {
                 "proxy_mode = \"zero_copy\" needs Linux splice(2); those servers use passthrough"
             );
         }
-        let std = bind_std(config.main.bind)?;
-        let local_addr = std.local_addr()?;
-        let listener = rt.listener(std)?;
+        let listeners = bind_listeners(config.main.bind, rt.threads())?;
+        let local_addr = listeners[0].local_addr()?;
         let control = Arc::new(Control {
             routes: ArcSwap::from_pointee(routes),
             registry: Registry::new(),
@@ -140,7 +168,7 @@ impl<R: Runtime> Proxy<R> {
                 main: config.main,
                 fixed_local: (!local_addr.ip().is_unspecified()).then_some(local_addr),
             }),
-            listener,
+            listeners,
             local_addr,
         })
     }
@@ -159,52 +187,36 @@ impl<R: Runtime> Proxy<R> {
 
     /// Accepts and serves clients until [`Handle::shutdown`]; then stops accepting, lets sessions finish
     /// for up to `shutdown_timeout`, closes the rest with reason Shutdown, and returns.
+    ///
+    /// Each listener is accepted on by a task on the session thread it belongs to. A listener that
+    /// cannot be registered with its thread's reactor stops the proxy, and `run` returns that error.
     pub async fn run(self) -> io::Result<()> {
         let Proxy {
-            shared, listener, ..
+            shared,
+            listeners,
+            local_addr,
         } = self;
         let control = &shared.control;
-        tracing::info!(bind = %self.local_addr, servers = control.routes.load().servers().len(), "listening");
-        // Refusals and accept errors come in floods: one line per second at most, with the count.
-        let mut refusals = LogLimit::default();
-        let mut accept_errors = LogLimit::default();
-        let mut stopping = control.stopping.watch();
-        loop {
-            match stopping.unless_set(listener.accept()).await {
-                None => break,
-                Some(Ok((accepted, peer))) => {
-                    let Some(guard) =
-                        Tasks::try_enter(control.clone(), shared.main.max_connections)
-                    else {
-                        if let Some(count) = refusals.hit() {
-                            tracing::warn!(client = %peer, limit = shared.main.max_connections, refused = count,
-                                "connection refused: max_connections reached");
-                        }
-                        continue;
-                    };
-                    let task_shared = shared.clone();
-                    shared.rt.spawn(async move {
-                        let _guard = guard;
-                        match <R::Listener as Listener>::register(accepted) {
-                            Ok(stream) => connection::serve(&task_shared, stream, peer).await,
-                            Err(e) => tracing::warn!(client = %peer, error = %e,
-                                "cannot register the connection with the reactor"),
-                        }
-                    });
-                }
-                Some(Err(e)) => {
-                    if let Some(count) = accept_errors.hit() {
-                        tracing::warn!(error = %e, failures = count, "accept failed");
+        tracing::info!(bind = %local_addr, servers = control.routes.load().servers().len(), "listening");
+        let accepting = Arc::new(Accepting::default());
+        let per_thread = listeners.len() > 1;
+        for (i, std) in listeners.into_iter().enumerate() {
+            let Some(guard) = Tasks::try_enter(accepting.clone(), 0) else {
+                continue; // unlimited: cannot happen
+            };
+            let (shared, accepting) = (shared.clone(), accepting.clone());
+            shared.rt.clone().spawn_on(i, async move {
+                if let Err(e) = accept_loop(&shared, std, i, per_thread).await {
+                    tracing::error!(bind = %local_addr, error = %e, "cannot accept connections");
+                    if let Ok(mut failed) = accepting.failed.lock() {
+                        failed.get_or_insert(e);
                     }
-                    // Out of file descriptors and similar: back off instead of spinning.
-                    shared
-                        .rt
-                        .sleep_until(Instant::now() + Duration::from_millis(50))
-                        .await;
+                    shared.control.stopping.set();
                 }
-            }
+                drop(guard);
+            });
         }
-        drop(listener);
+        accepting.tasks.idle().await;
         let live = control.tasks.live();
         tracing::info!(
             connections = live,
@@ -222,7 +234,81 @@ impl<R: Runtime> Proxy<R> {
         control.abort.set();
         control.tasks.idle().await;
         tracing::info!("shut down");
-        Ok(())
+        match accepting.failed.lock().ok().and_then(|mut f| f.take()) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The accept loops of one proxy: how many still run, and the first error that stopped one.
+#[derive(Debug, Default)]
+struct Accepting {
+    tasks: Tasks,
+    failed: std::sync::Mutex<Option<io::Error>>,
+}
+
+impl AsRef<Tasks> for Arc<Accepting> {
+    fn as_ref(&self) -> &Tasks {
+        &self.tasks
+    }
+}
+
+/// Accepts on `std` (listener number `index`) until the proxy stops accepting. With a listener per
+/// thread (`per_thread`), runs on thread `index` and serves its clients there; otherwise deals them to the
+/// threads in turn.
+async fn accept_loop<R: Runtime>(
+    shared: &Arc<Shared<R>>,
+    std: std::net::TcpListener,
+    index: usize,
+    per_thread: bool,
+) -> io::Result<()> {
+    let listener = shared.rt.listener(std)?;
+    let control = &shared.control;
+    // Refusals and accept errors come in floods: one line per second at most, with the count.
+    let mut refusals = LogLimit::default();
+    let mut accept_errors = LogLimit::default();
+    let mut stopping = control.stopping.watch();
+    let mut next = index;
+    loop {
+        match stopping.unless_set(listener.accept()).await {
+            None => return Ok(()),
+            Some(Ok((accepted, peer))) => {
+                let Some(guard) = Tasks::try_enter(control.clone(), shared.main.max_connections)
+                else {
+                    if let Some(count) = refusals.hit() {
+                        tracing::warn!(client = %peer, limit = shared.main.max_connections, refused = count,
+                            "connection refused: max_connections reached");
+                    }
+                    continue;
+                };
+                let thread = if per_thread {
+                    index
+                } else {
+                    next = next.wrapping_add(1);
+                    next
+                };
+                let task_shared = shared.clone();
+                shared.rt.spawn_on(thread, async move {
+                    let _guard = guard;
+                    match <R::Listener as Listener>::register(accepted) {
+                        Ok(stream) => connection::serve(&task_shared, stream, peer).await,
+                        Err(e) => tracing::warn!(client = %peer, error = %e,
+                            "cannot register the connection with the reactor"),
+                    }
+                });
+            }
+            Some(Err(e)) => {
+                if let Some(count) = accept_errors.hit() {
+                    tracing::warn!(error = %e, failures = count, "accept failed");
+                }
+                // Out of file descriptors and similar: back off instead of spinning.
+                shared
+                    .rt
+                    .sleep_until(Instant::now() + Duration::from_millis(50))
+                    .await;
+            }
+        }
     }
 }
 
@@ -313,10 +399,70 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn accepted_sockets_have_nodelay_from_the_listener() {
-        let listener = bind_std(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+        let listener = bind_std(SocketAddr::from(([127, 0, 0, 1], 0)), false).unwrap();
         listener.set_nonblocking(false).unwrap();
         let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (accepted, _) = listener.accept().unwrap();
         assert!(accepted.nodelay().unwrap());
+    }
+
+    fn local() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    }
+
+    /// One socket per thread on one port, and the kernel spreads new connections over them.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_listener_per_thread_shares_one_port_and_each_gets_connections() {
+        let listeners = bind_listeners(local(), 2).unwrap();
+        assert_eq!(listeners.len(), 2);
+        let addr = listeners[0].local_addr().unwrap();
+        assert_eq!(listeners[1].local_addr().unwrap(), addr);
+        let clients: Vec<_> = (0..64)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        let accepted: Vec<usize> = listeners
+            .iter()
+            .map(|l| std::iter::from_fn(|| l.accept().ok()).count())
+            .collect();
+        assert_eq!(
+            accepted.iter().sum::<usize>(),
+            clients.len(),
+            "{accepted:?}"
+        );
+        assert!(
+            accepted.iter().all(|&n| n > 0),
+            "one listener got nothing: {accepted:?}"
+        );
+    }
+
+    /// `SO_REUSEPORT` must not let a second proxy (which sets it too) share the port of a running one.
+    #[test]
+    fn a_port_in_use_is_an_error_also_for_a_second_proxy() {
+        let first = bind_listeners(local(), 2).unwrap();
+        let addr = first[0].local_addr().unwrap();
+        for threads in [1, 2] {
+            let err = bind_listeners(addr, threads).map(|_| ()).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                io::ErrorKind::AddrInUse,
+                "threads = {threads}: {err}"
+            );
+        }
+        let plain = std::net::TcpListener::bind(local()).unwrap();
+        let err = bind_listeners(plain.local_addr().unwrap(), 2)
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
+    }
+
+    /// Without a listener per thread there is one socket, whatever the thread count.
+    #[test]
+    fn one_thread_binds_one_plain_listener() {
+        let listeners = bind_listeners(local(), 1).unwrap();
+        assert_eq!(listeners.len(), 1);
+        let addr = listeners[0].local_addr().unwrap();
+        let err = bind_std(addr, true).map(|_| ()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
     }
 }

@@ -54,7 +54,8 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     /// Its timer future.
     type Sleep: Future<Output = ()> + Send;
 
-    /// Registers a bound, non-blocking std listener with the reactor.
+    /// Registers a bound, non-blocking std listener with the reactor of the calling thread (the proxy calls
+    /// it from the task that accepts on it).
     fn listener(&self, std: std::net::TcpListener) -> io::Result<Self::Listener>;
     /// Connects to `addr`.
     fn connect(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Stream>> + Send;
@@ -66,8 +67,15 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = io::Result<Vec<SocketAddr>>> + Send;
     /// A timer firing at `deadline`.
     fn sleep_until(&self, deadline: Instant) -> Self::Sleep;
-    /// Runs a task in the background.
-    fn spawn<F: Future<Output = ()> + Send + 'static>(&self, future: F);
+    /// Threads that run sessions, numbered `0..threads()`. The proxy binds a listener per thread (with
+    /// `SO_REUSEPORT` on Linux) and accepts on each from a task on that thread, so a session is accepted,
+    /// registered and served by one thread and no thread wakes another for it.
+    fn threads(&self) -> usize {
+        1
+    }
+    /// Runs a task in the background on session thread `thread` (taken modulo [`Runtime::threads`]); the
+    /// task stays on it. Spawning on the calling thread's own number wakes no other thread.
+    fn spawn_on<F: Future<Output = ()> + Send + 'static>(&self, thread: usize, future: F);
     /// Lets other tasks run before this one goes on (a saturated session gives up its turn).
     ///
     /// The default wakes the task at once; a runtime that can defer the wake until it has polled its

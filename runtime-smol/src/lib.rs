@@ -17,14 +17,13 @@ use std::time::Instant;
 
 /// The smol runtime, for the driver: async-io sockets and timers, and one executor per thread.
 ///
-/// A task stays on the thread it was given (round robin). With one executor shared by every thread, the
+/// A task stays on the thread it was given. With one executor shared by every thread, the
 /// thread that takes an I/O event from async-io's reactor (there is one for the process) wakes the task
 /// and the executor also wakes a sleeping thread to run it: two threads wake for each packet. With an
 /// executor per thread, an event for a task of the reacting thread costs no other wake-up.
 #[derive(Clone)]
 pub struct Smol {
     executors: Arc<[Executor<'static>]>,
-    next: Arc<AtomicUsize>,
     /// How many executors have a thread running them (the first ones); new tasks go only to those.
     running: Arc<AtomicUsize>,
 }
@@ -102,10 +101,13 @@ impl Runtime for Smol {
     fn sleep_until(&self, deadline: Instant) -> Sleep {
         Sleep(Timer::at(deadline))
     }
-    fn spawn<F: Future<Output = ()> + Send + 'static>(&self, future: F) {
+    fn threads(&self) -> usize {
+        self.executors.len()
+    }
+    fn spawn_on<F: Future<Output = ()> + Send + 'static>(&self, thread: usize, future: F) {
+        // A thread that could not be started leaves its share to the running ones.
         let running = self.running.load(Ordering::Acquire).max(1);
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % running;
-        self.executors[i].spawn(future).detach();
+        self.executors[thread % running].spawn(future).detach();
     }
 }
 
@@ -119,7 +121,6 @@ impl Smol {
     pub fn with_threads(threads: usize) -> Smol {
         Smol {
             executors: (0..threads.max(1)).map(|_| Executor::new()).collect(),
-            next: Arc::new(AtomicUsize::new(0)),
             running: Arc::new(AtomicUsize::new(1)),
         }
     }
@@ -180,9 +181,9 @@ mod tests {
     use std::collections::HashSet;
     use std::sync::Mutex;
 
-    /// Tasks are dealt round robin to the threads, each of which runs only its own executor.
+    /// `spawn_on(i)` runs a task on thread `i % threads`, each of which runs only its own executor.
     #[test]
-    fn tasks_are_spread_over_every_thread_and_stay_there() {
+    fn spawn_on_runs_a_task_on_its_thread_and_it_stays_there() {
         let rt = Smol::with_threads(2);
         let seen = Arc::new(Mutex::new(Vec::new()));
         let all_done = Arc::new(Flag::default());
@@ -190,13 +191,13 @@ mod tests {
         let (tasks_seen, tasks_done) = (seen.clone(), all_done.clone());
         rt.block_on(async move {
             let left = Arc::new(AtomicUsize::new(4));
-            for _ in 0..4 {
+            for i in 0..4 {
                 let (seen, left, done) = (tasks_seen.clone(), left.clone(), tasks_done.clone());
-                spawner.spawn(async move {
+                spawner.spawn_on(i, async move {
                     let before = std::thread::current().id();
                     Timer::after(std::time::Duration::from_millis(5)).await;
                     if let Ok(mut seen) = seen.lock() {
-                        seen.push((before, std::thread::current().id()));
+                        seen.push((i, before, std::thread::current().id()));
                     }
                     if left.fetch_sub(1, Ordering::AcqRel) == 1 {
                         done.set();
@@ -208,10 +209,17 @@ mod tests {
         let seen = seen.lock().map(|s| s.clone()).unwrap_or_default();
         assert_eq!(seen.len(), 4);
         assert!(
-            seen.iter().all(|(before, after)| before == after),
+            seen.iter().all(|(_, before, after)| before == after),
             "{seen:?}"
         );
-        let threads: HashSet<_> = seen.iter().map(|(t, _)| *t).collect();
-        assert_eq!(threads.len(), 2, "{seen:?}");
+        let thread_of = |n: usize| -> HashSet<_> {
+            seen.iter()
+                .filter(|(i, ..)| i % 2 == n)
+                .map(|(_, t, _)| *t)
+                .collect()
+        };
+        let (even, odd) = (thread_of(0), thread_of(1));
+        assert_eq!((even.len(), odd.len()), (1, 1), "{seen:?}");
+        assert!(even.is_disjoint(&odd), "{seen:?}");
     }
 }

@@ -8,13 +8,12 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::io::unix::AsyncFd;
 
-/// The tokio runtime, for the driver: sessions are dealt in turn to the session threads, each a
-/// single-threaded tokio runtime with its own reactor, and stay there.
+/// The tokio runtime, for the driver: session threads, each a single-threaded tokio runtime with its own
+/// reactor; a session is accepted, registered and served on one of them and stays there.
 ///
 /// A multi-threaded tokio runtime shares one reactor between its workers: a worker woken by a socket
 /// wakes another one (a futex) to look for more work, about once per game message at low load. Here a
@@ -22,7 +21,6 @@ use tokio::io::unix::AsyncFd;
 #[derive(Debug, Clone)]
 pub struct Tokio {
     threads: Arc<[tokio::runtime::Handle]>,
-    next: Arc<AtomicUsize>,
 }
 
 /// A tokio TCP stream.
@@ -57,8 +55,8 @@ impl nethergate_driver::Stream for Stream {
     }
 }
 
-/// A listening socket watched by the first session thread's reactor; what it accepts may go to any
-/// session thread.
+/// A listening socket watched by the reactor of the session thread that accepts on it; what it accepts
+/// is registered by the thread that serves it.
 #[derive(Debug)]
 pub struct Listener(AsyncFd<mio::net::TcpListener>);
 
@@ -103,9 +101,12 @@ impl Runtime for Tokio {
     fn sleep_until(&self, deadline: Instant) -> tokio::time::Sleep {
         tokio::time::sleep_until(deadline.into())
     }
-    fn spawn<F: Future<Output = ()> + Send + 'static>(&self, future: F) {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.threads.len();
-        self.threads[i].spawn(future);
+    fn threads(&self) -> usize {
+        self.threads.len()
+    }
+    fn spawn_on<F: Future<Output = ()> + Send + 'static>(&self, thread: usize, future: F) {
+        // From a task of that same thread, tokio queues it locally without waking anything.
+        self.threads[thread % self.threads.len()].spawn(future);
     }
     async fn yield_now(&self) {
         // Deferred: woken only once the thread has polled its reactor, so other sessions' I/O comes first.
@@ -114,8 +115,8 @@ impl Runtime for Tokio {
 }
 
 /// The runtimes the binary runs on: `threads` session threads ("nethergate-worker"), each a
-/// single-threaded tokio runtime. The first one also runs the future given to [`Runtimes::block_on`] (the
-/// accept loop), so the sessions dealt to it start without waking another thread. Dropping it stops them.
+/// single-threaded tokio runtime. The first one also runs the future given to [`Runtimes::block_on`].
+/// Dropping it stops them.
 #[derive(Debug)]
 pub struct Runtimes {
     tokio: Tokio,
@@ -134,7 +135,6 @@ pub fn runtime(threads: usize) -> io::Result<Runtimes> {
     let mut rts = Runtimes {
         tokio: Tokio {
             threads: Arc::new([]),
-            next: Arc::new(AtomicUsize::new(0)),
         },
         stop: Arc::new(Flag::default()),
         threads: Vec::new(),
@@ -154,18 +154,12 @@ pub fn runtime(threads: usize) -> io::Result<Runtimes> {
 }
 
 impl Runtimes {
-    /// The driver's runtime: spawns go to the session threads in turn.
+    /// The driver's runtime over these threads.
     pub fn tokio(&self) -> Tokio {
         self.tokio.clone()
     }
 
-    /// Enters the first session thread's runtime, which [`Runtimes::block_on`] runs on (to bind listeners
-    /// with its reactor).
-    pub fn enter(&self) -> tokio::runtime::EnterGuard<'_> {
-        self.tokio.threads[0].enter()
-    }
-
-    /// Runs `future` (the accept loop) on the first session thread and waits for it on this one.
+    /// Runs `future` (the proxy) on the first session thread and waits for it on this one.
     pub fn block_on<F>(&self, future: F) -> F::Output
     where
         F: Future + Send + 'static,
@@ -194,10 +188,7 @@ impl Drop for Runtimes {
 /// Binds and runs a proxy for `config` on new threads with their own tokio runtimes.
 pub fn spawn(config: Config, plugins: Plugins) -> io::Result<Running> {
     let rt = runtime(nethergate_driver::cli::threads(None))?;
-    let proxy = {
-        let _enter = rt.enter();
-        Proxy::bind(rt.tokio(), config, plugins)?
-    };
+    let proxy = Proxy::bind(rt.tokio(), config, plugins)?;
     let (addr, handle) = (proxy.local_addr(), proxy.handle());
     Running::spawn(addr, handle, move || rt.block_on(proxy.run()))
 }
@@ -210,18 +201,18 @@ mod tests {
     use std::sync::{mpsc, Arc};
     use tokio::io::AsyncWriteExt;
 
-    /// Tasks are dealt in turn to the session threads, and a task stays on the thread it started on
-    /// (its timers and sockets belong to that thread's reactor).
+    /// `spawn_on(i)` runs a task on session thread `i % threads`, and the task stays on that thread (its
+    /// timers and sockets belong to that thread's reactor).
     #[test]
-    fn tasks_are_dealt_to_every_session_thread_and_stay_there() -> io::Result<()> {
+    fn spawn_on_runs_a_task_on_its_thread_and_it_stays_there() -> io::Result<()> {
         let rts = runtime(2)?;
         let (tx, rx) = mpsc::channel();
-        for _ in 0..4 {
+        for i in 0..4 {
             let tx = tx.clone();
-            rts.tokio().spawn(async move {
+            rts.tokio().spawn_on(i, async move {
                 let before = std::thread::current().id();
                 tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-                let _ = tx.send((before, std::thread::current().id()));
+                let _ = tx.send((i, before, std::thread::current().id()));
             });
         }
         let seen: Vec<_> = (0..4)
@@ -229,11 +220,18 @@ mod tests {
             .collect();
         assert_eq!(seen.len(), 4, "{seen:?}");
         assert!(
-            seen.iter().all(|(before, after)| before == after),
+            seen.iter().all(|(_, before, after)| before == after),
             "{seen:?}"
         );
-        let threads: HashSet<_> = seen.iter().map(|(t, _)| *t).collect();
-        assert_eq!(threads.len(), 2, "{seen:?}");
+        let thread_of = |n: usize| -> HashSet<_> {
+            seen.iter()
+                .filter(|(i, ..)| i % 2 == n)
+                .map(|(_, t, _)| *t)
+                .collect()
+        };
+        let (even, odd) = (thread_of(0), thread_of(1));
+        assert_eq!((even.len(), odd.len()), (1, 1), "{seen:?}");
+        assert!(even.is_disjoint(&odd), "{seen:?}");
         Ok(())
     }
 

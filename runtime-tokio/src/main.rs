@@ -6,10 +6,7 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     cli::main(|launch| {
         let rt = nethergate_tokio::runtime(launch.threads)?;
-        let proxy = {
-            let _enter = rt.enter();
-            Proxy::bind(rt.tokio(), launch.config.clone(), launch.plugins.clone())?
-        };
+        let proxy = Proxy::bind(rt.tokio(), launch.config.clone(), launch.plugins.clone())?;
         let _supervision = launch.supervise(proxy.handle())?;
         rt.block_on(proxy.run())
     })
