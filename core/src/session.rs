@@ -280,8 +280,11 @@ impl Session {
 
     /// The client closed its side before forwarding started.
     pub fn handle_client_eof(&mut self) {
-        if self.state != State::Done {
-            self.close(CloseReason::ClientClosed);
+        match self.state {
+            State::Done => {}
+            // Its status was answered; many server-list tools leave without the ping.
+            State::OfflineStatus if self.status_requested => self.close(CloseReason::StatusServed),
+            _ => self.close(CloseReason::ClientClosed),
         }
     }
 
@@ -881,6 +884,31 @@ mod tests {
         assert_eq!(v["version"]["protocol"], 47);
         assert_eq!(did[4], Did::ToClient(response::pong(&42i64.to_be_bytes())));
         assert_eq!(did[5], Did::Close(CloseReason::StatusServed));
+    }
+
+    #[test]
+    fn offline_status_without_ping_is_served_when_the_client_leaves() {
+        let mut bytes = Vec::new();
+        Handshake {
+            protocol_version: 47,
+            server_address: "lobby.example.com",
+            port: 25565,
+            next_state: NextState::Status,
+        }
+        .encode(&mut bytes);
+        let mut s = session(&[server("lobby", "")]);
+        let mut script = Script::new(Decision::Allow, 2);
+        // The handshake alone is not routed yet; the Status Request is, and is answered offline.
+        let did = script.run(&mut s, &[&bytes]);
+        assert!(!did.iter().any(|d| matches!(d, Did::Connect(_))), "{did:?}");
+        let mut request = Vec::new();
+        codec::write_frame(&mut request, 0x00, &[]);
+        let did = script.run(&mut s, &[&request]);
+        assert!(matches!(did.last(), Some(Did::ToClient(_))), "{did:?}");
+        s.handle_client_eof();
+        let mut did = Vec::new();
+        script.drain(&mut s, &mut did);
+        assert_eq!(did, [Did::Close(CloseReason::StatusServed)]);
     }
 
     #[test]
