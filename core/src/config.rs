@@ -2,14 +2,96 @@
 //! problem at once, each naming the file, the key and the reason.
 //!
 //! Parsing goes through loosely typed `Raw*` structs (strings for durations and addresses) so that a bad
-//! value is reported with its key and a precise reason instead of a generic deserialisation error.
+//! value is reported with its key and a precise reason instead of a generic deserialisation error. Every
+//! value in them is a [`Field`], and unknown keys are collected rather than refused, so a value of the
+//! wrong type or a misspelt key does not stop the checks of the rest of the file: an admin sees every
+//! problem of a file in one run. Only a file that is not TOML at all stops at its first syntax error.
 
 use crate::rewrite::Rewrite;
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// A configuration value that deserialises whatever its type: the `T` it should be, or why it is not.
+enum Field<T> {
+    Ok(T),
+    Bad(String),
+}
+
+impl<'de, T: DeserializeOwned> Deserialize<'de> for Field<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = toml::Value::deserialize(d)?;
+        Ok(match value.try_into() {
+            Ok(v) => Field::Ok(v),
+            Err(e) => match e.message().trim() {
+                "" => Field::Bad("invalid value".to_owned()),
+                reason => Field::Bad(reason.to_owned()),
+            },
+        })
+    }
+}
+
+/// The value of an optional key; a value of the wrong type is an issue naming `key`, and `None`.
+fn field<T>(
+    value: Option<Field<T>>,
+    source: &str,
+    key: &str,
+    issues: &mut Vec<ConfigIssue>,
+) -> Option<T> {
+    match value? {
+        Field::Ok(v) => Some(v),
+        Field::Bad(reason) => {
+            issues.push(ConfigIssue::new(source, key, reason));
+            None
+        }
+    }
+}
+
+/// A table-valued key (`[timeouts]`), which must be a table.
+fn table<T>(
+    value: Option<Field<T>>,
+    source: &str,
+    key: &str,
+    issues: &mut Vec<ConfigIssue>,
+) -> Option<T> {
+    match value? {
+        Field::Ok(v) => Some(v),
+        Field::Bad(_) => {
+            issues.push(ConfigIssue::new(
+                source,
+                key,
+                format!("must be a table (a `[{key}]` section)"),
+            ));
+            None
+        }
+    }
+}
+
+/// Reports the keys a table had that nothing reads, the way serde's `deny_unknown_fields` words it.
+fn unknown_keys(
+    unknown: &BTreeMap<String, toml::Value>,
+    prefix: &str,
+    expected: &[&str],
+    source: &str,
+    issues: &mut Vec<ConfigIssue>,
+) {
+    let expected = expected
+        .iter()
+        .map(|k| format!("`{k}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    for key in unknown.keys() {
+        issues.push(ConfigIssue::new(
+            source,
+            format!("{prefix}{key}"),
+            format!("unknown field `{key}`, expected one of {expected}"),
+        ));
+    }
+}
 
 /// Default `disconnect_message`.
 pub const DEFAULT_DISCONNECT_MESSAGE: &str =
@@ -254,26 +336,46 @@ impl DockerConfig {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawMain {
-    bind: Option<String>,
-    servers_dir: Option<String>,
-    handshake_timeout: Option<String>,
-    max_connections: Option<usize>,
-    shutdown_timeout: Option<String>,
-    ip_filter: Option<RawIpFilter>,
-    docker: Option<RawDocker>,
+    bind: Option<Field<String>>,
+    servers_dir: Option<Field<String>>,
+    handshake_timeout: Option<Field<String>>,
+    max_connections: Option<Field<usize>>,
+    shutdown_timeout: Option<Field<String>>,
+    ip_filter: Option<Field<RawIpFilter>>,
+    docker: Option<Field<RawDocker>>,
+    #[serde(flatten)]
+    unknown: BTreeMap<String, toml::Value>,
 }
 
+const MAIN_KEYS: &[&str] = &[
+    "bind",
+    "servers_dir",
+    "handshake_timeout",
+    "max_connections",
+    "shutdown_timeout",
+    "ip_filter",
+    "docker",
+];
+
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawDocker {
-    endpoint: Option<String>,
-    label_prefix: Option<String>,
-    network: Option<String>,
-    poll_interval: Option<String>,
-    reconnect_delay: Option<String>,
+    endpoint: Option<Field<String>>,
+    label_prefix: Option<Field<String>>,
+    network: Option<Field<String>>,
+    poll_interval: Option<Field<String>>,
+    reconnect_delay: Option<Field<String>>,
+    #[serde(flatten)]
+    unknown: BTreeMap<String, toml::Value>,
 }
+
+const DOCKER_KEYS: &[&str] = &[
+    "endpoint",
+    "label_prefix",
+    "network",
+    "poll_interval",
+    "reconnect_delay",
+];
 
 fn docker_endpoint(source: &str, value: &str, issues: &mut Vec<ConfigIssue>) -> DockerEndpoint {
     let key = "docker.endpoint";
@@ -305,16 +407,18 @@ fn docker_endpoint(source: &str, value: &str, issues: &mut Vec<ConfigIssue>) -> 
 }
 
 fn docker(source: &str, raw: RawDocker, issues: &mut Vec<ConfigIssue>) -> DockerConfig {
+    unknown_keys(&raw.unknown, "docker.", DOCKER_KEYS, source, issues);
+    let endpoint = field(raw.endpoint, source, "docker.endpoint", issues);
     let endpoint = docker_endpoint(
         source,
-        raw.endpoint
+        endpoint
             .as_deref()
             .unwrap_or(DEFAULT_DOCKER_ENDPOINT)
             .trim(),
         issues,
     );
     let mut config = DockerConfig::new(endpoint);
-    if let Some(prefix) = raw.label_prefix {
+    if let Some(prefix) = field(raw.label_prefix, source, "docker.label_prefix", issues) {
         let trimmed = prefix.trim().trim_end_matches('.');
         if trimmed.is_empty()
             || trimmed
@@ -330,7 +434,7 @@ fn docker(source: &str, raw: RawDocker, issues: &mut Vec<ConfigIssue>) -> Docker
             config.label_prefix = trimmed.to_owned();
         }
     }
-    if let Some(network) = raw.network {
+    if let Some(network) = field(raw.network, source, "docker.network", issues) {
         if network.trim().is_empty() {
             issues.push(ConfigIssue::new(
                 source,
@@ -344,14 +448,14 @@ fn docker(source: &str, raw: RawDocker, issues: &mut Vec<ConfigIssue>) -> Docker
     config.poll_interval = duration(
         source,
         "docker.poll_interval",
-        raw.poll_interval.as_deref(),
+        raw.poll_interval,
         config.poll_interval,
         issues,
     );
     config.reconnect_delay = duration(
         source,
         "docker.reconnect_delay",
-        raw.reconnect_delay.as_deref(),
+        raw.reconnect_delay,
         config.reconnect_delay,
         issues,
     );
@@ -359,17 +463,38 @@ fn docker(source: &str, raw: RawDocker, issues: &mut Vec<ConfigIssue>) -> Docker
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawIpFilter {
-    #[serde(default)]
-    allow: Vec<String>,
-    #[serde(default)]
-    deny: Vec<String>,
-    message: Option<String>,
+    allow: Option<Field<Vec<String>>>,
+    deny: Option<Field<Vec<String>>>,
+    message: Option<Field<String>>,
+    #[serde(flatten)]
+    unknown: BTreeMap<String, toml::Value>,
 }
 
 /// Default message for clients refused by `[ip_filter]`.
 pub const DEFAULT_IP_FILTER_MESSAGE: &str = "You are not allowed to join this server.";
+
+fn ip_filter(
+    source: &str,
+    raw: RawIpFilter,
+    issues: &mut Vec<ConfigIssue>,
+) -> crate::plugin::IpFilter {
+    unknown_keys(
+        &raw.unknown,
+        "ip_filter.",
+        &["allow", "deny", "message"],
+        source,
+        issues,
+    );
+    let allow = field(raw.allow, source, "ip_filter.allow", issues).unwrap_or_default();
+    let deny = field(raw.deny, source, "ip_filter.deny", issues).unwrap_or_default();
+    crate::plugin::IpFilter {
+        allow: networks(source, "ip_filter.allow", &allow, issues),
+        deny: networks(source, "ip_filter.deny", &deny, issues),
+        message: field(raw.message, source, "ip_filter.message", issues)
+            .unwrap_or_else(|| DEFAULT_IP_FILTER_MESSAGE.to_owned()),
+    }
+}
 
 fn networks(
     source: &str,
@@ -402,11 +527,12 @@ fn networks(
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct RawTimeouts {
-    connect: Option<String>,
-    read: Option<String>,
-    write: Option<String>,
+    connect: Option<Field<String>>,
+    read: Option<Field<String>>,
+    write: Option<Field<String>>,
+    #[serde(flatten)]
+    unknown: BTreeMap<String, toml::Value>,
 }
 
 #[derive(Deserialize)]
@@ -423,49 +549,72 @@ struct RawExplicit {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawServer {
-    name: Option<String>,
-    domains: Option<Vec<String>>,
-    addresses: Option<Vec<String>>,
-    proxy_mode: Option<String>,
-    send_proxy_protocol: Option<bool>,
-    proxy_protocol_version: Option<u8>,
-    domain_rewrite: Option<RawRewrite>,
-    max_players: Option<u32>,
-    disconnect_message: Option<String>,
-    timeouts: Option<RawTimeouts>,
+    name: Option<Field<String>>,
+    domains: Option<Field<Vec<String>>>,
+    addresses: Option<Field<Vec<String>>>,
+    proxy_mode: Option<Field<String>>,
+    send_proxy_protocol: Option<Field<bool>>,
+    proxy_protocol_version: Option<Field<u8>>,
+    domain_rewrite: Option<Field<RawRewrite>>,
+    max_players: Option<Field<u32>>,
+    disconnect_message: Option<Field<String>>,
+    timeouts: Option<Field<RawTimeouts>>,
     network: Option<toml::Value>,
+    #[serde(flatten)]
+    unknown: BTreeMap<String, toml::Value>,
 }
 
-/// Turns a toml error into an issue naming the key on the offending line when there is one.
+const SERVER_KEYS: &[&str] = &[
+    "name",
+    "domains",
+    "addresses",
+    "proxy_mode",
+    "send_proxy_protocol",
+    "proxy_protocol_version",
+    "domain_rewrite",
+    "max_players",
+    "disconnect_message",
+    "timeouts",
+    "network",
+];
+
+/// Turns a toml error into an issue naming the key on the offending line when there is one, and where in
+/// the file the error is.
 fn toml_issue(source: &str, text: &str, err: &toml::de::Error) -> ConfigIssue {
-    let key = err
-        .span()
-        .and_then(|span| {
-            let line_start = text[..span.start.min(text.len())]
-                .rfind('\n')
-                .map_or(0, |i| i + 1);
-            let line = text[line_start..].lines().next()?;
-            let (key, _) = line.split_once('=')?;
-            Some(key.trim().trim_matches('"').to_owned())
-        })
+    // (line, column, the line's text), 1-based as editors count.
+    let place = err.span().and_then(|span| {
+        let before = text.get(..span.start.min(text.len()))?;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let line = text.get(line_start..)?.lines().next().unwrap_or("");
+        let column = before.get(line_start..)?.chars().count() + 1;
+        Some((before.matches('\n').count() + 1, column, line))
+    });
+    let key = place
+        .and_then(|(_, _, line)| line.split_once('='))
+        .map(|(key, _)| key.trim().trim_matches('"').to_owned())
         .unwrap_or_default();
-    let mut reason = err.message().trim().to_owned();
-    if reason.is_empty() {
-        // toml has no message for some syntax errors (a value missing at the end of the text); its
-        // Display still starts with "TOML parse error at line L, column C".
-        reason = err
-            .to_string()
-            .lines()
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_owned();
-        if reason.is_empty() {
-            reason = "invalid TOML".to_owned();
+    // Some messages take several lines ("invalid array\nexpected `]`"); an issue is one line.
+    let message = err
+        .message()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(": ");
+    let reason = match (message.as_str(), place) {
+        ("", _) => {
+            // toml has no message for some syntax errors (a value missing at the end of the text); its
+            // Display still starts with "TOML parse error at line L, column C".
+            let first = err.to_string();
+            match first.lines().next().map(str::trim) {
+                Some(line) if !line.is_empty() => line.to_owned(),
+                _ => "invalid TOML".to_owned(),
+            }
         }
-    }
+        (message, Some((line, column, _))) => format!("{message} (line {line}, column {column})"),
+        (message, None) => message.to_owned(),
+    };
     ConfigIssue::new(source, key, reason)
 }
 
@@ -475,11 +624,23 @@ pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 fn duration(
     source: &str,
     key: &str,
-    value: Option<&str>,
+    value: Option<Field<String>>,
     default: Duration,
     issues: &mut Vec<ConfigIssue>,
 ) -> Duration {
-    let Some(value) = value else { return default };
+    let value = match value {
+        None => return default,
+        Some(Field::Ok(v)) => v,
+        Some(Field::Bad(reason)) => {
+            issues.push(ConfigIssue::new(
+                source,
+                key,
+                format!("{reason} (write a duration such as \"5s\", \"2m\", \"1h\")"),
+            ));
+            return default;
+        }
+    };
+    let value = value.as_str();
     match humantime_serde::re::humantime::parse_duration(value) {
         Ok(d) if d.is_zero() => {
             issues.push(ConfigIssue::new(source, key, "must be greater than zero"));
@@ -513,7 +674,9 @@ impl MainConfig {
         let raw: RawMain =
             toml::from_str(text).map_err(|e| ConfigErrors(vec![toml_issue(&source, text, &e)]))?;
         let mut issues = Vec::new();
-        let bind_text = raw.bind.as_deref().unwrap_or("0.0.0.0:25565");
+        unknown_keys(&raw.unknown, "", MAIN_KEYS, &source, &mut issues);
+        let bind_text = field(raw.bind, &source, "bind", &mut issues);
+        let bind_text = bind_text.as_deref().unwrap_or("0.0.0.0:25565");
         let bind = bind_text.parse().unwrap_or_else(|_| {
             issues.push(ConfigIssue::new(
                 &source,
@@ -523,29 +686,27 @@ impl MainConfig {
             SocketAddr::from(([0, 0, 0, 0], 25565))
         });
         let base = path.parent().unwrap_or(Path::new("."));
-        let servers_dir = base.join(raw.servers_dir.as_deref().unwrap_or("servers"));
+        let servers_dir = field(raw.servers_dir, &source, "servers_dir", &mut issues);
+        let servers_dir = base.join(servers_dir.as_deref().unwrap_or("servers"));
         let handshake_timeout = duration(
             &source,
             "handshake_timeout",
-            raw.handshake_timeout.as_deref(),
+            raw.handshake_timeout,
             Duration::from_secs(5),
             &mut issues,
         );
         let shutdown_timeout = duration(
             &source,
             "shutdown_timeout",
-            raw.shutdown_timeout.as_deref(),
+            raw.shutdown_timeout,
             Duration::from_secs(30),
             &mut issues,
         );
-        let ip_filter = raw.ip_filter.map(|f| crate::plugin::IpFilter {
-            allow: networks(&source, "ip_filter.allow", &f.allow, &mut issues),
-            deny: networks(&source, "ip_filter.deny", &f.deny, &mut issues),
-            message: f
-                .message
-                .unwrap_or_else(|| DEFAULT_IP_FILTER_MESSAGE.to_owned()),
-        });
-        let docker = raw.docker.map(|d| docker(&source, d, &mut issues));
+        let max_connections = field(raw.max_connections, &source, "max_connections", &mut issues);
+        let ip_filter = table(raw.ip_filter, &source, "ip_filter", &mut issues)
+            .map(|f| ip_filter(&source, f, &mut issues));
+        let docker = table(raw.docker, &source, "docker", &mut issues)
+            .map(|d| docker(&source, d, &mut issues));
         if !issues.is_empty() {
             return Err(ConfigErrors(issues));
         }
@@ -553,7 +714,7 @@ impl MainConfig {
             bind,
             servers_dir,
             handshake_timeout,
-            max_connections: raw.max_connections.unwrap_or(0),
+            max_connections: max_connections.unwrap_or(0),
             shutdown_timeout,
             ip_filter,
             docker,
@@ -609,14 +770,14 @@ impl ServerConfig {
         let raw: RawServer =
             toml::from_str(text).map_err(|e| ConfigErrors(vec![toml_issue(source, text, &e)]))?;
         let mut issues = Vec::new();
+        unknown_keys(&raw.unknown, "", SERVER_KEYS, source, &mut issues);
 
-        let name = raw.name.unwrap_or_else(|| stem.to_owned());
+        let name = field(raw.name, source, "name", &mut issues).unwrap_or_else(|| stem.to_owned());
         if name.trim().is_empty() {
             issues.push(ConfigIssue::new(source, "name", "must not be empty"));
         }
 
-        let domains: Vec<String> = raw
-            .domains
+        let domains: Vec<String> = field(raw.domains, source, "domains", &mut issues)
             .unwrap_or_default()
             .iter()
             .filter_map(|d| domain(source, d, &mut issues))
@@ -630,7 +791,7 @@ impl ServerConfig {
         }
 
         let mut addresses = Vec::new();
-        for a in raw.addresses.unwrap_or_default() {
+        for a in field(raw.addresses, source, "addresses", &mut issues).unwrap_or_default() {
             match BackendAddress::parse(a.trim()) {
                 Ok(addr) => addresses.push(addr),
                 Err(reason) => issues.push(ConfigIssue::new(source, "addresses", reason)),
@@ -644,7 +805,7 @@ impl ServerConfig {
             ));
         }
 
-        let proxy_mode = match raw.proxy_mode.as_deref() {
+        let proxy_mode = match field(raw.proxy_mode, source, "proxy_mode", &mut issues).as_deref() {
             None | Some("passthrough") => ProxyMode::Passthrough,
             Some("zero_copy") => ProxyMode::ZeroCopy,
             Some(other @ ("offline" | "client_only" | "server_only")) => {
@@ -672,7 +833,12 @@ impl ServerConfig {
             ));
         }
 
-        let proxy_protocol_version = match raw.proxy_protocol_version {
+        let proxy_protocol_version = match field(
+            raw.proxy_protocol_version,
+            source,
+            "proxy_protocol_version",
+            &mut issues,
+        ) {
             None | Some(2) => ProxyProtocolVersion::V2,
             Some(1) => ProxyProtocolVersion::V1,
             Some(v) => {
@@ -687,12 +853,22 @@ impl ServerConfig {
 
         let domain_rewrite = match raw.domain_rewrite {
             None => Rewrite::None,
-            Some(RawRewrite::Mode(m)) if m == "none" => Rewrite::None,
-            Some(RawRewrite::Mode(m)) if m == "from_backend" => match addresses.first() {
-                Some(a) => Rewrite::Host(a.host.clone()),
-                None => Rewrite::None,
-            },
-            Some(RawRewrite::Mode(m)) => {
+            Some(Field::Bad(_)) => {
+                issues.push(ConfigIssue::new(
+                    source,
+                    "domain_rewrite",
+                    "expected \"none\", \"from_backend\" or { explicit = \"host\" }",
+                ));
+                Rewrite::None
+            }
+            Some(Field::Ok(RawRewrite::Mode(m))) if m == "none" => Rewrite::None,
+            Some(Field::Ok(RawRewrite::Mode(m))) if m == "from_backend" => {
+                match addresses.first() {
+                    Some(a) => Rewrite::Host(a.host.clone()),
+                    None => Rewrite::None,
+                }
+            }
+            Some(Field::Ok(RawRewrite::Mode(m))) => {
                 issues.push(ConfigIssue::new(
                     source,
                     "domain_rewrite",
@@ -700,7 +876,7 @@ impl ServerConfig {
                 ));
                 Rewrite::None
             }
-            Some(RawRewrite::Explicit(RawExplicit { explicit })) => {
+            Some(Field::Ok(RawRewrite::Explicit(RawExplicit { explicit }))) => {
                 let host = explicit.trim();
                 if host.is_empty() || host.contains('\0') || host.len() > 255 {
                     issues.push(ConfigIssue::new(
@@ -715,31 +891,40 @@ impl ServerConfig {
             }
         };
 
-        let raw_t = raw.timeouts.unwrap_or_default();
+        let raw_t = table(raw.timeouts, source, "timeouts", &mut issues).unwrap_or_default();
+        unknown_keys(
+            &raw_t.unknown,
+            "timeouts.",
+            &["connect", "read", "write"],
+            source,
+            &mut issues,
+        );
         let d = Timeouts::default();
         let timeouts = Timeouts {
             connect: duration(
                 source,
                 "timeouts.connect",
-                raw_t.connect.as_deref(),
+                raw_t.connect,
                 d.connect,
                 &mut issues,
             ),
-            read: duration(
-                source,
-                "timeouts.read",
-                raw_t.read.as_deref(),
-                d.read,
-                &mut issues,
-            ),
-            write: duration(
-                source,
-                "timeouts.write",
-                raw_t.write.as_deref(),
-                d.write,
-                &mut issues,
-            ),
+            read: duration(source, "timeouts.read", raw_t.read, d.read, &mut issues),
+            write: duration(source, "timeouts.write", raw_t.write, d.write, &mut issues),
         };
+
+        let send_proxy_protocol = field(
+            raw.send_proxy_protocol,
+            source,
+            "send_proxy_protocol",
+            &mut issues,
+        );
+        let max_players = field(raw.max_players, source, "max_players", &mut issues);
+        let disconnect_message = field(
+            raw.disconnect_message,
+            source,
+            "disconnect_message",
+            &mut issues,
+        );
 
         if !issues.is_empty() {
             return Err(ConfigErrors(issues));
@@ -750,12 +935,11 @@ impl ServerConfig {
             domains,
             addresses,
             proxy_mode,
-            send_proxy_protocol: raw.send_proxy_protocol.unwrap_or(false),
+            send_proxy_protocol: send_proxy_protocol.unwrap_or(false),
             proxy_protocol_version,
             domain_rewrite,
-            max_players: raw.max_players.unwrap_or(0),
-            disconnect_message: raw
-                .disconnect_message
+            max_players: max_players.unwrap_or(0),
+            disconnect_message: disconnect_message
                 .unwrap_or_else(|| DEFAULT_DISCONNECT_MESSAGE.to_owned()),
             timeouts,
         })
@@ -1083,6 +1267,15 @@ mod tests {
     }
 
     #[test]
+    fn a_syntax_error_says_where() {
+        let e = server("domains = [\"a\"]\nthis is [not toml\n").unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert!(e.0[0].reason.ends_with("(line 2, column 6)"), "{e}");
+        let e = server("domains = [\"é\", ]\naddresses = [\"a:1\"\n").unwrap_err();
+        assert_eq!(e.0[0].reason, "invalid array: expected `]` (line 3, column 1)", "{e}");
+    }
+
+    #[test]
     fn value_missing_at_the_end_is_reported_with_a_reason() {
         // Found by the `config` fuzz target: toml gives an empty message for this one.
         let e = server("domains = [\"a\"]\naddresses = [\"a:1\"]\nmax_players =").unwrap_err();
@@ -1125,8 +1318,17 @@ mod tests {
         // a breaks, b disappears, c appears.
         let good_c = "domains = [\"c.example.com\"]\naddresses = [\"10.0.0.3:1\"]";
         let issues = catalog.update_files(files(&[("a", "domains = 3"), ("c", good_c)]));
-        assert_eq!(issues.len(), 1);
-        assert_eq!(issues[0].source, "servers/a.toml");
+        let keys: Vec<_> = issues
+            .iter()
+            .map(|i| (i.source.as_str(), i.key.as_str()))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                ("servers/a.toml", "domains"),
+                ("servers/a.toml", "addresses")
+            ]
+        );
         let names: Vec<String> = catalog.servers().into_iter().map(|s| s.name).collect();
         assert_eq!(names, vec!["a", "c"]);
         let table = catalog.route_table().unwrap();
@@ -1260,9 +1462,71 @@ mod tests {
     }
 
     #[test]
+    fn every_problem_of_a_file_is_reported_at_once_wrong_types_included() {
+        let text = r#"
+domains = []
+addresses = ["nohost", "example.com:25565"]
+proxy_mode = "offline"
+max_players = -1
+send_proxy_protocol = "yes"
+domain_rewrite = 7
+network = "x"
+colour = "blue"
+
+[timeouts]
+connect = "abc"
+read = "0s"
+write = 5
+idle = "1m"
+"#;
+        let e = server(text).unwrap_err();
+        let mut found = keys(e.clone());
+        found.sort();
+        let mut expected = vec![
+            "addresses",
+            "colour",
+            "domain_rewrite",
+            "domains",
+            "max_players",
+            "network",
+            "proxy_mode",
+            "send_proxy_protocol",
+            "timeouts.connect",
+            "timeouts.idle",
+            "timeouts.read",
+            "timeouts.write",
+        ];
+        expected.sort();
+        assert_eq!(found, expected, "{e}");
+        let text = e.to_string();
+        for reason in [
+            "`max_players`: invalid value: integer `-1`, expected u32",
+            "`send_proxy_protocol`: invalid type: string \"yes\", expected a boolean",
+            "`timeouts.write`: invalid type: integer `5`, expected a string (write a duration",
+            "`colour`: unknown field `colour`, expected one of `name`, `domains`",
+            "`timeouts.idle`: unknown field `idle`, expected one of `connect`, `read`, `write`",
+        ] {
+            assert!(text.contains(reason), "missing {reason:?} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_section_that_is_not_a_table_is_named() {
+        let e = server("domains = [\"a\"]\naddresses = [\"a:1\"]\ntimeouts = 5").unwrap_err();
+        assert_eq!(keys(e.clone()), vec!["timeouts"]);
+        assert!(e.to_string().contains("must be a table"), "{e}");
+        let e = MainConfig::from_toml(
+            Path::new("n.toml"),
+            "ip_filter = \"all\"\nmax_connections = \"many\"",
+        )
+        .unwrap_err();
+        assert_eq!(keys(e), vec!["max_connections", "ip_filter"]);
+    }
+
+    #[test]
     fn docker_section_rejects_unknown_keys() {
         let e = MainConfig::from_toml(Path::new("n.toml"), "[docker]\npoll = \"5s\"").unwrap_err();
-        assert_eq!(keys(e.clone()), vec!["poll"]);
+        assert_eq!(keys(e.clone()), vec!["docker.poll"]);
         assert!(e.to_string().contains("unknown field `poll`"), "{e}");
     }
 
