@@ -1272,7 +1272,10 @@ mod tests {
         assert_eq!(e.0.len(), 1, "{e}");
         assert!(e.0[0].reason.ends_with("(line 2, column 6)"), "{e}");
         let e = server("domains = [\"é\", ]\naddresses = [\"a:1\"\n").unwrap_err();
-        assert_eq!(e.0[0].reason, "invalid array: expected `]` (line 3, column 1)", "{e}");
+        assert_eq!(
+            e.0[0].reason, "invalid array: expected `]` (line 3, column 1)",
+            "{e}"
+        );
     }
 
     #[test]

@@ -9,7 +9,9 @@ use crate::pool::Buffer;
 use crate::runtime::{Interest, Runtime, Stream};
 use crate::signal::Flag;
 use futures_lite::future;
-use nethergate_core::forward::{classify_error, Ending, Side, Stop, FAIR_SHARE_BYTES};
+use nethergate_core::forward::{
+    classify_error, Ending, Side, Stop, COPY_BUFFER_SIZE, FAIR_SHARE_BYTES,
+};
 use nethergate_core::{EndReason, ProxyMode, Timeouts};
 use std::future::Future;
 use std::io;
@@ -73,6 +75,9 @@ fn write_now<S: Stream>(to: &S, data: &[u8]) -> Result<usize, Stop> {
     Ok(done)
 }
 
+/// A burst this small is packets, not a stream: in zero copy the next burst starts with a buffer again.
+const SMALL_BURST: usize = 4096;
+
 /// How a direction stopped, and whether it was writing (the stop is then the other side's doing).
 type Pumped = (Stop, bool);
 
@@ -97,16 +102,21 @@ enum Carrier {
 }
 
 impl Carrier {
-    fn take(mode: ProxyMode) -> Carrier {
+    /// A pipe when `splice` (zero copy) and one can be had, else a buffer.
+    fn take(splice: bool) -> Carrier {
         #[cfg(target_os = "linux")]
-        if mode == ProxyMode::ZeroCopy {
+        if splice {
             // Out of file descriptors for a pipe: this chunk goes through a buffer instead.
             if let Ok(pipe) = crate::splice::Pipe::take() {
                 return Carrier::Pipe(pipe);
             }
         }
-        let _ = mode;
+        let _ = splice;
         Carrier::Buffer(Buffer::take())
+    }
+
+    fn is_pipe(&self) -> bool {
+        !matches!(self, Carrier::Buffer(_))
     }
 
     /// Reads one chunk from `from` and writes all of it to `to`.
@@ -202,6 +212,12 @@ fn read_error(e: &io::Error) -> Step {
 /// When the other direction has finished already, the session ends with this EOF and both sockets are
 /// closed at once: `to` then gets no `shutdown` of its own, as closing a socket whose input was read to
 /// the end sends the same FIN after the same queued bytes (one syscall less per session).
+///
+/// Zero copy splices bulk and copies small packets. Two splices through a pipe cost more than one `recv`
+/// and one `send` of a few hundred bytes, and game traffic is mostly that, so in `zero_copy` a burst
+/// (what one readiness lets through) starts with a buffer, and moves on to a pipe as soon as a read fills
+/// the whole buffer; after a burst that did, bursts start with the pipe until one moves less than
+/// [`SMALL_BURST`]. A resource pack or a world download is spliced, chat and movement packets are not.
 async fn pump<R: Runtime, S: Stream>(
     rt: &R,
     from: &S,
@@ -211,6 +227,8 @@ async fn pump<R: Runtime, S: Stream>(
     count: &AtomicU64,
     other_done: &AtomicBool,
 ) -> Pumped {
+    let zero_copy = cfg!(target_os = "linux") && mode == ProxyMode::ZeroCopy;
+    let mut splice_first = false;
     let mut last_read = Instant::now();
     let mut idle: Pin<&mut R::Sleep> = pin!(rt.sleep_until(last_read + timeouts.read));
     loop {
@@ -231,17 +249,21 @@ async fn pump<R: Runtime, S: Stream>(
                 continue;
             }
         }
-        let mut carrier = Carrier::take(mode);
+        let mut carrier = Carrier::take(zero_copy && splice_first);
         let mut moved = 0usize;
         loop {
             match carrier.step(rt, from, to, timeouts.write).await {
                 Step::Moved(n, drained) => {
                     last_read = Instant::now();
                     count.fetch_add(n as u64, Ordering::Relaxed);
+                    moved += n;
                     if drained {
                         break;
                     }
-                    moved += n;
+                    if zero_copy && !carrier.is_pipe() {
+                        // The read filled the whole buffer: this is bulk, splice the rest.
+                        carrier = Carrier::take(true);
+                    }
                     if moved >= FAIR_SHARE_BYTES {
                         drop(carrier);
                         rt.yield_now().await;
@@ -257,6 +279,13 @@ async fn pump<R: Runtime, S: Stream>(
                 }
                 Step::Stopped(p) => return p,
             }
+        }
+        // A burst of a whole buffer or more was bulk: the next one likely is too. Only a burst of a few
+        // packets goes back to buffers, as a bulk stream's bursts vary in size.
+        if moved >= COPY_BUFFER_SIZE {
+            splice_first = true;
+        } else if moved < SMALL_BURST {
+            splice_first = false;
         }
     }
 }

@@ -67,6 +67,11 @@ fn new_pipe() -> io::Result<RawPipe> {
     })
 }
 
+/// Idle pipes in the calling thread's pool (each the leftover of a splice that ran on this thread).
+pub fn idle_pipes() -> usize {
+    POOL.try_with(|p| p.borrow().len()).unwrap_or(0)
+}
+
 /// A pipe borrowed from the pool; returned to it on drop only if it was left empty.
 #[derive(Debug)]
 pub struct Pipe {

@@ -235,6 +235,73 @@ mod tests {
         Ok(())
     }
 
+    /// `zero_copy` splices bulk transfers but copies small packets through a buffer (two splices and a
+    /// pipe cost more than one read and one write of a few hundred bytes); every byte arrives either way.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn zero_copy_splices_bulk_and_copies_small_packets() -> io::Result<()> {
+        use nethergate_core::{ProxyMode, Timeouts};
+        use nethergate_driver::splice::idle_pipes;
+        use tokio::io::AsyncReadExt;
+
+        async fn pair() -> io::Result<(tokio::net::TcpStream, tokio::net::TcpStream)> {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let near = tokio::net::TcpStream::connect(listener.local_addr()?).await?;
+            Ok((near, listener.accept().await?.0))
+        }
+
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let driver_rt = runtime(1)?.tokio();
+        rt.block_on(async {
+            let (mut client, near) = pair().await?;
+            let (far, mut backend) = pair().await?;
+            let (near, far, stop) = (Stream(near), Stream(far), Flag::default());
+            let copy = nethergate_driver::copy::bidirectional(
+                &driver_rt,
+                &near,
+                &far,
+                ProxyMode::ZeroCopy,
+                Timeouts::default(),
+                &stop,
+            );
+            let talk = async {
+                let mut buf = vec![0u8; 300];
+                for i in 0..50u8 {
+                    client.write_all(&[i; 300]).await?;
+                    backend.read_exact(&mut buf).await?;
+                    assert!(buf.iter().all(|&b| b == i));
+                    backend.write_all(&buf).await?;
+                    client.read_exact(&mut buf).await?;
+                    assert!(buf.iter().all(|&b| b == i));
+                }
+                assert_eq!(idle_pipes(), 0, "small packets went through a pipe");
+                let bulk: Vec<u8> = (0..4 << 20).map(|i: u32| (i % 251) as u8).collect();
+                let mut received = vec![0u8; bulk.len()];
+                let (sent, read) = futures_lite::future::zip(
+                    async {
+                        client.write_all(&bulk).await?;
+                        client.shutdown().await
+                    },
+                    backend.read_exact(&mut received),
+                )
+                .await;
+                sent?;
+                read?;
+                assert!(received == bulk, "bulk bytes differ");
+                assert!(idle_pipes() >= 1, "bulk was not spliced");
+                drop(backend);
+                io::Result::Ok(())
+            };
+            let (copied, talked) = futures_lite::future::zip(copy, talk).await;
+            talked?;
+            assert_eq!(copied.c2b, 50 * 300 + (4 << 20));
+            assert_eq!(copied.b2c, 50 * 300);
+            Ok(())
+        })
+    }
+
     /// A saturated session gives up its turn with `yield_now`; the worker must look at the reactor before
     /// it resumes it. Otherwise a session whose socket has just become readable waits behind dozens of
     /// turns of the saturated one (tokio polls the reactor only every 61 tasks while tasks are queued).
