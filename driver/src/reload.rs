@@ -5,10 +5,11 @@ use crate::proxy::Handle;
 use nethergate_core::config::{Catalog, ServerFiles};
 use nethergate_core::ServerConfig;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
-/// How long file events are collected before one reload (editors write files in several steps).
+/// How long the server directory must be quiet after a change before it is re-read (editors and deploy
+/// tools write files in several steps).
 pub const DEBOUNCE: Duration = Duration::from_millis(300);
 
 /// Rebuilds the route table from the server directory and providers, and swaps it in.
@@ -82,31 +83,120 @@ impl Reloader {
 
 /// Keeps the directory watch alive; dropping it stops watching.
 pub struct Watch {
-    _debouncer: notify_debouncer_mini::Debouncer<notify_debouncer_mini::notify::RecommendedWatcher>,
+    messages: mpsc::Sender<Message>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
-/// Watches the server directory and reloads (debounced) on any change to a `*.toml` file in it.
-pub fn watch(reloader: Arc<Reloader>) -> Result<Watch, notify_debouncer_mini::notify::Error> {
-    let dir = reloader.dir.clone();
-    let mut debouncer = notify_debouncer_mini::new_debouncer(
-        DEBOUNCE,
-        move |events: notify_debouncer_mini::DebounceEventResult| match events {
-            Ok(events) => {
-                if events
-                    .iter()
-                    .any(|e| e.path.extension().is_some_and(|x| x == "toml"))
-                {
-                    reloader.reload_files();
+enum Message {
+    Fs(notify::Result<notify::Event>),
+    Stop,
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.messages.send(Message::Stop);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The longest a reload waits for the directory to go quiet (a file rewritten without pause).
+const MAX_DELAY: Duration = Duration::from_secs(2);
+
+/// Whether `event` changes what the server directory `dir` holds: `None` if not, `Some(true)` if it is
+/// about the directory itself (created, removed or renamed: it must be watched again), `Some(false)` for
+/// an entry in it. Reads are not changes: inotify reports the proxy's own opens of the files it reloads,
+/// and taking those for changes made every reload trigger the next.
+fn relevance(event: &notify::Event, dir: &Path) -> Option<bool> {
+    use notify::event::{AccessKind, AccessMode, EventKind};
+    // A file closed after writing is the end of a change; every other access is a read.
+    if matches!(event.kind, EventKind::Access(kind) if kind != AccessKind::Close(AccessMode::Write))
+    {
+        return None;
+    }
+    if event.paths.is_empty() {
+        return Some(false); // events were lost (queue overflow): look at everything again
+    }
+    if event.paths.iter().any(|p| p == dir) {
+        return Some(true);
+    }
+    // Any entry, not only `*.toml`: a Kubernetes ConfigMap swaps a `..data` symlink the files point into.
+    event
+        .paths
+        .iter()
+        .any(|p| p.parent() == Some(dir))
+        .then_some(false)
+}
+
+/// Watches the server directory and reloads once it has been quiet for [`DEBOUNCE`] after a change (at
+/// most [`MAX_DELAY`] after the first one).
+///
+/// The directory's parent is watched too, so that a directory replaced whole (`mv servers.new servers`,
+/// a symlink pointed elsewhere) is watched again instead of silently no more.
+pub fn watch(reloader: Arc<Reloader>) -> Result<Watch, notify::Error> {
+    use notify::{RecursiveMode, Watcher};
+    let dir = std::path::absolute(&reloader.dir).unwrap_or_else(|_| reloader.dir.clone());
+    let (messages, inbox) = mpsc::channel();
+    let sender = messages.clone();
+    let mut watcher = notify::recommended_watcher(move |event| {
+        let _ = sender.send(Message::Fs(event));
+    })?;
+    watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+    if let Some(parent) = dir.parent() {
+        if let Err(e) = watcher.watch(parent, RecursiveMode::NonRecursive) {
+            tracing::debug!(dir = %parent.display(), error = %e,
+                "not watching the parent of the server directory: replacing the directory needs SIGHUP");
+        }
+    }
+    let thread = std::thread::Builder::new()
+        .name("nethergate-watch".into())
+        .spawn(move || {
+            // (first change, last change) since the last reload; whether the directory itself changed.
+            let mut pending: Option<(Instant, Instant)> = None;
+            let mut rewatch = false;
+            loop {
+                let message = match pending {
+                    None => inbox.recv().ok(),
+                    Some((first, last)) => {
+                        let due = (last + DEBOUNCE).min(first + MAX_DELAY);
+                        match inbox.recv_timeout(due.saturating_duration_since(Instant::now())) {
+                            Ok(message) => Some(message),
+                            Err(mpsc::RecvTimeoutError::Disconnected) => None,
+                            Err(mpsc::RecvTimeoutError::Timeout) => {
+                                if std::mem::take(&mut rewatch) {
+                                    match watcher.watch(&dir, RecursiveMode::NonRecursive) {
+                                        Ok(()) => tracing::info!(dir = %dir.display(),
+                                            "server directory replaced, watching the new one"),
+                                        Err(e) => tracing::warn!(dir = %dir.display(), error = %e,
+                                            "cannot watch the server directory; changes need SIGHUP until it is back"),
+                                    }
+                                }
+                                pending = None;
+                                reloader.reload_files();
+                                continue;
+                            }
+                        }
+                    }
+                };
+                let change = match message {
+                    None | Some(Message::Stop) => return,
+                    Some(Message::Fs(Ok(event))) => relevance(&event, &dir),
+                    Some(Message::Fs(Err(e))) => {
+                        tracing::warn!(error = %e, "watching the server directory failed; looking again");
+                        Some(true)
+                    }
+                };
+                if let Some(itself) = change {
+                    let now = Instant::now();
+                    pending = Some(pending.map_or((now, now), |(first, _)| (first, now)));
+                    rewatch |= itself;
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "watching the server directory failed"),
-        },
-    )?;
-    debouncer.watcher().watch(
-        &dir,
-        notify_debouncer_mini::notify::RecursiveMode::NonRecursive,
-    )?;
+        })
+        .map_err(notify::Error::io)?;
     Ok(Watch {
-        _debouncer: debouncer,
+        messages,
+        thread: Some(thread),
     })
 }

@@ -119,3 +119,141 @@ fn tokio_every_reload_step_keeps_live_sessions() {
 fn smol_every_reload_step_keeps_live_sessions() {
     every_reload_step_keeps_live_sessions::<Smol>();
 }
+
+/// A file that stays broken is reported once per change: reading the files for a reload must not count as
+/// a change (inotify reports the proxy's own opens), or the reload repeats itself every debounce period.
+fn a_broken_file_is_reported_once<F: Flavor>() {
+    capture_logs();
+    let a = Backend::named();
+    let layout = Layout::new().server(
+        "alpha",
+        &server_toml(&["alpha.example.com"], &[a.addr()], ""),
+    );
+    let proxy = F::start(layout.load(), nethergate_core::Plugins::new()).expect("start");
+    layout.write_server("broken", "domains = [\"broken.example.com\"]\nbogus = 1\n");
+    let file = layout.dir().join("servers").join("broken.toml");
+    let file = file.display().to_string();
+    assert!(
+        wait_for_log(&[&file, "bogus"], Duration::from_secs(10)).is_some(),
+        "[{}] broken file reported",
+        F::NAME
+    );
+    // Several debounce periods: a reload loop would have logged it again by now.
+    std::thread::sleep(Duration::from_millis(1500));
+    let reported = captured_logs()
+        .lines()
+        .filter(|l| l.contains(&file) && l.contains("bogus"))
+        .count();
+    assert_eq!(reported, 1, "[{}] reported {reported} times", F::NAME);
+    assert_eq!(
+        routed_to(proxy.addr(), "alpha.example.com"),
+        Some(a.addr().port())
+    );
+    drop(proxy);
+}
+
+#[test]
+fn tokio_a_broken_file_is_reported_once() {
+    a_broken_file_is_reported_once::<Tokio>();
+}
+
+#[test]
+fn smol_a_broken_file_is_reported_once() {
+    a_broken_file_is_reported_once::<Smol>();
+}
+
+/// A deploy that replaces `servers_dir` whole (`mv servers.new servers`) is picked up, and so is every
+/// later change in the new directory.
+fn a_replaced_server_directory_is_watched_again<F: Flavor>() {
+    capture_logs();
+    let (a, b) = (Backend::named(), Backend::named());
+    let layout = Layout::new().server(
+        "alpha",
+        &server_toml(&["alpha.example.com"], &[a.addr()], ""),
+    );
+    let proxy = F::start(layout.load(), nethergate_core::Plugins::new()).expect("start");
+    let addr = proxy.addr();
+    assert_eq!(routed_to(addr, "alpha.example.com"), Some(a.addr().port()));
+
+    let servers = layout.dir().join("servers");
+    let staged = layout.dir().join("servers.new");
+    std::fs::create_dir(&staged).expect("staging dir");
+    std::fs::write(
+        staged.join("beta.toml"),
+        server_toml(&["beta.example.com"], &[b.addr()], ""),
+    )
+    .expect("staged file");
+    std::fs::remove_dir_all(&servers).expect("remove servers");
+    std::fs::rename(&staged, &servers).expect("swap in servers.new");
+    eventually("the new directory is read", || {
+        routed_to(addr, "beta.example.com") == Some(b.addr().port())
+    });
+    eventually("the old directory's server is gone", || {
+        routed_to(addr, "alpha.example.com").is_none()
+    });
+
+    layout.write_server(
+        "gamma",
+        &server_toml(&["gamma.example.com"], &[a.addr()], ""),
+    );
+    eventually("a file added to the new directory is read", || {
+        routed_to(addr, "gamma.example.com") == Some(a.addr().port())
+    });
+    drop(proxy);
+}
+
+#[test]
+fn tokio_a_replaced_server_directory_is_watched_again() {
+    a_replaced_server_directory_is_watched_again::<Tokio>();
+}
+
+#[test]
+fn smol_a_replaced_server_directory_is_watched_again() {
+    a_replaced_server_directory_is_watched_again::<Smol>();
+}
+
+/// A Kubernetes ConfigMap volume: `alpha.toml` is a symlink into `..data/`, and an update points the
+/// `..data` symlink at a new directory (no `*.toml` entry changes at all).
+#[cfg(unix)]
+fn a_configmap_update_is_picked_up<F: Flavor>() {
+    use std::os::unix::fs::symlink;
+    capture_logs();
+    let (a, b) = (Backend::named(), Backend::named());
+    let layout = Layout::new();
+    let servers = layout.dir().join("servers");
+    let version = |name: &str, backend: std::net::SocketAddr| {
+        let dir = servers.join(name);
+        std::fs::create_dir(&dir).expect("version dir");
+        std::fs::write(
+            dir.join("alpha.toml"),
+            server_toml(&["alpha.example.com"], &[backend], ""),
+        )
+        .expect("versioned file");
+    };
+    version("..v1", a.addr());
+    symlink("..v1", servers.join("..data")).expect("..data");
+    symlink("..data/alpha.toml", servers.join("alpha.toml")).expect("alpha.toml link");
+    let proxy = F::start(layout.load(), nethergate_core::Plugins::new()).expect("start");
+    let addr = proxy.addr();
+    assert_eq!(routed_to(addr, "alpha.example.com"), Some(a.addr().port()));
+
+    version("..v2", b.addr());
+    symlink("..v2", servers.join("..data_tmp")).expect("..data_tmp");
+    std::fs::rename(servers.join("..data_tmp"), servers.join("..data")).expect("swap ..data");
+    eventually("the ConfigMap update is read", || {
+        routed_to(addr, "alpha.example.com") == Some(b.addr().port())
+    });
+    drop(proxy);
+}
+
+#[cfg(unix)]
+#[test]
+fn tokio_a_configmap_update_is_picked_up() {
+    a_configmap_update_is_picked_up::<Tokio>();
+}
+
+#[cfg(unix)]
+#[test]
+fn smol_a_configmap_update_is_picked_up() {
+    a_configmap_update_is_picked_up::<Smol>();
+}
