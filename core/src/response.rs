@@ -39,10 +39,24 @@ pub fn pong(payload: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The answer to a legacy (pre-1.7) ping: a kick packet (0xFF) in the 1.4+ format, which tells old
-/// clients the server needs a newer version and shows `motd`.
-pub fn legacy_ping_answer(motd: &str) -> Vec<u8> {
-    let text = format!("\u{a7}1\u{0}127\u{0}1.7+\u{0}{motd}\u{0}0\u{0}0");
+/// Which legacy (pre-1.7) server-list ping a client sent, which decides the format of the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LegacyPing {
+    /// `FE` alone: Beta 1.8 to 1.3, which read `motd§online§max`.
+    Beta,
+    /// `FE 01` (1.4, 1.5) or `FE 01 FA MC|PingHost` (1.6), which read the `§1` format with a protocol and a
+    /// version name (and then show "outdated server" with the MOTD).
+    V1_4,
+}
+
+/// The answer to a legacy ping: a kick packet (0xFF) whose UTF-16 text tells old clients the server needs
+/// a newer version and shows `motd`, in the format the client's ping asks for (as vanilla answers).
+pub fn legacy_ping_answer(ping: LegacyPing, motd: &str) -> Vec<u8> {
+    let text = match ping {
+        // `§` separates the fields: none may be in the MOTD.
+        LegacyPing::Beta => format!("{}\u{a7}0\u{a7}0", motd.replace('\u{a7}', "")),
+        LegacyPing::V1_4 => format!("\u{a7}1\u{0}127\u{0}1.7+\u{0}{motd}\u{0}0\u{0}0"),
+    };
     let units: Vec<u16> = text.encode_utf16().collect();
     let mut out = Vec::with_capacity(3 + units.len() * 2);
     out.push(0xFF);
@@ -88,12 +102,28 @@ mod tests {
         assert_eq!(v["players"]["max"], 20);
     }
 
-    #[test]
-    fn legacy_answer_is_utf16_kick() {
-        let bytes = legacy_ping_answer("hi");
+    fn kick_text(bytes: &[u8]) -> String {
         assert_eq!(bytes[0], 0xFF);
         let chars = u16::from_be_bytes([bytes[1], bytes[2]]) as usize;
         assert_eq!(bytes.len(), 3 + chars * 2);
-        assert_eq!(&bytes[3..5], &[0x00, 0xA7]);
+        let units: Vec<u16> = bytes[3..]
+            .chunks(2)
+            .map(|c| u16::from_be_bytes([c[0], c[1]]))
+            .collect();
+        String::from_utf16(&units).unwrap()
+    }
+
+    #[test]
+    fn legacy_answer_is_a_utf16_kick_in_the_format_the_ping_asks_for() {
+        assert_eq!(
+            kick_text(&legacy_ping_answer(LegacyPing::V1_4, "hi")),
+            "\u{a7}1\u{0}127\u{0}1.7+\u{0}hi\u{0}0\u{0}0"
+        );
+        // Beta 1.8 to 1.3 split on `§`: motd, online, max.
+        let beta = kick_text(&legacy_ping_answer(LegacyPing::Beta, "Use \u{a7}new"));
+        assert_eq!(
+            beta.split('\u{a7}').collect::<Vec<_>>(),
+            ["Use new", "0", "0"]
+        );
     }
 }

@@ -302,8 +302,12 @@ impl Session {
     }
 
     fn answer_legacy_ping(&mut self) {
+        let ping = match self.buf.get(1) {
+            Some(0x01) => response::LegacyPing::V1_4,
+            _ => response::LegacyPing::Beta,
+        };
         self.actions.push_back(Action::SendToClient(
-            response::legacy_ping_answer(LEGACY_PING_MOTD).into(),
+            response::legacy_ping_answer(ping, LEGACY_PING_MOTD).into(),
         ));
         self.close(CloseReason::LegacyPing);
     }
@@ -474,8 +478,9 @@ impl Session {
         self.admission = None;
         tracing::info!(
             client = %self.client,
-            // Debug-quoted: a client-chosen host cannot forge other fields of the line.
-            host = ?ServerAddress::split(self.server_address()).host,
+            // A `&str`: the human format quotes and escapes it (a client-chosen host cannot forge other
+            // fields of the line) and JSON gets the plain string.
+            host = ServerAddress::split(self.server_address()).host,
             player = self.player().unwrap_or("-"),
             server = self.server().unwrap_or("-"),
             reason = %reason,
@@ -1021,7 +1026,10 @@ mod tests {
         let did = Script::new(Decision::Allow, 0).run(&mut s, &[&[0xFE, 0x01, 0xFA]]);
         assert_eq!(
             did[0],
-            Did::ToClient(response::legacy_ping_answer(LEGACY_PING_MOTD))
+            Did::ToClient(response::legacy_ping_answer(
+                response::LegacyPing::V1_4,
+                LEGACY_PING_MOTD
+            ))
         );
         assert_eq!(did[1], Did::Close(CloseReason::LegacyPing));
     }
@@ -1029,7 +1037,10 @@ mod tests {
     #[test]
     fn old_legacy_ping_is_answered_when_no_more_bytes_come() {
         let start = Instant::now();
-        for bytes in [&[0xFE][..], &[0xFE, 0x01]] {
+        for (bytes, ping) in [
+            (&[0xFE][..], response::LegacyPing::Beta),
+            (&[0xFE, 0x01], response::LegacyPing::V1_4),
+        ] {
             let mut s = Session::new(
                 ctx(&[server("lobby", "")]),
                 CLIENT.parse().unwrap(),
@@ -1040,7 +1051,8 @@ mod tests {
             assert!(s.poll_action().is_none(), "waits for more bytes first");
             assert_eq!(s.poll_timeout(), Some(start + LEGACY_WAIT));
             s.handle_timeout(start + LEGACY_WAIT);
-            assert!(matches!(s.poll_action(), Some(Action::SendToClient(b)) if b[0] == 0xFF));
+            let answer = response::legacy_ping_answer(ping, LEGACY_PING_MOTD);
+            assert!(matches!(s.poll_action(), Some(Action::SendToClient(b)) if b == answer));
             assert!(matches!(
                 s.poll_action(),
                 Some(Action::Close(CloseReason::LegacyPing))

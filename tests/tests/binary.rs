@@ -183,6 +183,17 @@ fn json_logs_sighup_reload_and_sigterm_exit_zero() {
         assert_eq!(json["fields"]["player"], "Steve");
         assert_eq!(json["fields"]["c2b"], back.len() as u64);
 
+        // A refusal names the host as the plain string the client sent (no extra quotes in JSON).
+        let mut c = connect(addr);
+        c.write_all(&login_bytes("Nope.Example.com", "Steve"))
+            .unwrap();
+        let line = wait_line(&rx, &["connection closed before forwarding", "UnknownHost"]);
+        drop(c);
+        let json: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("{bin}: not JSON ({e}): {line}"));
+        assert_eq!(json["fields"]["host"], "Nope.Example.com", "{line}");
+        assert_eq!(json["fields"]["player"], "Steve", "{line}");
+
         // SIGHUP reloads (the watch may have reloaded already; either way the new server routes).
         layout.write_server("b", &server_toml(&["b.example.com"], &[a.addr()], ""));
         signal(&child, libc::SIGHUP);
