@@ -80,6 +80,10 @@ pub(crate) struct Shared<R: Runtime> {
     /// The listener's address when it names one interface: every client connection has it as its local
     /// address, so no `getsockname` is needed per connection. `None` for a wildcard bind.
     pub(crate) fixed_local: Option<SocketAddr>,
+    /// Refusals (`max_connections`) and accept errors come in floods: one line per second at most for
+    /// the whole proxy, whichever thread's listener they hit.
+    refusals: Flood,
+    accept_errors: Flood,
 }
 
 /// A bound proxy, ready to [`Proxy::run`].
@@ -167,6 +171,8 @@ impl<R: Runtime> Proxy<R> {
                 plugins,
                 main: config.main,
                 fixed_local: (!local_addr.ip().is_unspecified()).then_some(local_addr),
+                refusals: Flood::default(),
+                accept_errors: Flood::default(),
             }),
             listeners,
             local_addr,
@@ -265,18 +271,36 @@ async fn accept_loop<R: Runtime>(
 ) -> io::Result<()> {
     let listener = shared.rt.listener(std)?;
     let control = &shared.control;
-    // Refusals and accept errors come in floods: one line per second at most, with the count.
-    let mut refusals = LogLimit::default();
-    let mut accept_errors = LogLimit::default();
     let mut stopping = control.stopping.watch();
     let mut next = index;
     loop {
-        match stopping.unless_set(listener.accept()).await {
-            None => return Ok(()),
-            Some(Ok((accepted, peer))) => {
+        // While a flood's count is held back, also wake when it is due, so it is not left unreported.
+        let due = match (shared.refusals.due(), shared.accept_errors.due()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let accepted = async {
+            match due {
+                None => Some(listener.accept().await),
+                Some(at) => {
+                    future::or(async { Some(listener.accept().await) }, async {
+                        shared.rt.sleep_until(at).await;
+                        None
+                    })
+                    .await
+                }
+            }
+        };
+        match stopping.unless_set(accepted).await {
+            None => {
+                report_held_floods(shared, true);
+                return Ok(());
+            }
+            Some(None) => report_held_floods(shared, false),
+            Some(Some(Ok((accepted, peer)))) => {
                 let Some(guard) = Tasks::try_enter(control.clone(), shared.main.max_connections)
                 else {
-                    if let Some(count) = refusals.hit() {
+                    if let Some(count) = shared.refusals.hit(Instant::now()) {
                         tracing::warn!(client = %peer, limit = shared.main.max_connections, refused = count,
                             "connection refused: max_connections reached");
                     }
@@ -298,8 +322,8 @@ async fn accept_loop<R: Runtime>(
                     }
                 });
             }
-            Some(Err(e)) => {
-                if let Some(count) = accept_errors.hit() {
+            Some(Some(Err(e))) => {
+                if let Some(count) = shared.accept_errors.hit(Instant::now()) {
                     tracing::warn!(error = %e, failures = count, "accept failed");
                 }
                 // Out of file descriptors and similar: back off instead of spinning.
@@ -312,26 +336,79 @@ async fn accept_loop<R: Runtime>(
     }
 }
 
-/// Lets a repeated event through to the log at most once a second, counting what it held back.
-#[derive(Debug, Default)]
-struct LogLimit {
-    last: Option<Instant>,
-    count: u64,
+/// Logs the occurrences of a flood that its last second held back, once due (or all of them, at the end).
+fn report_held_floods<R: Runtime>(shared: &Shared<R>, all: bool) {
+    let now = Instant::now();
+    if let Some(count) = shared.refusals.flush(now, all) {
+        tracing::warn!(
+            limit = shared.main.max_connections,
+            refused = count,
+            "connection refused: max_connections reached"
+        );
+    }
+    if let Some(count) = shared.accept_errors.flush(now, all) {
+        tracing::warn!(failures = count, "accept failed");
+    }
 }
 
-impl LogLimit {
-    /// Counts an occurrence; `Some(occurrences since the last line)` when a line is due.
-    fn hit(&mut self) -> Option<u64> {
-        self.count += 1;
-        let now = Instant::now();
-        if self
+/// Lets a repeated event through to the log at most once a second, counting what it held back; a held
+/// back count is reported once its second is over, not only with the next occurrence (which may be hours
+/// later, or never).
+#[derive(Debug, Default)]
+struct Flood {
+    /// Occurrences not logged yet; read without the lock on every accept.
+    held: std::sync::atomic::AtomicU64,
+    /// When the last line was logged.
+    last: std::sync::Mutex<Option<Instant>>,
+}
+
+/// At most one line per this long.
+const FLOOD_INTERVAL: Duration = Duration::from_secs(1);
+
+impl Flood {
+    /// Counts an occurrence; `Some(occurrences since the last line)` when a line is due now.
+    fn hit(&self, now: Instant) -> Option<u64> {
+        use std::sync::atomic::Ordering;
+        self.held.fetch_add(1, Ordering::AcqRel);
+        let mut last = self
             .last
-            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
-        {
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.is_some_and(|t| now.saturating_duration_since(t) < FLOOD_INTERVAL) {
             return None;
         }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.count))
+        *last = Some(now);
+        Some(self.held.swap(0, Ordering::AcqRel)).filter(|&n| n > 0)
+    }
+
+    /// When the held-back occurrences are due to be logged, if there are any.
+    fn due(&self) -> Option<Instant> {
+        if self.held.load(std::sync::atomic::Ordering::Acquire) == 0 {
+            return None;
+        }
+        let last = self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Some(last.map_or(Instant::now(), |t| t + FLOOD_INTERVAL))
+    }
+
+    /// The held-back occurrences, if due at `now` (or at once with `all`).
+    fn flush(&self, now: Instant, all: bool) -> Option<u64> {
+        use std::sync::atomic::Ordering;
+        let mut last = self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !all && last.is_some_and(|t| now.saturating_duration_since(t) < FLOOD_INTERVAL) {
+            return None;
+        }
+        let count = self.held.swap(0, Ordering::AcqRel);
+        if count == 0 {
+            return None;
+        }
+        *last = Some(now);
+        Some(count)
     }
 }
 
@@ -404,6 +481,36 @@ mod tests {
         let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (accepted, _) = listener.accept().unwrap();
         assert!(accepted.nodelay().unwrap());
+    }
+
+    /// One line per second for a flood, and what a second held back is reported once it is over, not
+    /// with the next occurrence.
+    #[test]
+    fn a_flood_is_logged_once_a_second_and_its_tail_when_due() {
+        let flood = Flood::default();
+        let t0 = Instant::now();
+        assert_eq!(flood.due(), None);
+        assert_eq!(
+            flood.hit(t0),
+            Some(1),
+            "the first occurrence is logged at once"
+        );
+        assert_eq!(flood.due(), None, "nothing held back");
+        for i in 1..=5 {
+            assert_eq!(flood.hit(t0 + Duration::from_millis(100 * i)), None);
+        }
+        assert_eq!(flood.due(), Some(t0 + FLOOD_INTERVAL));
+        assert_eq!(
+            flood.flush(t0 + Duration::from_millis(900), false),
+            None,
+            "not due yet"
+        );
+        assert_eq!(flood.flush(t0 + FLOOD_INTERVAL, false), Some(5));
+        assert_eq!(flood.due(), None);
+        // The next occurrence within the interval of that line is held again, and `all` flushes it.
+        assert_eq!(flood.hit(t0 + Duration::from_millis(1200)), None);
+        assert_eq!(flood.flush(t0 + Duration::from_millis(1300), true), Some(1));
+        assert_eq!(flood.flush(t0 + Duration::from_secs(5), true), None);
     }
 
     fn local() -> SocketAddr {

@@ -1488,6 +1488,68 @@ fn max_connections_refusal_is_logged<F: Rt>() {
     );
 }
 
+fn a_refusal_flood_is_counted_whole_once_a_second<F: Rt>() {
+    // Both threads' listeners refuse; the proxy logs one line a second for all of them, and what the
+    // last second held back is reported when that second is over, not with some later refusal.
+    // The log is the process's: a limit of its own tells this proxy's lines from the other flavour's.
+    let limit = if F::BIN == "nethergate" { 3 } else { 4 };
+    let echo = Backend::echo();
+    let px = Px::start::<F>(
+        Layout::new()
+            .main(&format!("max_connections = {limit}"))
+            .server("a", &server_toml(&["mc.example.com"], &[echo.addr()], "")),
+    );
+    let _held: Vec<_> = (0..limit)
+        .map(|i| logs_in(px.addr(), "mc.example.com", &format!("Held{i}")).expect("held"))
+        .collect();
+    let mark = log_mark();
+    const REFUSED: u64 = 40;
+    for _ in 0..REFUSED {
+        let (seen, _) = attack(px.addr(), b"", Duration::from_secs(2));
+        assert_ne!(seen.end, End::Open, "[{}] refused at once", F::NAME);
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let refusal_lines = || -> Vec<String> {
+        captured_logs()
+            .get(mark..)
+            .unwrap_or("")
+            .lines()
+            .filter(|l| {
+                l.contains("max_connections reached") && l.contains(&format!("limit={limit} "))
+            })
+            .map(str::to_owned)
+            .collect()
+    };
+    let counted = |lines: &[String]| -> u64 {
+        lines
+            .iter()
+            .filter_map(|l| {
+                l.split("refused=")
+                    .nth(1)?
+                    .split(' ')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), || counted(&refusal_lines())
+            == REFUSED),
+        "[{}] refusals counted: {:?}",
+        F::NAME,
+        refusal_lines()
+    );
+    // About 1.5 s of flood: a line at its start, one a second later, and the tail (each second at most).
+    let lines = refusal_lines();
+    assert!(
+        lines.len() <= 3,
+        "[{}] {} lines: {lines:?}",
+        F::NAME,
+        lines.len()
+    );
+}
+
 /// A backend address whose SYNs are dropped (a listener with a full accept queue), like a firewalled or
 /// frozen host: dials to it hang until their timeout. Keep the returned sockets alive.
 fn blackhole() -> (std::net::TcpListener, TcpStream, SocketAddr) {
@@ -2011,6 +2073,7 @@ both!(
     timeouts_too_long_for_a_clock_are_rejected,
     abort_is_not_held_up_by_a_pending_dial,
     max_connections_refusal_is_logged,
+    a_refusal_flood_is_counted_whole_once_a_second,
     client_controlled_host_cannot_forge_log_fields;
     ignored:
 );
