@@ -180,10 +180,16 @@ impl Launch {
     }
 }
 
-/// The main function of a nethergate binary: parses the command line, loads and validates the
-/// configuration, then calls `serve` with it (which runs until shutdown).
-pub fn main(serve: impl FnOnce(Launch) -> io::Result<()>) -> ExitCode {
-    let args = Args::parse();
+/// The main function of the nethergate binary `name` (shown by `--version`, `--help` and in errors):
+/// parses the command line, loads and validates the configuration, then calls `serve` with it (which
+/// runs until shutdown).
+pub fn main(name: &'static str, serve: impl FnOnce(Launch) -> io::Result<()>) -> ExitCode {
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Args::command().name(name).bin_name(name).get_matches();
+    let args = match Args::from_arg_matches(&matches) {
+        Ok(args) => args,
+        Err(e) => e.exit(),
+    };
     init_logging(args.log_format);
     let config = match Config::load(&args.config) {
         Ok(c) => c,
@@ -209,7 +215,7 @@ pub fn main(serve: impl FnOnce(Launch) -> io::Result<()>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "fatal");
-            eprintln!("nethergate: {e}");
+            eprintln!("{name}: {e}");
             ExitCode::FAILURE
         }
     }

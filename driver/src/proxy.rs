@@ -155,7 +155,12 @@ impl<R: Runtime> Proxy<R> {
                 "proxy_mode = \"zero_copy\" needs Linux splice(2); those servers use passthrough"
             );
         }
-        let listeners = bind_listeners(config.main.bind, rt.threads())?;
+        let listeners = bind_listeners(config.main.bind, rt.threads()).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot listen on {}: {e}", config.main.bind),
+            )
+        })?;
         let local_addr = listeners[0].local_addr()?;
         let control = Arc::new(Control {
             routes: ArcSwap::from_pointee(routes),

@@ -4,7 +4,7 @@ use nethergate_driver::{cli, Proxy};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    cli::main(|launch| {
+    cli::main(env!("CARGO_BIN_NAME"), |launch| {
         let rt = nethergate_tokio::runtime(launch.threads)?;
         let proxy = Proxy::bind(rt.tokio(), launch.config.clone(), launch.plugins.clone())?;
         let _supervision = launch.supervise(proxy.handle())?;

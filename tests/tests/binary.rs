@@ -81,9 +81,12 @@ fn missing_main_file_is_a_clear_error() {
 fn version_and_help() {
     for bin in BINARIES {
         let v = run(bin, &["--version"]);
-        assert!(
-            v.status.success()
-                && String::from_utf8_lossy(&v.stdout).contains(env!("CARGO_PKG_VERSION"))
+        let version = String::from_utf8_lossy(&v.stdout);
+        assert!(v.status.success(), "{bin}: {v:?}");
+        assert_eq!(
+            version.trim(),
+            format!("{bin} {}", env!("CARGO_PKG_VERSION")),
+            "the binary's own name and version"
         );
         let h = run(bin, &["--help"]);
         let text = String::from_utf8_lossy(&h.stdout);
@@ -93,6 +96,41 @@ fn version_and_help() {
                 && text.contains("--check")
                 && text.contains("--log-format")
         );
+    }
+}
+
+/// A second proxy on a port already served (by either binary) refuses to start, naming the address;
+/// it never shares the port with the first (both set `SO_REUSEPORT` on Linux).
+#[test]
+fn a_port_in_use_is_refused_with_its_address() {
+    let a = Backend::echo();
+    for first in BINARIES {
+        let layout = Layout::new().server("a", &server_toml(&["a.example.com"], &[a.addr()], ""));
+        let (mut child, addr, _rx) = spawn(first, &layout, &[]);
+        let second = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(second.path().join("servers")).expect("servers dir");
+        std::fs::write(
+            second.path().join("servers/a.toml"),
+            server_toml(&["a.example.com"], &[a.addr()], ""),
+        )
+        .expect("server file");
+        let main = second.path().join("nethergate.toml");
+        std::fs::write(
+            &main,
+            format!("bind = \"{addr}\"\nservers_dir = \"servers\"\n"),
+        )
+        .expect("main file");
+        for bin in BINARIES {
+            let out = run(bin, &["--config", main.to_str().unwrap_or_default()]);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{bin} after {first}: {stderr}");
+            assert!(
+                stderr.contains(&format!("{bin}: cannot listen on {addr}: ")),
+                "{bin} after {first}: {stderr}"
+            );
+        }
+        signal(&child, libc::SIGKILL);
+        let _ = child.wait();
     }
 }
 
@@ -228,7 +266,11 @@ fn session_threads(pid: u32) -> usize {
             tasks
                 .filter_map(Result::ok)
                 .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
-                .filter(|name| name.starts_with("nethergate-"))
+                // comm is cut at 15 bytes: "nethergate-work", "nethergate-smol"; other threads
+                // ("nethergate-watch", "nethergate-docker", "signals") run no sessions.
+                .filter(|name| {
+                    name.starts_with("nethergate-wor") || name.starts_with("nethergate-smo")
+                })
                 .count()
         })
         .unwrap_or(0)
