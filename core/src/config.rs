@@ -201,9 +201,17 @@ impl BackendAddress {
             .rsplit_once(':')
             .ok_or_else(|| format!("{s:?} is not host:port (the port is missing)"))?;
         let host = match host.strip_prefix('[') {
-            Some(inner) => inner
-                .strip_suffix(']')
-                .ok_or_else(|| format!("{s:?} has an unclosed `[`"))?,
+            Some(inner) => {
+                let inner = inner
+                    .strip_suffix(']')
+                    .ok_or_else(|| format!("{s:?} has an unclosed `[`"))?;
+                if inner.parse::<std::net::Ipv6Addr>().is_err() {
+                    return Err(format!(
+                        "{s:?}: [{inner}] is not an IPv6 address (brackets are for IPv6 only)"
+                    ));
+                }
+                inner
+            }
             None if host.contains(':') => {
                 return Err(format!("{s:?}: write IPv6 addresses as [addr]:port"))
             }
@@ -737,8 +745,32 @@ fn domain(source: &str, value: &str, issues: &mut Vec<ConfigIssue>) -> Option<St
         ));
         return None;
     }
+    let checked = |d: String, issues: &mut Vec<ConfigIssue>| {
+        // A DNS name has no empty label and none over 63 bytes: such a name could never be asked for.
+        // Patterns are globs (`*` may span dots) and are left as they are.
+        let exact = !d.contains(['*', '?']);
+        match d
+            .split('.')
+            .find(|l| exact && (l.is_empty() || l.len() > 63))
+        {
+            None => Some(d),
+            Some(label) => {
+                let why = if label.is_empty() {
+                    "has an empty label (two dots in a row, or a leading dot)"
+                } else {
+                    "has a label over 63 characters"
+                };
+                issues.push(ConfigIssue::new(
+                    source,
+                    "domains",
+                    format!("{value:?} {why}"),
+                ));
+                None
+            }
+        }
+    };
     if d.is_ascii() {
-        return Some(d.to_ascii_lowercase());
+        return checked(d.to_ascii_lowercase(), issues);
     }
     // Clients send internationalised names as punycode (`xn--...`): store them that way.
     let labels: Result<Vec<String>, _> = d
@@ -752,7 +784,7 @@ fn domain(source: &str, value: &str, issues: &mut Vec<ConfigIssue>) -> Option<St
         })
         .collect();
     match labels {
-        Ok(labels) => Some(labels.join(".")),
+        Ok(labels) => checked(labels.join("."), issues),
         Err(_) => {
             issues.push(ConfigIssue::new(
                 source,
@@ -1511,6 +1543,38 @@ idle = "1m"
         ] {
             assert!(text.contains(reason), "missing {reason:?} in:\n{text}");
         }
+    }
+
+    #[test]
+    fn domains_that_no_client_can_send_are_refused() {
+        for bad in [
+            "a..example.com",
+            ".lead.example.com",
+            &format!("{}.example.com", "x".repeat(64)),
+        ] {
+            let e = server(&format!("domains = [{bad:?}]\naddresses = [\"a:1\"]")).unwrap_err();
+            assert_eq!(keys(e.clone()), vec!["domains"], "{bad}: {e}");
+        }
+        let ok = format!("{}.example.com", "x".repeat(63));
+        for good in [
+            "*",
+            "*.example.com",
+            "mc?.example.com",
+            "-odd-.example.com",
+            ok.as_str(),
+        ] {
+            assert!(
+                server(&format!("domains = [{good:?}]\naddresses = [\"a:1\"]")).is_ok(),
+                "{good}"
+            );
+        }
+    }
+
+    #[test]
+    fn brackets_are_for_ipv6_addresses_only() {
+        assert!(BackendAddress::parse("[::1]:25565").is_ok());
+        let e = BackendAddress::parse("[zz]:1").unwrap_err();
+        assert!(e.contains("not an IPv6 address"), "{e}");
     }
 
     #[test]

@@ -365,7 +365,13 @@ mod tests {
             patterns in proptest::collection::btree_set("[*?]?[ab.]{0,3}[*?]?[ab.]{0,3}[ab*?]", 1..8),
             host in "[ab.]{1,8}",
         ) {
-            let domains: Vec<&str> = patterns.iter().map(String::as_str).collect();
+            // Exact names with an empty label ("a..b") are configuration errors.
+            let domains: Vec<&str> = patterns
+                .iter()
+                .map(String::as_str)
+                .filter(|d| d.contains(['*', '?']) || !d.split('.').any(str::is_empty))
+                .collect();
+            prop_assume!(!domains.is_empty());
             let t = RouteTable::build(&[cfg("s", &domains)]).unwrap();
             let scanned = t.wildcards.iter().position(|w| glob_match(&w.pattern, &host));
             prop_assert_eq!(t.wildcard_rank(&host), scanned);

@@ -89,10 +89,28 @@ fn print_routes(config: &Config) {
             addrs.join(", "),
             s.proxy_mode,
             if s.send_proxy_protocol {
-                ", PROXY protocol"
+                match s.proxy_protocol_version {
+                    nethergate_core::ProxyProtocolVersion::V1 => ", PROXY protocol v1",
+                    nethergate_core::ProxyProtocolVersion::V2 => ", PROXY protocol v2",
+                }
             } else {
                 ""
             }
+        );
+        let t = &s.timeouts;
+        println!(
+            "    max_players {}, host sent to the backend: {}, timeouts connect {} / read {} / write {}",
+            match s.max_players {
+                0 => "unlimited".to_owned(),
+                n => n.to_string(),
+            },
+            match &s.domain_rewrite {
+                nethergate_core::rewrite::Rewrite::None => "as the client sent it".to_owned(),
+                nethergate_core::rewrite::Rewrite::Host(h) => format!("{h:?}"),
+            },
+            humantime::format_duration(t.connect),
+            humantime::format_duration(t.read),
+            humantime::format_duration(t.write),
         );
     }
     if let Some(docker) = &config.main.docker {

@@ -31,7 +31,10 @@ fn check_accepts_the_bundled_example() {
         assert!(
             stdout.contains("configuration OK")
                 && stdout.contains("lobby")
-                && stdout.contains("survival"),
+                && stdout.contains("survival")
+                && stdout.contains("PROXY protocol v2")
+                && stdout.contains("max_players 100, host sent to the backend: \"127.0.0.1\"")
+                && stdout.contains("timeouts connect 5s / read 30s / write 30s"),
             "{stdout}"
         );
     }
