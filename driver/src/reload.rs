@@ -105,8 +105,8 @@ impl Drop for Watch {
 const MAX_DELAY: Duration = Duration::from_secs(2);
 
 /// Whether `event` changes what the server directory `dir` holds: `None` if not, `Some(true)` if it is
-/// about the directory itself (created, removed or renamed: it must be watched again), `Some(false)` for
-/// an entry in it. Reads are not changes: inotify reports the proxy's own opens of the files it reloads,
+/// about the directory itself (removed or renamed: which directory the path names must be checked),
+/// `Some(false)` for an entry in it. Reads are not changes: inotify reports the proxy's own opens of the files it reloads,
 /// and taking those for changes made every reload trigger the next.
 fn relevance(event: &notify::Event, dir: &Path) -> Option<bool> {
     use notify::event::{AccessKind, AccessMode, EventKind};
@@ -129,11 +129,30 @@ fn relevance(event: &notify::Event, dir: &Path) -> Option<bool> {
         .then_some(false)
 }
 
+/// How often the watch thread checks that `servers_dir` still names the directory it watches.
+const IDENTITY_CHECK: Duration = Duration::from_secs(5);
+
+/// Which directory `dir` names now (device and inode, following symlinks), if any.
+#[cfg(unix)]
+fn identity(dir: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(dir).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// Elsewhere a replaced directory is not noticed: SIGHUP (README).
+#[cfg(not(unix))]
+fn identity(_dir: &Path) -> Option<(u64, u64)> {
+    None
+}
+
 /// Watches the server directory and reloads once it has been quiet for [`DEBOUNCE`] after a change (at
 /// most [`MAX_DELAY`] after the first one).
 ///
-/// The directory's parent is watched too, so that a directory replaced whole (`mv servers.new servers`,
-/// a symlink pointed elsewhere) is watched again instead of silently no more.
+/// inotify follows the directory, not its path: a directory replaced whole (`mv servers.new servers`, a
+/// symlink pointed elsewhere) would silently be watched no more. So the thread also checks, every
+/// [`IDENTITY_CHECK`] and soon after an event about the directory itself, which directory the path names,
+/// and watches the new one (and reloads) when it changed. The parent directory is not watched: whatever
+/// else lives there (often the proxy's own log file) would wake the watch on every write.
 pub fn watch(reloader: Arc<Reloader>) -> Result<Watch, notify::Error> {
     use notify::{RecursiveMode, Watcher};
     let dir = std::path::absolute(&reloader.dir).unwrap_or_else(|_| reloader.dir.clone());
@@ -143,54 +162,62 @@ pub fn watch(reloader: Arc<Reloader>) -> Result<Watch, notify::Error> {
         let _ = sender.send(Message::Fs(event));
     })?;
     watcher.watch(&dir, RecursiveMode::NonRecursive)?;
-    if let Some(parent) = dir.parent() {
-        if let Err(e) = watcher.watch(parent, RecursiveMode::NonRecursive) {
-            tracing::debug!(dir = %parent.display(), error = %e,
-                "not watching the parent of the server directory: replacing the directory needs SIGHUP");
-        }
-    }
+    let mut watched = identity(&dir);
     let thread = std::thread::Builder::new()
         .name("nethergate-watch".into())
         .spawn(move || {
-            // (first change, last change) since the last reload; whether the directory itself changed.
+            // (first change, last change) since the last reload.
             let mut pending: Option<(Instant, Instant)> = None;
-            let mut rewatch = false;
+            let mut next_check = Instant::now() + IDENTITY_CHECK;
             loop {
-                let message = match pending {
-                    None => inbox.recv().ok(),
-                    Some((first, last)) => {
-                        let due = (last + DEBOUNCE).min(first + MAX_DELAY);
-                        match inbox.recv_timeout(due.saturating_duration_since(Instant::now())) {
-                            Ok(message) => Some(message),
-                            Err(mpsc::RecvTimeoutError::Disconnected) => None,
-                            Err(mpsc::RecvTimeoutError::Timeout) => {
-                                if std::mem::take(&mut rewatch) {
-                                    match watcher.watch(&dir, RecursiveMode::NonRecursive) {
-                                        Ok(()) => tracing::info!(dir = %dir.display(),
-                                            "server directory replaced, watching the new one"),
-                                        Err(e) => tracing::warn!(dir = %dir.display(), error = %e,
-                                            "cannot watch the server directory; changes need SIGHUP until it is back"),
-                                    }
-                                }
-                                pending = None;
-                                reloader.reload_files();
-                                continue;
+                let due = pending.map(|(first, last)| (last + DEBOUNCE).min(first + MAX_DELAY));
+                let wake = due.map_or(next_check, |d| d.min(next_check));
+                let message = match inbox.recv_timeout(wake.saturating_duration_since(Instant::now())) {
+                    Ok(message) => Some(message),
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                };
+                let now = Instant::now();
+                match message {
+                    Some(Message::Stop) => return,
+                    Some(Message::Fs(event)) => {
+                        let change = match event {
+                            Ok(event) => relevance(&event, &dir),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "watching the server directory failed; looking again");
+                                Some(true)
+                            }
+                        };
+                        if let Some(itself) = change {
+                            pending = Some(pending.map_or((now, now), |(first, _)| (first, now)));
+                            if itself {
+                                next_check = next_check.min(now + DEBOUNCE);
                             }
                         }
+                        continue;
                     }
-                };
-                let change = match message {
-                    None | Some(Message::Stop) => return,
-                    Some(Message::Fs(Ok(event))) => relevance(&event, &dir),
-                    Some(Message::Fs(Err(e))) => {
-                        tracing::warn!(error = %e, "watching the server directory failed; looking again");
-                        Some(true)
+                    None => {}
+                }
+                if now >= next_check {
+                    next_check = now + IDENTITY_CHECK;
+                    let current = identity(&dir);
+                    if current != watched {
+                        match current.map(|_| watcher.watch(&dir, RecursiveMode::NonRecursive)) {
+                            Some(Ok(())) => tracing::info!(dir = %dir.display(),
+                                "server directory replaced, watching the new one"),
+                            Some(Err(e)) => tracing::warn!(dir = %dir.display(), error = %e,
+                                "cannot watch the new server directory; changes need SIGHUP"),
+                            None => tracing::warn!(dir = %dir.display(),
+                                "the server directory is gone; its servers stay live until it is back"),
+                        }
+                        watched = current;
+                        // Reload now: the directory itself changed.
+                        pending = Some((now, now.checked_sub(DEBOUNCE).unwrap_or(now)));
                     }
-                };
-                if let Some(itself) = change {
-                    let now = Instant::now();
-                    pending = Some(pending.map_or((now, now), |(first, _)| (first, now)));
-                    rewatch |= itself;
+                }
+                if pending.is_some_and(|(first, last)| now >= (last + DEBOUNCE).min(first + MAX_DELAY)) {
+                    pending = None;
+                    reloader.reload_files();
                 }
             }
         })

@@ -257,3 +257,54 @@ fn tokio_a_configmap_update_is_picked_up() {
 fn smol_a_configmap_update_is_picked_up() {
     a_configmap_update_is_picked_up::<Smol>();
 }
+
+/// `servers_dir` as a symlink that a deploy points at a new directory (blue/green): noticed by the
+/// watch's periodic check of which directory the path names (inotify follows the old one).
+#[cfg(unix)]
+fn a_repointed_server_directory_symlink_is_followed<F: Flavor>() {
+    use std::os::unix::fs::symlink;
+    capture_logs();
+    let (a, b) = (Backend::named(), Backend::named());
+    let layout = Layout::new();
+    let root = layout.dir();
+    for (name, backend) in [("v1", a.addr()), ("v2", b.addr())] {
+        std::fs::create_dir(root.join(name)).expect("version dir");
+        std::fs::write(
+            root.join(name).join("alpha.toml"),
+            server_toml(&["alpha.example.com"], &[backend], ""),
+        )
+        .expect("server file");
+    }
+    std::fs::remove_dir(root.join("servers")).expect("empty servers dir");
+    symlink("v1", root.join("servers")).expect("servers -> v1");
+    let proxy = F::start(layout.load(), nethergate_core::Plugins::new()).expect("start");
+    let addr = proxy.addr();
+    assert_eq!(routed_to(addr, "alpha.example.com"), Some(a.addr().port()));
+    symlink("v2", root.join("servers.next")).expect("servers.next -> v2");
+    std::fs::rename(root.join("servers.next"), root.join("servers")).expect("repoint servers");
+    eventually("the repointed directory is read", || {
+        routed_to(addr, "alpha.example.com") == Some(b.addr().port())
+    });
+    // And the new directory is the one watched now.
+    std::fs::write(
+        root.join("v2").join("beta.toml"),
+        server_toml(&["beta.example.com"], &[a.addr()], ""),
+    )
+    .expect("new file");
+    eventually("a file added to the new directory is read", || {
+        routed_to(addr, "beta.example.com") == Some(a.addr().port())
+    });
+    drop(proxy);
+}
+
+#[cfg(unix)]
+#[test]
+fn tokio_a_repointed_server_directory_symlink_is_followed() {
+    a_repointed_server_directory_symlink_is_followed::<Tokio>();
+}
+
+#[cfg(unix)]
+#[test]
+fn smol_a_repointed_server_directory_symlink_is_followed() {
+    a_repointed_server_directory_symlink_is_followed::<Smol>();
+}
