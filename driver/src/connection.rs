@@ -53,9 +53,16 @@ async fn dial<R: Runtime>(rt: &R, req: &ConnectRequest) -> io::Result<(R::Stream
     .await
 }
 
-/// Waits for what the client sends (or EOF, or the session's deadline) and feeds it to the session.
-/// Abort is watched by `serve` around the whole handshake.
-async fn read_client<R: Runtime>(rt: &R, client: &R::Stream, session: &mut Session) {
+/// Feeds the session what the client sent, waiting first for the socket to be readable (or EOF, or the
+/// session's deadline). Abort is watched by `serve` around the whole handshake.
+///
+/// `first`: the client has just been accepted. A client sends its handshake as soon as it connects, so the
+/// bytes are usually in the socket already: they are read at once, without a trip through the reactor (and
+/// without arming the deadline's timer), and only a socket still empty waits.
+async fn read_client<R: Runtime>(rt: &R, client: &R::Stream, session: &mut Session, first: bool) {
+    if first && feed_client(session, |buf| read_now(client, buf)) {
+        return;
+    }
     let deadline = session.poll_timeout();
     let readable = future::or(async { Some(client.readable().await) }, async {
         match deadline {
@@ -68,33 +75,52 @@ async fn read_client<R: Runtime>(rt: &R, client: &R::Stream, session: &mut Sessi
         None => session.handle_timeout(Instant::now()),
         Some(Err(_)) => session.handle_client_eof(),
         Some(Ok(())) => {
-            let mut buf = Buffer::take();
-            loop {
-                // Read no more than the session takes: later bytes wait in the socket for the copy.
-                // A short read emptied the socket: its cached readiness is cleared (see `read_chunk`), so
-                // neither this loop nor the copy that follows reads again only to hear `WouldBlock`.
-                let limit = session.read_budget().clamp(1, buf.len());
-                match copy::read_chunk(client, &mut buf[..limit]) {
-                    Ok((0, _)) => {
-                        session.handle_client_eof();
-                        break;
-                    }
-                    Ok((n, short)) => {
-                        session.handle_client_data(&buf[..n]);
-                        if short || !session.wants_client_data() {
-                            break;
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(_) => {
-                        session.handle_client_eof();
-                        break;
-                    }
+            feed_client(session, |buf| copy::read_chunk(client, buf));
+        }
+    }
+}
+
+/// Reads from the client and feeds the session until the socket is empty or the session wants no more;
+/// `false` when the very first read found nothing (`WouldBlock`), so nothing happened.
+///
+/// `read` gives the bytes read and whether the read was short (the socket is now empty).
+fn feed_client(
+    session: &mut Session,
+    mut read: impl FnMut(&mut [u8]) -> io::Result<(usize, bool)>,
+) -> bool {
+    let mut buf = Buffer::take();
+    let mut fed = false;
+    loop {
+        // Read no more than the session takes: later bytes wait in the socket for the copy.
+        // A short read emptied the socket: its cached readiness is cleared (see `read_chunk`), so neither
+        // this loop nor the copy that follows reads again only to hear `WouldBlock`.
+        let limit = session.read_budget().clamp(1, buf.len());
+        match read(&mut buf[..limit]) {
+            Ok((0, _)) => {
+                session.handle_client_eof();
+                return true;
+            }
+            Ok((n, short)) => {
+                session.handle_client_data(&buf[..n]);
+                fed = true;
+                if short || !session.wants_client_data() {
+                    return true;
                 }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return fed,
+            Err(_) => {
+                session.handle_client_eof();
+                return true;
             }
         }
     }
+}
+
+/// Reads straight from the socket, whatever readiness the reactor has seen so far (see `read_client`).
+fn read_now<S: Stream>(s: &S, buf: &mut [u8]) -> io::Result<(usize, bool)> {
+    let n = io::Read::read(&mut &*socket2::SockRef::from(s), buf)?;
+    Ok((n, n < buf.len()))
 }
 
 /// Closes a client we refused: our last packet is already written; shut down our side and read what the
@@ -168,6 +194,7 @@ async fn handshake<R: Runtime>(
     let mut session = Session::new(ctx, peer, local, Instant::now());
     let mut backend: Option<R::Stream> = None;
     let mut to_backend = Vec::new();
+    let mut first = true;
     loop {
         while let Some(action) = session.poll_action() {
             match action {
@@ -216,6 +243,167 @@ async fn handshake<R: Runtime>(
         if session.is_done() || !session.wants_client_data() {
             return None;
         }
-        read_client(rt, client, &mut session).await;
+        read_client(rt, client, &mut session, first).await;
+        first = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::{Interest, Listener};
+    use nethergate_core::handshake::Handshake;
+    use nethergate_core::login::LoginStart;
+    use nethergate_core::{NextState, Registry, RouteTable};
+    use std::future::{pending, Future, Pending};
+    use std::io::Write;
+    use std::net::{TcpListener, TcpStream};
+    use std::os::fd::{AsFd, BorrowedFd};
+    use std::sync::Arc;
+
+    /// A runtime whose reactor never reports anything and whose timers never fire: whatever a session
+    /// does with it, it does without waiting.
+    #[derive(Clone)]
+    struct Stalled;
+
+    struct Socket(TcpStream);
+
+    impl AsFd for Socket {
+        fn as_fd(&self) -> BorrowedFd<'_> {
+            self.0.as_fd()
+        }
+    }
+
+    impl Stream for Socket {
+        fn readable(&self) -> impl Future<Output = io::Result<()>> + Send + '_ {
+            pending()
+        }
+        fn writable(&self) -> impl Future<Output = io::Result<()>> + Send + '_ {
+            pending()
+        }
+        fn try_read(&self, _: &mut [u8]) -> io::Result<usize> {
+            Err(io::ErrorKind::WouldBlock.into()) // no readiness seen yet, like tokio's cache
+        }
+        fn try_write(&self, _: &[u8]) -> io::Result<usize> {
+            Err(io::ErrorKind::WouldBlock.into())
+        }
+        fn try_io<T>(&self, _: Interest, _: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+            Err(io::ErrorKind::WouldBlock.into())
+        }
+    }
+
+    struct NoListener;
+
+    impl Listener for NoListener {
+        type Stream = Socket;
+        type Accepted = TcpStream;
+        fn accept(&self) -> impl Future<Output = io::Result<(TcpStream, SocketAddr)>> + Send + '_ {
+            pending()
+        }
+        fn register(accepted: TcpStream) -> io::Result<Socket> {
+            Ok(Socket(accepted))
+        }
+    }
+
+    impl Runtime for Stalled {
+        type Stream = Socket;
+        type Listener = NoListener;
+        type Sleep = Pending<()>;
+        fn listener(&self, _: TcpListener) -> io::Result<NoListener> {
+            Ok(NoListener)
+        }
+        fn connect(&self, _: SocketAddr) -> impl Future<Output = io::Result<Socket>> + Send {
+            pending()
+        }
+        fn resolve(
+            &self,
+            _: String,
+            _: u16,
+        ) -> impl Future<Output = io::Result<Vec<SocketAddr>>> + Send {
+            pending()
+        }
+        fn sleep_until(&self, _: Instant) -> Pending<()> {
+            pending()
+        }
+        fn spawn_on<F: Future<Output = ()> + Send + 'static>(&self, _: usize, _: F) {}
+    }
+
+    /// A connected pair: the client end, and the proxy's end wrapped for [`Stalled`].
+    fn pair() -> io::Result<(TcpStream, Socket)> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let client = TcpStream::connect(listener.local_addr()?)?;
+        let (accepted, _) = listener.accept()?;
+        accepted.set_nonblocking(true)?;
+        Ok((client, Socket(accepted)))
+    }
+
+    fn session() -> Session {
+        let ctx = Context {
+            routes: Arc::new(RouteTable::build(&[]).unwrap_or_default()),
+            registry: Registry::new(),
+            handshake_timeout: Duration::from_secs(5),
+        };
+        let addr = SocketAddr::from(([127, 0, 0, 1], 1));
+        Session::new(ctx, addr, addr, Instant::now())
+    }
+
+    /// Polls `read_client` once: `Some` when it finished without waiting.
+    fn read_once(proxy_end: &Socket, session: &mut Session, first: bool) -> Option<()> {
+        future::block_on(future::poll_once(read_client(
+            &Stalled, proxy_end, session, first,
+        )))
+    }
+
+    fn login_bytes() -> Vec<u8> {
+        let mut bytes = Vec::new();
+        Handshake {
+            protocol_version: 765,
+            server_address: "mc.example.com",
+            port: 25565,
+            next_state: NextState::Login,
+        }
+        .encode(&mut bytes);
+        LoginStart {
+            name: "Steve",
+            tail: &[0; 16],
+        }
+        .encode(&mut bytes);
+        bytes
+    }
+
+    /// The handshake a client sent right after connecting is read at once: the first read of a session
+    /// does not wait for the reactor, so it finishes in one poll although this reactor never reports.
+    #[test]
+    fn a_handshake_already_in_the_socket_is_read_without_the_reactor() -> io::Result<()> {
+        let (mut client, proxy_end) = pair()?;
+        client.write_all(&login_bytes())?;
+        std::thread::sleep(Duration::from_millis(50)); // loopback delivery
+        let mut session = session();
+        let read = read_once(&proxy_end, &mut session, true);
+        assert_eq!(read, Some(()), "the first read waited for readiness");
+        assert!(
+            !session.wants_client_data(),
+            "the handshake and login start were not both read"
+        );
+        assert!(
+            session.poll_action().is_some(),
+            "the session did not move on"
+        );
+        Ok(())
+    }
+
+    /// Later reads, and a first read that finds the socket empty, wait for the reactor (here: forever).
+    #[test]
+    fn an_empty_socket_and_later_reads_wait_for_readiness() -> io::Result<()> {
+        let (mut client, proxy_end) = pair()?;
+        let mut session = session();
+        let empty = read_once(&proxy_end, &mut session, true);
+        assert_eq!(empty, None, "an empty socket did not wait");
+        client.write_all(&login_bytes())?;
+        std::thread::sleep(Duration::from_millis(50));
+        let later = read_once(&proxy_end, &mut session, false);
+        assert_eq!(later, None, "a later read did not wait for readiness");
+        assert!(session.wants_client_data());
+        Ok(())
     }
 }
