@@ -19,7 +19,9 @@ pub struct ServerAddress<'a> {
 impl<'a> ServerAddress<'a> {
     /// Splits `address` at its first NUL byte.
     pub fn split(address: &'a str) -> Self {
-        match address.find('\0') {
+        // A byte search: NUL is never part of a longer UTF-8 sequence, and this is much cheaper than
+        // `str::find` for a char on strings this short.
+        match address.bytes().position(|b| b == 0) {
             Some(i) => ServerAddress {
                 host: &address[..i],
                 decoration: &address[i..],
@@ -32,54 +34,75 @@ impl<'a> ServerAddress<'a> {
     }
 }
 
-/// A host normalised for routing: ASCII lower case, one trailing dot removed. Lives on the stack.
+/// A host normalised for routing: ASCII lower case, one trailing dot removed. Lives on the stack, and
+/// borrows the host as sent when that is already normal (the common case: nothing is copied).
 #[derive(Clone, Copy)]
-pub struct Host {
-    buf: [u8; MAX_HOST_LEN],
-    len: u8,
+pub struct Host<'a>(Repr<'a>);
+
+#[derive(Clone, Copy)]
+#[allow(clippy::large_enum_variant)] // on the stack on purpose: a boxed copy would allocate per connection
+enum Repr<'a> {
+    /// The host as sent, already lower case ASCII without a trailing dot.
+    Sent(&'a str),
+    /// A normalised copy: ASCII, so any prefix of it is valid UTF-8.
+    Copied { buf: [u8; MAX_HOST_LEN], len: u8 },
 }
 
-impl Host {
+impl<'a> Host<'a> {
     /// Normalises `host`; `None` when it is empty or longer than [`MAX_HOST_LEN`]. A host with non-ASCII
     /// characters (vanilla clients send punycode, some others do not) is converted to punycode first.
-    pub fn normalise(host: &str) -> Option<Host> {
+    pub fn normalise(host: &'a str) -> Option<Host<'a>> {
         if !host.is_ascii() {
             let ascii = idna::domain_to_ascii(host).ok()?;
-            return Host::normalise(&ascii).filter(|_| ascii.is_ascii());
+            return Host::copy(ascii.strip_suffix('.').unwrap_or(&ascii))
+                .filter(|_| ascii.is_ascii());
         }
         let host = host.strip_suffix('.').unwrap_or(host);
+        if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Host::copy(host);
+        }
+        (!host.is_empty() && host.len() <= MAX_HOST_LEN).then_some(Host(Repr::Sent(host)))
+    }
+
+    /// A lower-cased copy of the ASCII `host` (a trailing dot already removed).
+    fn copy(host: &str) -> Option<Host<'static>> {
         if host.is_empty() || host.len() > MAX_HOST_LEN {
             return None;
         }
         let mut buf = [0u8; MAX_HOST_LEN];
         buf[..host.len()].copy_from_slice(host.as_bytes());
         buf[..host.len()].make_ascii_lowercase();
-        Some(Host {
+        Some(Host(Repr::Copied {
             buf,
-            len: host.len() as u8,
-        })
+            len: u8::try_from(host.len()).ok()?,
+        }))
     }
 
     /// The normalised host.
     pub fn as_str(&self) -> &str {
-        // Lower-casing ASCII bytes of a valid UTF-8 string keeps it valid UTF-8.
-        std::str::from_utf8(&self.buf[..usize::from(self.len)]).unwrap_or("")
+        match &self.0 {
+            Repr::Sent(host) => host,
+            // Lower-casing ASCII bytes keeps them valid UTF-8.
+            Repr::Copied { buf, len } => {
+                std::str::from_utf8(&buf[..usize::from(*len)]).unwrap_or("")
+            }
+        }
     }
 }
 
-impl std::fmt::Debug for Host {
+impl std::fmt::Debug for Host<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_tuple("Host").field(&self.as_str()).finish()
     }
 }
 
-impl PartialEq for Host {
+impl PartialEq for Host<'_> {
     fn eq(&self, other: &Self) -> bool {
         self.as_str() == other.as_str()
     }
 }
 
-impl Eq for Host {}
+impl Eq for Host<'_> {}
 
 #[cfg(test)]
 mod tests {
@@ -122,6 +145,16 @@ mod tests {
         assert!(Host::normalise("").is_none());
         assert!(Host::normalise(&"a".repeat(254)).is_none());
         assert!(Host::normalise(&"a".repeat(253)).is_some());
+    }
+
+    #[test]
+    fn a_host_already_normal_is_borrowed_not_copied() {
+        for sent in ["mc.example.com", "mc.example.com."] {
+            let host = Host::normalise(sent).map(|h| h.as_str().as_ptr());
+            assert_eq!(host, Some(sent.as_ptr()), "{sent:?} was copied");
+        }
+        let copied = Host::normalise("Mc.example.com").map(|h| h.as_str().as_ptr());
+        assert_ne!(copied, Some("Mc.example.com".as_ptr()));
     }
 
     proptest! {

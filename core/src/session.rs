@@ -597,12 +597,14 @@ impl Session {
 
     fn request_pre_connect(&mut self) {
         let Some(hs) = self.handshake else { return };
-        let host = Host::normalise(ServerAddress::split(self.server_address()).host);
+        let host = Host::normalise(ServerAddress::split(self.server_address()).host)
+            .map(|h| h.as_str().to_owned())
+            .unwrap_or_default();
         let server = self.route().map(|s| s.name().to_owned());
         self.state = State::PreConnect;
         self.actions.push_back(Action::PreConnect(PreConnectEvent {
             client: self.client,
-            host: host.map(|h| h.as_str().to_owned()).unwrap_or_default(),
+            host,
             server,
             player: self.player().map(str::to_owned),
             protocol_version: hs.protocol_version,
