@@ -167,6 +167,14 @@ mod tests {
         }
 
         #[test]
+        fn ascii_hosts_are_lower_cased_without_one_trailing_dot(host in "[A-Za-z0-9.-]{0,260}") {
+            let expected = host.strip_suffix('.').unwrap_or(&host).to_ascii_lowercase();
+            let valid = !expected.is_empty() && expected.len() <= MAX_HOST_LEN;
+            let normalised = Host::normalise(&host).map(|h| h.as_str().to_owned());
+            prop_assert_eq!(normalised, valid.then_some(expected));
+        }
+
+        #[test]
         fn normalise_never_panics(host in ".{0,300}") {
             if let Some(h) = Host::normalise(&host) {
                 if host.is_ascii() {

@@ -92,8 +92,9 @@ fn feed_client(
     let mut fed = false;
     loop {
         // Read no more than the session takes: later bytes wait in the socket for the copy.
-        // A short read emptied the socket: its cached readiness is cleared (see `read_chunk`), so neither
-        // this loop nor the copy that follows reads again only to hear `WouldBlock`.
+        // A short read emptied the socket, so neither this loop nor the copy that follows reads again only to
+        // hear `WouldBlock`: `read_chunk` clears the runtime's cached readiness; `read_now` leaves it alone,
+        // and the reactor reports no readiness for a socket that is empty by the time it looks.
         let limit = session.read_budget().clamp(1, buf.len());
         match read(&mut buf[..limit]) {
             Ok((0, _)) => {
@@ -385,9 +386,10 @@ mod tests {
             !session.wants_client_data(),
             "the handshake and login start were not both read"
         );
+        assert_eq!(session.buffered(), login_bytes().len(), "bytes were lost");
         assert!(
-            session.poll_action().is_some(),
-            "the session did not move on"
+            matches!(session.poll_action(), Some(Action::PreConnect(_))),
+            "the session did not move on to its pre-connect event"
         );
         Ok(())
     }

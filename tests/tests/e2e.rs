@@ -465,6 +465,56 @@ fn client_that_never_reads_hits_the_write_timeout<F: Flavor>() {
     drop(proxy);
 }
 
+/// However the opening arrives — whole with early game bytes behind it, after a pause, split mid-packet
+/// or between the two packets — the session is routed and every byte comes back from an echo backend, in
+/// order. (The first read of a session reads what is already in the socket without waiting for the
+/// reactor; the later ones wait.)
+fn opening_in_any_pieces_is_routed_and_loses_nothing<F: Flavor>() {
+    let a = Backend::echo();
+    let layout = Layout::new().server("a", &server_toml(&["mc.example.com"], &[a.addr()], ""));
+    let proxy = start::<F>(&layout);
+    let login = login_bytes("mc.example.com", "Steve");
+    let handshake_len = usize::from(login[0]) + 1; // a one-byte length prefix: the handshake is short
+    let early: Vec<u8> = (0..100 * 1024).map(|i| (i % 251) as u8).collect();
+    let pause = Duration::from_millis(200);
+    let cases: [(&str, Vec<usize>, bool); 4] = [
+        ("whole, with early bytes", vec![], false),
+        ("after a pause", vec![0], false),
+        ("split mid-packet", vec![3], false),
+        ("handshake, pause, login start", vec![handshake_len], true),
+    ];
+    for (case, cuts, early_too) in cases {
+        let mut sent = login.clone();
+        if !early_too {
+            sent.extend_from_slice(&early);
+        }
+        let mut c = connect(proxy.addr());
+        let mut at = 0;
+        for cut in cuts {
+            c.write_all(&sent[at..cut]).unwrap();
+            std::thread::sleep(pause);
+            at = cut;
+        }
+        c.write_all(&sent[at..]).unwrap();
+        if early_too {
+            c.write_all(&early).unwrap();
+            sent.extend_from_slice(&early);
+        }
+        let mut back = vec![0u8; sent.len()];
+        c.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        if let Err(e) = c.read_exact(&mut back) {
+            panic!("[{}] {case}: {e}\n{}", F::NAME, captured_logs());
+        }
+        assert!(
+            back == sent,
+            "[{}] {case}: bytes changed on the way",
+            F::NAME
+        );
+    }
+    assert_eq!(a.connections(), 4);
+    drop(proxy);
+}
+
 fn slow_handshake_is_closed<F: Flavor>() {
     let a = Backend::echo();
     let layout = Layout::new()
@@ -763,6 +813,7 @@ full_suite!(
     idle_session_ends_with_reason_timeout,
     client_that_never_reads_hits_the_write_timeout,
     slow_handshake_is_closed,
+    opening_in_any_pieces_is_routed_and_loses_nothing,
     garbage_and_legacy_pings_are_closed_cleanly,
     plugins_deny_and_redirect,
     ip_filter_from_the_main_file,
