@@ -84,3 +84,25 @@ pub trait Runtime: Clone + Send + Sync + 'static {
         futures_lite::future::yield_now()
     }
 }
+
+/// For the runtime crates' tests of [`Runtime::spawn_on`] with two threads: `seen` holds, per task `i`,
+/// the thread it started on and the one it finished on. Panics unless every task stayed on its thread and
+/// the even and the odd tasks each ran on one thread, a different one.
+#[doc(hidden)]
+pub fn assert_tasks_kept_to_two_threads(
+    seen: &[(usize, std::thread::ThreadId, std::thread::ThreadId)],
+) {
+    assert!(
+        seen.iter().all(|(_, before, after)| before == after),
+        "{seen:?}"
+    );
+    let thread_of = |n: usize| -> std::collections::HashSet<_> {
+        seen.iter()
+            .filter(|(i, ..)| i % 2 == n)
+            .map(|(_, t, _)| *t)
+            .collect()
+    };
+    let (even, odd) = (thread_of(0), thread_of(1));
+    assert_eq!((even.len(), odd.len()), (1, 1), "{seen:?}");
+    assert!(even.is_disjoint(&odd), "{seen:?}");
+}

@@ -178,7 +178,6 @@ pub fn spawn(config: Config, plugins: Plugins) -> io::Result<Running> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashSet;
     use std::sync::Mutex;
 
     /// `spawn_on(i)` runs a task on thread `i % threads`, each of which runs only its own executor.
@@ -208,18 +207,6 @@ mod tests {
         });
         let seen = seen.lock().map(|s| s.clone()).unwrap_or_default();
         assert_eq!(seen.len(), 4);
-        assert!(
-            seen.iter().all(|(_, before, after)| before == after),
-            "{seen:?}"
-        );
-        let thread_of = |n: usize| -> HashSet<_> {
-            seen.iter()
-                .filter(|(i, ..)| i % 2 == n)
-                .map(|(_, t, _)| *t)
-                .collect()
-        };
-        let (even, odd) = (thread_of(0), thread_of(1));
-        assert_eq!((even.len(), odd.len()), (1, 1), "{seen:?}");
-        assert!(even.is_disjoint(&odd), "{seen:?}");
+        nethergate_driver::runtime::assert_tasks_kept_to_two_threads(&seen);
     }
 }

@@ -196,7 +196,6 @@ pub fn spawn(config: Config, plugins: Plugins) -> io::Result<Running> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashSet;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{mpsc, Arc};
     use tokio::io::AsyncWriteExt;
@@ -219,19 +218,7 @@ mod tests {
             .filter_map(|_| rx.recv_timeout(std::time::Duration::from_secs(5)).ok())
             .collect();
         assert_eq!(seen.len(), 4, "{seen:?}");
-        assert!(
-            seen.iter().all(|(_, before, after)| before == after),
-            "{seen:?}"
-        );
-        let thread_of = |n: usize| -> HashSet<_> {
-            seen.iter()
-                .filter(|(i, ..)| i % 2 == n)
-                .map(|(_, t, _)| *t)
-                .collect()
-        };
-        let (even, odd) = (thread_of(0), thread_of(1));
-        assert_eq!((even.len(), odd.len()), (1, 1), "{seen:?}");
-        assert!(even.is_disjoint(&odd), "{seen:?}");
+        nethergate_driver::runtime::assert_tasks_kept_to_two_threads(&seen);
         Ok(())
     }
 

@@ -110,16 +110,6 @@ fn every_reload_step_keeps_live_sessions<F: Flavor>() {
     drop(proxy);
 }
 
-#[test]
-fn tokio_every_reload_step_keeps_live_sessions() {
-    every_reload_step_keeps_live_sessions::<Tokio>();
-}
-
-#[test]
-fn smol_every_reload_step_keeps_live_sessions() {
-    every_reload_step_keeps_live_sessions::<Smol>();
-}
-
 /// A file that stays broken is reported once per change: reading the files for a reload must not count as
 /// a change (inotify reports the proxy's own opens), or the reload repeats itself every debounce period.
 fn a_broken_file_is_reported_once<F: Flavor>() {
@@ -150,16 +140,6 @@ fn a_broken_file_is_reported_once<F: Flavor>() {
         Some(a.addr().port())
     );
     drop(proxy);
-}
-
-#[test]
-fn tokio_a_broken_file_is_reported_once() {
-    a_broken_file_is_reported_once::<Tokio>();
-}
-
-#[test]
-fn smol_a_broken_file_is_reported_once() {
-    a_broken_file_is_reported_once::<Smol>();
 }
 
 /// A deploy that replaces `servers_dir` whole (`mv servers.new servers`) is picked up, and so is every
@@ -202,16 +182,6 @@ fn a_replaced_server_directory_is_watched_again<F: Flavor>() {
     drop(proxy);
 }
 
-#[test]
-fn tokio_a_replaced_server_directory_is_watched_again() {
-    a_replaced_server_directory_is_watched_again::<Tokio>();
-}
-
-#[test]
-fn smol_a_replaced_server_directory_is_watched_again() {
-    a_replaced_server_directory_is_watched_again::<Smol>();
-}
-
 /// A Kubernetes ConfigMap volume: `alpha.toml` is a symlink into `..data/`, and an update points the
 /// `..data` symlink at a new directory (no `*.toml` entry changes at all).
 #[cfg(unix)]
@@ -244,18 +214,6 @@ fn a_configmap_update_is_picked_up<F: Flavor>() {
         routed_to(addr, "alpha.example.com") == Some(b.addr().port())
     });
     drop(proxy);
-}
-
-#[cfg(unix)]
-#[test]
-fn tokio_a_configmap_update_is_picked_up() {
-    a_configmap_update_is_picked_up::<Tokio>();
-}
-
-#[cfg(unix)]
-#[test]
-fn smol_a_configmap_update_is_picked_up() {
-    a_configmap_update_is_picked_up::<Smol>();
 }
 
 /// `servers_dir` as a symlink that a deploy points at a new directory (blue/green): noticed by the
@@ -297,14 +255,26 @@ fn a_repointed_server_directory_symlink_is_followed<F: Flavor>() {
     drop(proxy);
 }
 
-#[cfg(unix)]
-#[test]
-fn tokio_a_repointed_server_directory_symlink_is_followed() {
-    a_repointed_server_directory_symlink_is_followed::<Tokio>();
+/// Each scenario above, once per runtime: `<name>::tokio` and `<name>::smol`.
+macro_rules! on_both_runtimes {
+    ($($(#[$attr:meta])* $name:ident),* $(,)?) => { $(
+        mod $name {
+            $(#[$attr])*
+            #[test]
+            fn tokio() { super::$name::<super::Tokio>() }
+            $(#[$attr])*
+            #[test]
+            fn smol() { super::$name::<super::Smol>() }
+        }
+    )* };
 }
 
-#[cfg(unix)]
-#[test]
-fn smol_a_repointed_server_directory_symlink_is_followed() {
-    a_repointed_server_directory_symlink_is_followed::<Smol>();
-}
+on_both_runtimes!(
+    every_reload_step_keeps_live_sessions,
+    a_broken_file_is_reported_once,
+    a_replaced_server_directory_is_watched_again,
+    #[cfg(unix)]
+    a_configmap_update_is_picked_up,
+    #[cfg(unix)]
+    a_repointed_server_directory_symlink_is_followed,
+);
