@@ -58,17 +58,11 @@ fn table<T>(
     key: &str,
     issues: &mut Vec<ConfigIssue>,
 ) -> Option<T> {
-    match value? {
-        Field::Ok(v) => Some(v),
-        Field::Bad(_) => {
-            issues.push(ConfigIssue::new(
-                source,
-                key,
-                format!("must be a table (a `[{key}]` section)"),
-            ));
-            None
-        }
-    }
+    let value = value.map(|v| match v {
+        Field::Bad(_) => Field::Bad(format!("must be a table (a `[{key}]` section)")),
+        ok => ok,
+    });
+    field(value, source, key, issues)
 }
 
 /// Reports the keys a table had that nothing reads, the way serde's `deny_unknown_fields` words it.
@@ -748,7 +742,7 @@ fn domain(source: &str, value: &str, issues: &mut Vec<ConfigIssue>) -> Option<St
     let checked = |d: String, issues: &mut Vec<ConfigIssue>| {
         // A DNS name has no empty label and none over 63 bytes: such a name could never be asked for.
         // Patterns are globs (`*` may span dots) and are left as they are.
-        let exact = !d.contains(['*', '?']);
+        let exact = !crate::route::is_wildcard(&d);
         match d
             .split('.')
             .find(|l| exact && (l.is_empty() || l.len() > 63))

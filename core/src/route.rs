@@ -86,7 +86,8 @@ impl Default for RouteTable {
     }
 }
 
-fn is_wildcard(domain: &str) -> bool {
+/// Whether a configured domain is a pattern (`*`, `?`) rather than an exact name.
+pub(crate) fn is_wildcard(domain: &str) -> bool {
     domain.contains(['*', '?'])
 }
 
@@ -369,7 +370,7 @@ mod tests {
             let domains: Vec<&str> = patterns
                 .iter()
                 .map(String::as_str)
-                .filter(|d| d.contains(['*', '?']) || !d.split('.').any(str::is_empty))
+                .filter(|d| is_wildcard(d) || !d.split('.').any(str::is_empty))
                 .collect();
             prop_assume!(!domains.is_empty());
             let t = RouteTable::build(&[cfg("s", &domains)]).unwrap();

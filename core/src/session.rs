@@ -163,6 +163,8 @@ pub struct Session {
     player: Option<(usize, usize)>,
     /// End of the bytes consumed by parsing (handshake, login start, answered status frames).
     parsed: usize,
+    /// Where the handshake's host routes, found once for the pre-connect event and used if it allows.
+    routed: Option<Arc<Server>>,
     server: Option<Arc<Server>>,
     admission: Option<Admission>,
     first_address: usize,
@@ -187,6 +189,7 @@ impl Session {
             handshake: None,
             player: None,
             parsed: 0,
+            routed: None,
             server: None,
             admission: None,
             first_address: 0,
@@ -329,7 +332,7 @@ impl Session {
                     return self.close(CloseReason::UnknownRedirect(name));
                 }
             },
-            Decision::Allow => match self.route() {
+            Decision::Allow => match self.routed.take() {
                 Some(s) => s,
                 None => {
                     self.send_login_disconnect(UNKNOWN_HOST_MESSAGE);
@@ -459,11 +462,6 @@ impl Session {
 
     fn is_login(&self) -> bool {
         self.handshake.is_some_and(|h| h.next_state.is_login())
-    }
-
-    fn route(&self) -> Option<Arc<Server>> {
-        let host = Host::normalise(ServerAddress::split(self.server_address()).host)?;
-        self.ctx.routes.route(host.as_str()).cloned()
     }
 
     fn send_login_disconnect(&mut self, reason: &str) {
@@ -597,10 +595,17 @@ impl Session {
 
     fn request_pre_connect(&mut self) {
         let Some(hs) = self.handshake else { return };
-        let host = Host::normalise(ServerAddress::split(self.server_address()).host)
-            .map(|h| h.as_str().to_owned())
-            .unwrap_or_default();
-        let server = self.route().map(|s| s.name().to_owned());
+        // Normalised and routed once, for the event and for `pre_connect_result`.
+        let (host, routed) = match Host::normalise(ServerAddress::split(self.server_address()).host)
+        {
+            Some(h) => (
+                h.as_str().to_owned(),
+                self.ctx.routes.route(h.as_str()).cloned(),
+            ),
+            None => (String::new(), None),
+        };
+        let server = routed.as_ref().map(|s| s.name().to_owned());
+        self.routed = routed;
         self.state = State::PreConnect;
         self.actions.push_back(Action::PreConnect(PreConnectEvent {
             client: self.client,

@@ -373,17 +373,8 @@ const FLOOD_INTERVAL: Duration = Duration::from_secs(1);
 impl Flood {
     /// Counts an occurrence; `Some(occurrences since the last line)` when a line is due now.
     fn hit(&self, now: Instant) -> Option<u64> {
-        use std::sync::atomic::Ordering;
-        self.held.fetch_add(1, Ordering::AcqRel);
-        let mut last = self
-            .last
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if last.is_some_and(|t| now.saturating_duration_since(t) < FLOOD_INTERVAL) {
-            return None;
-        }
-        *last = Some(now);
-        Some(self.held.swap(0, Ordering::AcqRel)).filter(|&n| n > 0)
+        self.held.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.flush(now, false)
     }
 
     /// When the held-back occurrences are due to be logged, if there are any.
@@ -391,29 +382,27 @@ impl Flood {
         if self.held.load(std::sync::atomic::Ordering::Acquire) == 0 {
             return None;
         }
-        let last = self
-            .last
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        Some(last.map_or(Instant::now(), |t| t + FLOOD_INTERVAL))
+        Some(self.last().map_or(Instant::now(), |t| t + FLOOD_INTERVAL))
     }
 
     /// The held-back occurrences, if due at `now` (or at once with `all`).
     fn flush(&self, now: Instant, all: bool) -> Option<u64> {
-        use std::sync::atomic::Ordering;
-        let mut last = self
-            .last
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut last = self.last();
         if !all && last.is_some_and(|t| now.saturating_duration_since(t) < FLOOD_INTERVAL) {
             return None;
         }
-        let count = self.held.swap(0, Ordering::AcqRel);
+        let count = self.held.swap(0, std::sync::atomic::Ordering::AcqRel);
         if count == 0 {
             return None;
         }
         *last = Some(now);
         Some(count)
+    }
+
+    fn last(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

@@ -162,68 +162,76 @@ pub fn watch(reloader: Arc<Reloader>) -> Result<Watch, notify::Error> {
         let _ = sender.send(Message::Fs(event));
     })?;
     watcher.watch(&dir, RecursiveMode::NonRecursive)?;
-    let mut watched = identity(&dir);
     let thread = std::thread::Builder::new()
         .name("nethergate-watch".into())
-        .spawn(move || {
-            // (first change, last change) since the last reload.
-            let mut pending: Option<(Instant, Instant)> = None;
-            let mut next_check = Instant::now() + IDENTITY_CHECK;
-            loop {
-                let due = pending.map(|(first, last)| (last + DEBOUNCE).min(first + MAX_DELAY));
-                let wake = due.map_or(next_check, |d| d.min(next_check));
-                let message = match inbox.recv_timeout(wake.saturating_duration_since(Instant::now())) {
-                    Ok(message) => Some(message),
-                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
-                    Err(mpsc::RecvTimeoutError::Timeout) => None,
-                };
-                let now = Instant::now();
-                match message {
-                    Some(Message::Stop) => return,
-                    Some(Message::Fs(event)) => {
-                        let change = match event {
-                            Ok(event) => relevance(&event, &dir),
-                            Err(e) => {
-                                tracing::warn!(error = %e, "watching the server directory failed; looking again");
-                                Some(true)
-                            }
-                        };
-                        if let Some(itself) = change {
-                            pending = Some(pending.map_or((now, now), |(first, _)| (first, now)));
-                            if itself {
-                                next_check = next_check.min(now + DEBOUNCE);
-                            }
-                        }
-                        continue;
-                    }
-                    None => {}
-                }
-                if now >= next_check {
-                    next_check = now + IDENTITY_CHECK;
-                    let current = identity(&dir);
-                    if current != watched {
-                        match current.map(|_| watcher.watch(&dir, RecursiveMode::NonRecursive)) {
-                            Some(Ok(())) => tracing::info!(dir = %dir.display(),
-                                "server directory replaced, watching the new one"),
-                            Some(Err(e)) => tracing::warn!(dir = %dir.display(), error = %e,
-                                "cannot watch the new server directory; changes need SIGHUP"),
-                            None => tracing::warn!(dir = %dir.display(),
-                                "the server directory is gone; its servers stay live until it is back"),
-                        }
-                        watched = current;
-                        // Reload now: the directory itself changed.
-                        pending = Some((now, now.checked_sub(DEBOUNCE).unwrap_or(now)));
-                    }
-                }
-                if pending.is_some_and(|(first, last)| now >= (last + DEBOUNCE).min(first + MAX_DELAY)) {
-                    pending = None;
-                    reloader.reload_files();
-                }
-            }
-        })
+        .spawn(move || watch_loop(&inbox, watcher, &dir, &reloader))
         .map_err(notify::Error::io)?;
     Ok(Watch {
         messages,
         thread: Some(thread),
     })
+}
+
+/// The watch thread: collects events, reloads when due, and checks which directory `dir` names.
+fn watch_loop(
+    inbox: &mpsc::Receiver<Message>,
+    mut watcher: notify::RecommendedWatcher,
+    dir: &Path,
+    reloader: &Reloader,
+) {
+    use notify::{RecursiveMode, Watcher};
+    let mut watched = identity(dir);
+    // (first change since the last reload, when to reload).
+    let mut pending: Option<(Instant, Instant)> = None;
+    let mut next_check = Instant::now() + IDENTITY_CHECK;
+    loop {
+        let wake = pending.map_or(next_check, |(_, due)| due.min(next_check));
+        let message = match inbox.recv_timeout(wake.saturating_duration_since(Instant::now())) {
+            Ok(message) => Some(message),
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
+        };
+        let now = Instant::now();
+        match message {
+            Some(Message::Stop) => return,
+            Some(Message::Fs(event)) => {
+                let change = match event {
+                    Ok(event) => relevance(&event, dir),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "watching the server directory failed; looking again");
+                        Some(true)
+                    }
+                };
+                if let Some(itself) = change {
+                    let first = pending.map_or(now, |(first, _)| first);
+                    pending = Some((first, (now + DEBOUNCE).min(first + MAX_DELAY)));
+                    if itself {
+                        next_check = next_check.min(now + DEBOUNCE);
+                    }
+                }
+                continue;
+            }
+            None => {}
+        }
+        if now >= next_check {
+            next_check = now + IDENTITY_CHECK;
+            let current = identity(dir);
+            if current != watched {
+                match current.map(|_| watcher.watch(dir, RecursiveMode::NonRecursive)) {
+                    Some(Ok(())) => tracing::info!(dir = %dir.display(),
+                        "server directory replaced, watching the new one"),
+                    Some(Err(e)) => tracing::warn!(dir = %dir.display(), error = %e,
+                        "cannot watch the new server directory; changes need SIGHUP"),
+                    None => tracing::warn!(dir = %dir.display(),
+                        "the server directory is gone; its servers stay live until it is back"),
+                }
+                watched = current;
+                pending = Some((now, now)); // the directory itself changed: reload now
+            }
+        }
+        if pending.is_some_and(|(_, due)| now >= due) {
+            pending = None;
+            reloader.reload_files();
+        }
+    }
 }
