@@ -48,14 +48,34 @@ pub fn threads(requested: Option<std::num::NonZeroUsize>) -> usize {
         .map_or(1, std::num::NonZeroUsize::get)
 }
 
-/// Installs the tracing subscriber.
-pub fn init_logging(format: LogFormat) {
+/// Installs the tracing subscriber, writing to stdout through a [`crate::log::Output`] (batched, never
+/// blocking a session). Keep the result until exit: dropping it writes out the last lines. `None` when
+/// the writer thread cannot start; lines then go to stdout directly.
+pub fn init_logging(format: LogFormat) -> Option<crate::log::Output> {
+    match crate::log::Output::new(std::io::stdout()) {
+        Ok(output) => {
+            install_subscriber(format, output.lines());
+            Some(output)
+        }
+        Err(e) => {
+            install_subscriber(format, std::io::stdout);
+            tracing::warn!(error = %e, "cannot start the log writer thread; logging directly");
+            None
+        }
+    }
+}
+
+fn install_subscriber<W>(format: LogFormat, writer: W)
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(ansi);
+        .with_ansi(ansi)
+        .with_writer(writer);
     let _ = match format {
         LogFormat::Human => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -208,7 +228,7 @@ pub fn main(name: &'static str, serve: impl FnOnce(Launch) -> io::Result<()>) ->
         Ok(args) => args,
         Err(e) => e.exit(),
     };
-    init_logging(args.log_format);
+    let _log = init_logging(args.log_format);
     let config = match Config::load(&args.config) {
         Ok(c) => c,
         Err(errors) => {

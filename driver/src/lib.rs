@@ -18,6 +18,7 @@ pub mod cli;
 mod connection;
 pub mod copy;
 pub mod docker;
+pub mod log;
 pub mod pool;
 mod proxy;
 pub mod reload;

@@ -323,3 +323,74 @@ fn threads_flag_sets_the_session_threads_and_rejects_zero() {
         );
     }
 }
+
+#[test]
+fn a_log_reader_that_stops_reading_stalls_no_player_and_loses_no_line() {
+    for bin in BINARIES {
+        let a = Backend::echo();
+        let layout = Layout::new().server("a", &server_toml(&["a.example.com"], &[a.addr()], ""));
+        let mut child = Command::new(binary(bin))
+            .arg("--config")
+            .arg(layout.path())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn");
+        let mut log = BufReader::new(child.stdout.take().expect("stdout"));
+        // A watchdog: if the proxy stalls, killing it ends every read below with EOF (a failure).
+        let pid = child.id() as libc::pid_t;
+        let (done, watchdog) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            if watchdog.recv_timeout(Duration::from_secs(60)).is_err() {
+                // SAFETY: kill(2) on the test's own child.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        });
+        let mut line = String::new();
+        let addr: std::net::SocketAddr = loop {
+            line.clear();
+            assert!(
+                log.read_line(&mut line).expect("log") > 0,
+                "{bin}: no listening line"
+            );
+            if line.contains("listening") {
+                break line
+                    .split([' ', '"', ','])
+                    .filter_map(|w| w.strip_prefix("bind=").or(Some(w)))
+                    .find_map(|w| w.parse().ok())
+                    .expect("bind address in the listening line");
+            }
+        };
+        // Nobody reads the log now: its pipe (64 KiB) fills after a few hundred session-end lines.
+        // Every session must still be served in time.
+        let login = login_bytes("a.example.com", "Steve");
+        let sessions = 1_500;
+        for i in 0..sessions {
+            let mut c = connect(addr);
+            c.write_all(&login).unwrap();
+            let mut back = vec![0u8; login.len()];
+            c.read_exact(&mut back)
+                .unwrap_or_else(|e| panic!("{bin}: session {i} stalled behind the log: {e}"));
+        }
+        // Reading again, every line is there (1,500 lines are well under what may wait).
+        let deadline = Instant::now() + IO_TIMEOUT;
+        let mut ended = 0;
+        while ended < sessions {
+            assert!(
+                Instant::now() < deadline,
+                "{bin}: {ended} of {sessions} lines"
+            );
+            line.clear();
+            assert!(
+                log.read_line(&mut line).expect("log") > 0,
+                "{bin}: log closed"
+            );
+            assert!(!line.contains("dropped"), "{bin}: {line}");
+            ended += usize::from(line.contains("session ended"));
+        }
+        let _ = done.send(());
+        child.kill().expect("kill");
+        child.wait().expect("wait");
+    }
+}
