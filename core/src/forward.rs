@@ -54,7 +54,8 @@ pub fn classify_error(err: &io::Error) -> Stop {
     }
 }
 
-/// Records how the directions stopped and gives the session's end reason: the first thing that happened.
+/// Records how the directions stopped and gives the session's end reason: the first close, unless a
+/// timeout, error or shutdown then ended the session.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Ending {
     first: Option<EndReason>,
@@ -62,6 +63,11 @@ pub struct Ending {
 
 impl Ending {
     /// Notes that the direction reading from `side` stopped.
+    ///
+    /// The first close decides between `ClientClosed` and `BackendClosed`; but a timeout, an error or a
+    /// shutdown ends the session at once, so when one comes after a half-close it is what ended the
+    /// session, and it is the reason (a client that half-closes and never reads ends by the write limit:
+    /// `Timeout`, not `ClientClosed`).
     pub fn record(&mut self, side: Side, stop: Stop) {
         let reason = match (stop, side) {
             (Stop::Eof, Side::Client) => EndReason::ClientClosed,
@@ -70,7 +76,14 @@ impl Ending {
             (Stop::Error, _) => EndReason::Error,
             (Stop::Shutdown, _) => EndReason::Shutdown,
         };
-        self.first.get_or_insert(reason);
+        match self.first {
+            Some(EndReason::ClientClosed | EndReason::BackendClosed) if stop != Stop::Eof => {
+                self.first = Some(reason);
+            }
+            _ => {
+                self.first.get_or_insert(reason);
+            }
+        }
     }
 
     /// Notes how the direction reading from `reading` stopped; a stop while writing (`on_write`) is the
@@ -106,6 +119,26 @@ mod tests {
         e.record(Side::Backend, Stop::Eof);
         e.record(Side::Client, Stop::Timeout);
         assert_eq!(e.reason(), EndReason::BackendClosed);
+    }
+
+    #[test]
+    fn what_ends_a_half_closed_session_is_its_reason() {
+        for (stop, reason) in [
+            (Stop::Timeout, EndReason::Timeout),
+            (Stop::Error, EndReason::Error),
+            (Stop::Shutdown, EndReason::Shutdown),
+            (Stop::Eof, EndReason::ClientClosed),
+        ] {
+            let mut e = Ending::default();
+            e.record(Side::Client, Stop::Eof);
+            e.record_direction(Side::Backend, true, stop);
+            assert_eq!(e.reason(), reason, "{stop:?}");
+        }
+        // The first of two session-ending stops stays (only one can happen: the first ends the copy).
+        let mut e = Ending::default();
+        e.record(Side::Client, Stop::Timeout);
+        e.record(Side::Client, Stop::Shutdown);
+        assert_eq!(e.reason(), EndReason::Timeout);
     }
 
     #[test]

@@ -446,22 +446,26 @@ fn client_that_never_reads_hits_the_write_timeout<F: Flavor>() {
         ),
     );
     let proxy = start::<F>(&layout);
-    let c = connect(proxy.addr());
-    (&c).write_all(&login_bytes("mc.example.com", "Steve"))
-        .unwrap();
-    let port = c.local_addr().unwrap().port().to_string();
-    // Never read: the kernel buffers fill, the proxy's writes stop making progress.
-    let line = wait_for_log(
-        &["session ended", "reason=Timeout", &port],
-        Duration::from_secs(15),
-    );
-    assert!(
-        line.is_some(),
-        "[{}] write timeout ended the session",
-        F::NAME
-    );
-    assert!(wait_until(IO_TIMEOUT, || proxy.registry().is_empty()));
-    drop(c);
+    // Also after the client closed its write half: the timeout, not the earlier close, ended the session.
+    for half_close in [false, true] {
+        let c = connect(proxy.addr());
+        (&c).write_all(&login_bytes("mc.example.com", "Steve"))
+            .unwrap();
+        if half_close {
+            c.shutdown(std::net::Shutdown::Write).unwrap();
+        }
+        let port = c.local_addr().unwrap().port().to_string();
+        // Never read: the kernel buffers fill, the proxy's writes stop making progress.
+        let line = wait_for_log(&["session ended", &port], Duration::from_secs(15));
+        assert!(
+            line.as_deref()
+                .is_some_and(|l| l.contains("reason=Timeout")),
+            "[{}] half_close {half_close}: write timeout ended the session: {line:?}",
+            F::NAME
+        );
+        assert!(wait_until(IO_TIMEOUT, || proxy.registry().is_empty()));
+        drop(c);
+    }
     drop(proxy);
 }
 
