@@ -20,15 +20,22 @@ pub struct Server {
     /// Its validated configuration.
     pub config: ServerConfig,
     next_address: AtomicUsize,
+    login_disconnect: bytes::Bytes,
 }
 
 impl Server {
     /// Wraps a configuration.
     pub fn new(config: ServerConfig) -> Self {
         Server {
+            login_disconnect: crate::response::login_disconnect(&config.disconnect_message).into(),
             config,
             next_address: AtomicUsize::new(0),
         }
+    }
+
+    /// A Login Disconnect packet with `disconnect_message`, built once per server.
+    pub fn login_disconnect(&self) -> bytes::Bytes {
+        self.login_disconnect.clone()
     }
 
     /// The name.

@@ -110,6 +110,11 @@ pub struct Forward {
     pub c2b_initial: u64,
     /// The registry entry; call [`LiveSession::finish`] with the byte counts when the copy ends.
     pub live: LiveSession,
+    /// What to write to the client, before closing it, if the backend closes (or resets) the connection
+    /// without having sent a single byte: a Login Disconnect with the server's `disconnect_message` for
+    /// a login, so the player reads the message instead of a bare "end of stream"; empty for a status
+    /// ping (a closed connection already shows the server as offline).
+    pub if_backend_silent: Bytes,
 }
 
 /// What the driver must do next, in order.
@@ -411,6 +416,11 @@ impl Session {
             timeouts: cfg.timeouts,
             c2b_initial,
             live,
+            if_backend_silent: if self.is_login() {
+                server.login_disconnect()
+            } else {
+                Bytes::new()
+            },
         }));
         self.state = State::Done;
     }
@@ -695,6 +705,8 @@ mod tests {
         decision: Decision,
         fail: usize,
         live: Vec<LiveSession>,
+        /// `Forward::if_backend_silent` of each forward.
+        silent: Vec<Vec<u8>>,
     }
 
     impl Script {
@@ -703,6 +715,7 @@ mod tests {
                 decision,
                 fail,
                 live: Vec::new(),
+                silent: Vec::new(),
             }
         }
 
@@ -738,6 +751,7 @@ mod tests {
                             .sum();
                         assert_eq!(f.c2b_initial, sent as u64, "initial bytes are counted");
                         did.push(Did::Forward);
+                        self.silent.push(f.if_backend_silent.to_vec());
                         self.live.push(f.live);
                     }
                     Action::Close(r) => did.push(Did::Close(r)),
@@ -810,6 +824,22 @@ mod tests {
         assert_eq!(did[1], Did::Connect("10.0.0.1:1".into()));
         assert_eq!(did[2], Did::Forward);
         assert_eq!(did[3], Did::ToBackend(bytes.clone()));
+    }
+
+    #[test]
+    fn a_login_carries_its_disconnect_for_a_silent_backend_and_a_status_nothing() {
+        let servers = [server("lobby", "disconnect_message = \"Restarting\"")];
+        let mut script = Script::new(Decision::Allow, 0);
+        for bytes in [
+            login_bytes("lobby.example.com", "Steve", NextState::Login),
+            login_bytes("lobby.example.com", "Steve", NextState::Transfer),
+            status_bytes("lobby.example.com"),
+        ] {
+            let did = script.run(&mut session(&servers), &[&bytes]);
+            assert!(did.contains(&Did::Forward), "{did:?}");
+        }
+        let login = response::login_disconnect("Restarting");
+        assert_eq!(script.silent, [login.clone(), login, Vec::new()]);
     }
 
     #[test]

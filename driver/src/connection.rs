@@ -162,8 +162,16 @@ pub(crate) async fn serve<R: Runtime>(shared: &Shared<R>, client: R::Stream, pee
         return;
     };
     let abort = &shared.control.abort;
-    let copied =
-        copy::bidirectional(&shared.rt, &client, &backend, fwd.mode, fwd.timeouts, abort).await;
+    let copied = copy::bidirectional(
+        &shared.rt,
+        &client,
+        &backend,
+        fwd.mode,
+        fwd.timeouts,
+        &fwd.if_backend_silent,
+        abort,
+    )
+    .await;
     fwd.live.finish(
         fwd.c2b_initial + copied.c2b,
         copied.b2c,

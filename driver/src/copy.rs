@@ -224,9 +224,13 @@ async fn pump<R: Runtime, S: Stream>(
     to: &S,
     mode: ProxyMode,
     timeouts: Timeouts,
-    count: &AtomicU64,
-    other_done: &AtomicBool,
+    dir: Direction<'_>,
 ) -> Pumped {
+    let Direction {
+        count,
+        other_done,
+        if_silent,
+    } = dir;
     let zero_copy = cfg!(target_os = "linux") && mode == ProxyMode::ZeroCopy;
     let mut splice_first = false;
     let mut last_read = Instant::now();
@@ -272,6 +276,10 @@ async fn pump<R: Runtime, S: Stream>(
                 }
                 Step::WouldBlock => break,
                 Step::Eof => {
+                    if !if_silent.is_empty() && count.load(Ordering::Relaxed) == 0 {
+                        // Best effort: the session ends with this EOF whether the client takes it or not.
+                        let _ = write_all(rt, to, if_silent, timeouts.write).await;
+                    }
                     if !other_done.load(Ordering::Relaxed) {
                         shutdown_write(to);
                     }
@@ -290,6 +298,16 @@ async fn pump<R: Runtime, S: Stream>(
     }
 }
 
+/// What one direction of [`bidirectional`] shares with the other.
+struct Direction<'a> {
+    /// Bytes moved this way.
+    count: &'a AtomicU64,
+    /// Whether the other direction has finished.
+    other_done: &'a AtomicBool,
+    /// Written to the destination if the source ends before this direction moved a byte (not counted).
+    if_silent: &'a [u8],
+}
+
 /// Byte counts and end reason of a finished copy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Copied {
@@ -303,6 +321,9 @@ pub struct Copied {
 
 /// Copies both ways until both directions are done, one fails, or `stop` is set (reason Shutdown).
 ///
+/// If the backend ends the connection before it sent a byte, `if_backend_silent` (the core's
+/// [`nethergate_core::Forward::if_backend_silent`]; empty for nothing) is written to the client first.
+///
 /// `stop` is watched with a [`crate::signal::Watch`]: one atomic load per wake-up, no shared lock.
 pub async fn bidirectional<R: Runtime, S: Stream>(
     rt: &R,
@@ -310,14 +331,25 @@ pub async fn bidirectional<R: Runtime, S: Stream>(
     backend: &S,
     mode: ProxyMode,
     timeouts: Timeouts,
+    if_backend_silent: &[u8],
     stop: &Flag,
 ) -> Copied {
     let (c2b, b2c) = (AtomicU64::new(0), AtomicU64::new(0));
     let mut ending = Ending::default();
     {
         let (up_done, down_done) = (AtomicBool::new(false), AtomicBool::new(false));
-        let mut up = pin!(pump(rt, client, backend, mode, timeouts, &c2b, &down_done));
-        let mut down = pin!(pump(rt, backend, client, mode, timeouts, &b2c, &up_done));
+        let up = Direction {
+            count: &c2b,
+            other_done: &down_done,
+            if_silent: &[],
+        };
+        let down = Direction {
+            count: &b2c,
+            other_done: &up_done,
+            if_silent: if_backend_silent,
+        };
+        let mut up = pin!(pump(rt, client, backend, mode, timeouts, up));
+        let mut down = pin!(pump(rt, backend, client, mode, timeouts, down));
         let mut stop = stop.watch();
         future::poll_fn(|cx| {
             for (done, fut, reading) in [

@@ -303,11 +303,13 @@ fn forward(client: TcpStream, backend: Option<TcpStream>, initial: &[u8], fwd: F
     }
     let ending = Mutex::new(Ending::default());
     let (c2b, b2c) = thread::scope(|scope| {
-        let up = thread::Builder::new()
-            .spawn_scoped(scope, || pump(&client, &backend, Side::Client, &ending));
+        let up = thread::Builder::new().spawn_scoped(scope, || {
+            pump(&client, &backend, Side::Client, &[], &ending)
+        });
         match up {
             Ok(up) => {
-                let b2c = pump(&backend, &client, Side::Backend, &ending);
+                let silent = &fwd.if_backend_silent;
+                let b2c = pump(&backend, &client, Side::Backend, silent, &ending);
                 (up.join().unwrap_or(0), b2c)
             }
             Err(_) => {
@@ -322,7 +324,14 @@ fn forward(client: TcpStream, backend: Option<TcpStream>, initial: &[u8], fwd: F
 }
 
 /// Copies `from` → `to` until this direction stops, records how in `ending`, and returns the bytes copied.
-fn pump(from: &TcpStream, to: &TcpStream, side: Side, ending: &Mutex<Ending>) -> u64 {
+/// `if_silent` goes to `to` if `from` ends before sending a byte (see `Forward::if_backend_silent`).
+fn pump(
+    from: &TcpStream,
+    to: &TcpStream,
+    side: Side,
+    if_silent: &[u8],
+    ending: &Mutex<Ending>,
+) -> u64 {
     let to_side = match side {
         Side::Client => Side::Backend,
         Side::Backend => Side::Client,
@@ -342,6 +351,9 @@ fn pump(from: &TcpStream, to: &TcpStream, side: Side, ending: &Mutex<Ending>) ->
         }
         copied += n as u64;
     };
+    if stop == Stop::Eof && copied == 0 && !if_silent.is_empty() {
+        let _ = (&*to).write_all(if_silent);
+    }
     lock(ending).record(side, stop);
     if Ending::ends_session(stop) {
         // Wake the other direction, which may be blocked in a read or a write.

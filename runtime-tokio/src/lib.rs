@@ -251,6 +251,7 @@ mod tests {
                 &far,
                 ProxyMode::ZeroCopy,
                 Timeouts::default(),
+                &[],
                 &stop,
             );
             let talk = async {

@@ -230,6 +230,62 @@ fn disconnect_message_when_every_backend_is_down<F: Flavor>() {
     drop(proxy);
 }
 
+/// A backend that takes the connection and closes or resets it before sending a byte (crashed, still
+/// starting, full accept backlog of a dying process): the player gets the server's `disconnect_message`
+/// as a Login Disconnect instead of a bare "end of stream". A backend that answered first is passed
+/// through untouched, and a status ping just sees the connection close.
+fn silent_backend_close_sends_the_disconnect_message_in<F: Flavor>(mode: &str) {
+    let backend = Backend::start(move |mut s| {
+        // The handshake, then the login start (or status request).
+        let (Ok(_), Ok(head)) = (read_frame_bytes(&mut s), read_frame_bytes(&mut s)) else {
+            return;
+        };
+        let player = |name: &[u8]| head.windows(name.len()).any(|w| w == name);
+        // Player "Reset": an abortive close (RST); "Spoke": one byte first; anyone else: FIN.
+        if player(b"Reset") {
+            let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+        } else if player(b"Spoke") {
+            let _ = s.write_all(&[0x42]);
+        }
+    });
+    let layout = Layout::new().server(
+        "a",
+        &server_toml(
+            &["mc.example.com"],
+            &[backend.addr()],
+            &format!("proxy_mode = \"{mode}\"\ndisconnect_message = \"Back in 5 minutes\""),
+        ),
+    );
+    let proxy = start::<F>(&layout);
+    for player in ["Steve", "Reset"] {
+        let mut c = connect(proxy.addr());
+        c.write_all(&login_bytes("mc.example.com", player)).unwrap();
+        let (id, json) = read_json_packet(&mut c)
+            .unwrap_or_else(|e| panic!("[{}] {mode} {player}: no disconnect: {e}", F::NAME));
+        assert_eq!(
+            (id, json["text"].as_str()),
+            (0, Some("Back in 5 minutes")),
+            "[{}] {mode} {player}",
+            F::NAME
+        );
+        assert!(reads_eof(&mut c));
+    }
+    // The backend spoke first: its byte, then its close, nothing of the proxy's own.
+    let mut c = connect(proxy.addr());
+    c.write_all(&login_bytes("mc.example.com", "Spoke"))
+        .unwrap();
+    let mut rest = Vec::new();
+    c.read_to_end(&mut rest).unwrap();
+    assert_eq!(rest, [0x42], "[{}] {mode}", F::NAME);
+    // A status ping is not a login: no Login Disconnect packet.
+    let mut c = connect(proxy.addr());
+    c.write_all(&status_bytes("mc.example.com")).unwrap();
+    let mut rest = Vec::new();
+    let _ = c.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "[{}] {mode}: {rest:?}", F::NAME);
+    drop(proxy);
+}
+
 fn status_is_answered_by_a_live_backend<F: Flavor>() {
     let backend = Backend::start(|mut s| {
         let Ok(_hs) = read_frame_bytes(&mut s) else {
@@ -768,6 +824,7 @@ in_both_modes! {
     half_close_loses_no_byte, half_close_loses_no_byte_zero_copy => half_close_loses_no_byte_in;
     backend_half_close_reaches_the_client_and_client_can_still_send, backend_half_close_reaches_the_client_and_client_can_still_send_zero_copy => backend_half_close_reaches_the_client_and_client_can_still_send_in;
     idle_session_ends_with_reason_timeout, idle_session_ends_with_reason_timeout_zero_copy => idle_session_ends_with_reason_timeout_in;
+    silent_backend_close_sends_the_disconnect_message, silent_backend_close_sends_the_disconnect_message_zero_copy => silent_backend_close_sends_the_disconnect_message_in;
     five_hundred_concurrent_sessions, five_hundred_concurrent_sessions_zero_copy => five_hundred_concurrent_sessions_in;
 }
 
@@ -787,6 +844,7 @@ suite!(blocking_example: nethergate_e2e::BlockingThreads =>
     proxy_protocol_carries_the_real_client_address,
     failover_to_the_next_address,
     disconnect_message_when_every_backend_is_down,
+    silent_backend_close_sends_the_disconnect_message,
     max_players_refuses_the_third_and_keeps_the_first_two,
     half_close_loses_no_byte,
     backend_half_close_reaches_the_client_and_client_can_still_send,
@@ -810,6 +868,8 @@ full_suite!(
     proxy_protocol_carries_the_real_client_address,
     failover_to_the_next_address,
     disconnect_message_when_every_backend_is_down,
+    silent_backend_close_sends_the_disconnect_message,
+    silent_backend_close_sends_the_disconnect_message_zero_copy,
     status_is_answered_by_a_live_backend,
     max_players_refuses_the_third_and_keeps_the_first_two,
     half_close_loses_no_byte,
