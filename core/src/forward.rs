@@ -54,21 +54,41 @@ pub fn classify_error(err: &io::Error) -> Stop {
     }
 }
 
-/// Records how the directions stopped and gives the session's end reason: the first close, unless a
-/// timeout, error or shutdown then ended the session.
+/// Records how the directions stopped and gives the session's end reason: the first close, unless an
+/// error, a shutdown or a stuck write then ended the session.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Ending {
     first: Option<EndReason>,
 }
 
 impl Ending {
-    /// Notes that the direction reading from `side` stopped.
+    /// Notes that the direction reading from `side` stopped (at a read, or for a reason of its own).
     ///
-    /// The first close decides between `ClientClosed` and `BackendClosed`; but a timeout, an error or a
-    /// shutdown ends the session at once, so when one comes after a half-close it is what ended the
-    /// session, and it is the reason (a client that half-closes and never reads ends by the write limit:
-    /// `Timeout`, not `ClientClosed`).
+    /// The first close decides between `ClientClosed` and `BackendClosed`, and a read idle limit that runs
+    /// out after it leaves it so (the side that closed first is what ended the conversation). An error
+    /// or a shutdown after a half-close is what ended the session, and it is the reason.
     pub fn record(&mut self, side: Side, stop: Stop) {
+        self.note(side, stop, matches!(stop, Stop::Error | Stop::Shutdown));
+    }
+
+    /// Notes how the direction reading from `reading` stopped; a stop while writing (`on_write`) is the
+    /// other side's doing. A write limit that runs out is the reason even after a half-close: a client
+    /// that closes its write half and then never reads ends with `Timeout`, not `ClientClosed`.
+    pub fn record_direction(&mut self, reading: Side, on_write: bool, stop: Stop) {
+        let side = match (reading, on_write) {
+            (Side::Client, true) => Side::Backend,
+            (Side::Backend, true) => Side::Client,
+            (side, false) => side,
+        };
+        let overrides = match stop {
+            Stop::Eof => false,
+            Stop::Timeout => on_write,
+            Stop::Error | Stop::Shutdown => true,
+        };
+        self.note(side, stop, overrides);
+    }
+
+    fn note(&mut self, side: Side, stop: Stop, overrides_a_close: bool) {
         let reason = match (stop, side) {
             (Stop::Eof, Side::Client) => EndReason::ClientClosed,
             (Stop::Eof, Side::Backend) => EndReason::BackendClosed,
@@ -77,24 +97,13 @@ impl Ending {
             (Stop::Shutdown, _) => EndReason::Shutdown,
         };
         match self.first {
-            Some(EndReason::ClientClosed | EndReason::BackendClosed) if stop != Stop::Eof => {
+            Some(EndReason::ClientClosed | EndReason::BackendClosed) if overrides_a_close => {
                 self.first = Some(reason);
             }
             _ => {
                 self.first.get_or_insert(reason);
             }
         }
-    }
-
-    /// Notes how the direction reading from `reading` stopped; a stop while writing (`on_write`) is the
-    /// other side's doing.
-    pub fn record_direction(&mut self, reading: Side, on_write: bool, stop: Stop) {
-        let side = match (reading, on_write) {
-            (Side::Client, true) => Side::Backend,
-            (Side::Backend, true) => Side::Client,
-            (side, false) => side,
-        };
-        self.record(side, stop);
     }
 
     /// Whether the session must end now, without waiting for the other direction to drain: anything but a
@@ -123,17 +132,25 @@ mod tests {
 
     #[test]
     fn what_ends_a_half_closed_session_is_its_reason() {
-        for (stop, reason) in [
-            (Stop::Timeout, EndReason::Timeout),
-            (Stop::Error, EndReason::Error),
-            (Stop::Shutdown, EndReason::Shutdown),
-            (Stop::Eof, EndReason::ClientClosed),
+        // (how the remaining direction stopped, on a write, the reason)
+        for (stop, on_write, reason) in [
+            (Stop::Timeout, true, EndReason::Timeout),
+            (Stop::Timeout, false, EndReason::ClientClosed),
+            (Stop::Error, false, EndReason::Error),
+            (Stop::Error, true, EndReason::Error),
+            (Stop::Shutdown, false, EndReason::Shutdown),
+            (Stop::Eof, false, EndReason::ClientClosed),
+            (Stop::Eof, true, EndReason::ClientClosed),
         ] {
             let mut e = Ending::default();
             e.record(Side::Client, Stop::Eof);
-            e.record_direction(Side::Backend, true, stop);
-            assert_eq!(e.reason(), reason, "{stop:?}");
+            e.record_direction(Side::Backend, on_write, stop);
+            assert_eq!(e.reason(), reason, "{stop:?} on_write {on_write}");
         }
+        let mut e = Ending::default();
+        e.record(Side::Backend, Stop::Eof);
+        e.record(Side::Client, Stop::Shutdown);
+        assert_eq!(e.reason(), EndReason::Shutdown);
         // The first of two session-ending stops stays (only one can happen: the first ends the copy).
         let mut e = Ending::default();
         e.record(Side::Client, Stop::Timeout);

@@ -484,16 +484,27 @@ impl Session {
 
     fn close(&mut self, reason: CloseReason) {
         self.admission = None;
-        tracing::info!(
-            client = %self.client,
-            // A `&str`: the human format quotes and escapes it (a client-chosen host cannot forge other
-            // fields of the line) and JSON gets the plain string.
-            host = ServerAddress::split(self.server_address()).host,
-            player = self.player().unwrap_or("-"),
-            server = self.server().unwrap_or("-"),
-            reason = %reason,
-            "connection closed before forwarding"
-        );
+        macro_rules! closed {
+            ($level:expr) => {
+                tracing::event!(
+                    $level,
+                    client = %self.client,
+                    // A `&str`: the human format quotes and escapes it (a client-chosen host cannot forge
+                    // other fields of the line) and JSON gets the plain string.
+                    host = ServerAddress::split(self.server_address()).host,
+                    player = self.player().unwrap_or("-"),
+                    server = self.server().unwrap_or("-"),
+                    reason = %reason,
+                    "connection closed before forwarding"
+                )
+            };
+        }
+        if reason == CloseReason::ClientClosed && self.buf.is_empty() {
+            // Connected and left without a byte: a TCP health check or a port scan, not a player.
+            closed!(tracing::Level::DEBUG);
+        } else {
+            closed!(tracing::Level::INFO);
+        }
         self.actions.push_back(Action::Close(reason));
         self.state = State::Done;
     }

@@ -235,6 +235,9 @@ async fn handshake<R: Runtime>(
                     for bytes in &to_backend {
                         if let Err(stop) = write_all(rt, &backend, bytes, fwd.timeouts.write).await
                         {
+                            // The backend closed before reading the opening: it sent nothing either.
+                            let silent = &fwd.if_backend_silent;
+                            let _ = write_all(rt, client, silent, fwd.timeouts.write).await;
                             let mut ending = Ending::default();
                             ending.record(Side::Backend, stop);
                             fwd.live.finish(0, 0, ending.reason(), Instant::now());

@@ -296,6 +296,7 @@ fn forward(client: TcpStream, backend: Option<TcpStream>, initial: &[u8], fwd: F
         let _ = socket.set_write_timeout(Some(fwd.timeouts.write));
     }
     if let Err(e) = (&backend).write_all(initial) {
+        let _ = (&client).write_all(&fwd.if_backend_silent);
         let mut ending = Ending::default();
         ending.record(Side::Backend, stop_of(&e));
         fwd.live.finish(0, 0, ending.reason(), Instant::now());
@@ -332,29 +333,25 @@ fn pump(
     if_silent: &[u8],
     ending: &Mutex<Ending>,
 ) -> u64 {
-    let to_side = match side {
-        Side::Client => Side::Backend,
-        Side::Backend => Side::Client,
-    };
     let mut buf = vec![0u8; COPY_BUFFER_SIZE];
     let mut copied = 0u64;
-    let (side, stop) = loop {
+    let (on_write, stop) = loop {
         let n = match (&*from).read(&mut buf) {
-            Ok(0) => break (side, Stop::Eof),
+            Ok(0) => break (false, Stop::Eof),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => break (side, stop_of(&e)),
+            Err(e) => break (false, stop_of(&e)),
         };
         // A failed write is the fault of the side written to.
         if let Err(e) = (&*to).write_all(&buf[..n]) {
-            break (to_side, stop_of(&e));
+            break (true, stop_of(&e));
         }
         copied += n as u64;
     };
-    if stop == Stop::Eof && copied == 0 && !if_silent.is_empty() {
+    if !on_write && stop == Stop::Eof && copied == 0 && !if_silent.is_empty() {
         let _ = (&*to).write_all(if_silent);
     }
-    lock(ending).record(side, stop);
+    lock(ending).record_direction(side, on_write, stop);
     if Ending::ends_session(stop) {
         // Wake the other direction, which may be blocked in a read or a write.
         let _ = from.shutdown(Shutdown::Both);

@@ -1347,9 +1347,13 @@ fn hostile_backends_give_the_client_a_clear_end<F: Rt>() {
     // (server, what the client must see, reason, by the read timeout)
     let mut expected_garbage = b"\xde\xad\xbe\xef garbage first".to_vec();
     expected_garbage.extend(login_bytes("garbage.example.com", "Steve"));
+    // A backend that ends before its first byte: the player is told `disconnect_message`.
+    let told = nethergate_core::response::login_disconnect(
+        nethergate_core::config::DEFAULT_DISCONNECT_MESSAGE,
+    );
     let cases: [(&str, Vec<u8>, &str, bool); 4] = [
-        ("rst", vec![], "reason=BackendClosed", false),
-        ("closes", vec![], "reason=BackendClosed", false),
+        ("rst", told.clone(), "reason=BackendClosed", false),
+        ("closes", told, "reason=BackendClosed", false),
         ("garbage", expected_garbage, "reason=ClientClosed", false),
         ("mute", vec![], "reason=Timeout", true),
     ];
@@ -1369,16 +1373,19 @@ fn hostile_backends_give_the_client_a_clear_end<F: Rt>() {
         } else {
             watch(&mut c, Duration::from_secs(4))
         };
-        // A reset can reach the proxy before its dial completes (the dial fails: the player gets the
-        // disconnect message) or after (forwarding started: the player gets a bare end of stream). Which
-        // one is a race; either is a clear end.
-        let told_unreachable = by_reset
-            && disconnect_text(&seen.bytes).as_deref()
-                == Some(nethergate_core::config::DEFAULT_DISCONNECT_MESSAGE);
-        let reason = if told_unreachable {
+        assert_eq!(seen.bytes, want, "[{}] {name}: bytes in order", F::NAME);
+        // A reset can reach the proxy before its dial completes (the dial fails: BackendUnreachable) or
+        // after (forwarding started: BackendClosed). Which one is a race; the player is told the same.
+        let reason = if by_reset
+            && log_about(
+                port,
+                &["reason=BackendUnreachable"],
+                Duration::from_millis(200),
+            )
+            .is_some()
+        {
             "reason=BackendUnreachable"
         } else {
-            assert_eq!(seen.bytes, want, "[{}] {name}: bytes in order", F::NAME);
             reason
         };
         assert_ne!(
@@ -1395,8 +1402,9 @@ fn hostile_backends_give_the_client_a_clear_end<F: Rt>() {
         assert!(bound, "[{}] {name}: {seen:?}", F::NAME);
         assert!(
             log_about(port, &[reason], IO_TIMEOUT).is_some(),
-            "[{}] {name}: logged with {reason}",
-            F::NAME
+            "[{}] {name}: logged with {reason}: {:?}",
+            F::NAME,
+            final_line(port, Duration::ZERO)
         );
         assert!(
             wait_until(Duration::from_secs(3), || px.players_on(name) == 0),
@@ -1405,6 +1413,33 @@ fn hostile_backends_give_the_client_a_clear_end<F: Rt>() {
         );
     }
     px.assert_settles(F::NAME, Duration::from_secs(5));
+}
+
+/// A connection that closes without sending a byte (a TCP health check, a port scan) is logged at debug
+/// only; one byte is enough to be a client worth a line.
+fn probes_that_send_nothing_are_not_logged_at_info<F: Rt>() {
+    let echo = Backend::echo();
+    let px = Px::start::<F>(
+        Layout::new().server("a", &server_toml(&["mc.example.com"], &[echo.addr()], "")),
+    );
+    let (probe, quiet) = connect_tagged(px.addr());
+    drop(probe);
+    let (mut c, loud) = connect_tagged(px.addr());
+    c.write_all(&[0x05]).expect("send");
+    drop(c);
+    assert!(
+        final_line(loud, IO_TIMEOUT).is_some_and(|l| l.contains("reason=ClientClosed")),
+        "[{}] a client that sent a byte is logged",
+        F::NAME
+    );
+    px.assert_settles(F::NAME, Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        final_line(quiet, Duration::ZERO),
+        None,
+        "[{}] the probe is not logged at info",
+        F::NAME
+    );
 }
 
 fn timeouts_too_long_for_a_clock_are_rejected<F: Rt>() {
@@ -2074,6 +2109,7 @@ both!(
     abort_is_not_held_up_by_a_pending_dial,
     max_connections_refusal_is_logged,
     a_refusal_flood_is_counted_whole_once_a_second,
-    client_controlled_host_cannot_forge_log_fields;
+    client_controlled_host_cannot_forge_log_fields,
+    probes_that_send_nothing_are_not_logged_at_info;
     ignored:
 );
