@@ -191,25 +191,36 @@ pub struct BackendAddress {
 impl BackendAddress {
     /// Parses `host:port` (`[v6]:port` for IPv6 literals).
     pub fn parse(s: &str) -> Result<Self, String> {
-        let (host, port) = s
-            .rsplit_once(':')
-            .ok_or_else(|| format!("{s:?} is not host:port (the port is missing)"))?;
-        let host = match host.strip_prefix('[') {
-            Some(inner) => {
-                let inner = inner
-                    .strip_suffix(']')
+        let (host, port) = match s.strip_prefix('[') {
+            Some(rest) => {
+                let (inner, after) = rest
+                    .split_once(']')
                     .ok_or_else(|| format!("{s:?} has an unclosed `[`"))?;
                 if inner.parse::<std::net::Ipv6Addr>().is_err() {
                     return Err(format!(
                         "{s:?}: [{inner}] is not an IPv6 address (brackets are for IPv6 only)"
                     ));
                 }
-                inner
+                let port = after.strip_prefix(':').ok_or_else(|| match after {
+                    "" => format!(
+                        "{s:?} is not [IPv6]:port (the port is missing, e.g. \"[{inner}]:25565\")"
+                    ),
+                    _ => format!("{s:?} is not [IPv6]:port ({after:?} after the `]`)"),
+                })?;
+                (inner, port)
             }
-            None if host.contains(':') => {
-                return Err(format!("{s:?}: write IPv6 addresses as [addr]:port"))
+            None => {
+                let (host, port) = s
+                    .rsplit_once(':')
+                    .ok_or_else(|| format!("{s:?} is not host:port (the port is missing)"))?;
+                if s.parse::<std::net::Ipv6Addr>().is_ok() {
+                    return Err(format!("{s:?} is an IPv6 address without a port: write it in brackets with a port, e.g. \"[{s}]:25565\""));
+                }
+                if host.contains(':') {
+                    return Err(format!("{s:?}: write IPv6 addresses as [addr]:port"));
+                }
+                (host, port)
             }
-            None => host,
         };
         if host.is_empty() {
             return Err(format!("{s:?} has no host"));
@@ -581,21 +592,95 @@ const SERVER_KEYS: &[&str] = &[
     "network",
 ];
 
-/// Turns a toml error into an issue naming the key on the offending line when there is one, and where in
-/// the file the error is.
-fn toml_issue(source: &str, text: &str, err: &toml::de::Error) -> ConfigIssue {
-    // (line, column, the line's text), 1-based as editors count.
-    let place = err.span().and_then(|span| {
-        let before = text.get(..span.start.min(text.len()))?;
-        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-        let line = text.get(line_start..)?.lines().next().unwrap_or("");
-        let column = before.get(line_start..)?.chars().count() + 1;
-        Some((before.matches('\n').count() + 1, column, line))
+/// Where `offset` is in `text`: (line, column, where the line starts), 1-based as editors count.
+fn place(text: &str, offset: usize) -> Option<(usize, usize, usize)> {
+    let before = text.get(..offset.min(text.len()))?;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before.get(line_start..)?.chars().count() + 1;
+    Some((before.matches('\n').count() + 1, column, line_start))
+}
+
+/// The key `line` assigns (`key = value`), and where its `=` is; `None` when it is not an assignment.
+fn assignment(line: &str) -> Option<(String, usize)> {
+    let equals = line.find('=')?;
+    let key = line.get(..equals)?.trim();
+    let plain =
+        |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ' ' | '"' | '\'');
+    if key.is_empty() || !key.chars().all(plain) {
+        return None;
+    }
+    Some((key.trim_matches(['"', '\'']).to_owned(), equals))
+}
+
+/// The starts of the lines of `text` before `end`, last first.
+fn line_starts_before(text: &str, end: usize) -> impl Iterator<Item = usize> + '_ {
+    let before = text.get(..end).unwrap_or("");
+    let starts: Vec<usize> = std::iter::once(0)
+        .chain(before.match_indices('\n').map(|(i, _)| i + 1))
+        .filter(|&i| i < end)
+        .collect();
+    starts.into_iter().rev()
+}
+
+/// The key whose value a syntax error at `offset` (on the line starting at `line_start`) is in, when that
+/// can be told for sure; `None` otherwise. The line the parser stopped at is not enough: an unclosed array
+/// is only noticed on the next line, which has a key of its own. So the statement that is open is found by
+/// parsing what comes before: text up to the start of a statement parses on its own, text that ends inside
+/// one (an open array or string) does not.
+fn syntax_error_key(text: &str, offset: usize, line_start: usize) -> Option<String> {
+    let parses = |end: usize| {
+        text.get(..end)
+            .is_some_and(|t| t.parse::<toml::Table>().is_ok())
+    };
+    let line_at = |start: usize| {
+        text.get(start..)
+            .and_then(|t| t.lines().next())
+            .unwrap_or("")
+    };
+    let start = if parses(line_start) {
+        // The statement starts on the error line: its key, if the error is in the value, not the key.
+        let (_, equals) = assignment(line_at(line_start))?;
+        if offset <= line_start + equals {
+            return None;
+        }
+        line_start
+    } else {
+        // A statement begun on an earlier line is still open: the nearest earlier line that looks like the
+        // start of one, if text up to it parses (otherwise it is part of the open value, and it is unclear
+        // which statement is open).
+        let start = line_starts_before(text, line_start).find(|&start| {
+            let line = line_at(start).trim();
+            !line.is_empty()
+                && !line.starts_with('#')
+                && (line.contains('=') || line.starts_with('['))
+        })?;
+        if !parses(start) {
+            return None;
+        }
+        start
+    };
+    let (key, _) = assignment(line_at(start))?;
+    // Inside a `[section]`, the key is dotted with it.
+    let section = line_starts_before(text, start).find_map(|s| {
+        let line = line_at(s).trim();
+        let name = line.strip_prefix('[')?.split_once(']')?.0.trim();
+        let ok = !name.is_empty() && !name.starts_with('[') && parses(s);
+        Some(ok.then(|| name.trim_matches(['"', '\'']).to_owned()))
     });
-    let key = place
-        .and_then(|(_, _, line)| line.split_once('='))
-        .map(|(key, _)| key.trim().trim_matches('"').to_owned())
-        .unwrap_or_default();
+    match section {
+        None => Some(key),
+        Some(Some(section)) => Some(format!("{section}.{key}")),
+        Some(None) => None,
+    }
+}
+
+/// Turns a toml error into an issue. A syntax error (the text is not TOML) says where it is, and names
+/// the key only when the value it is in is certain ([`syntax_error_key`]); an error in a value names the
+/// key on its line.
+fn toml_issue(source: &str, text: &str, err: &toml::de::Error) -> ConfigIssue {
+    let syntax = text.parse::<toml::Table>().err();
+    let err = syntax.as_ref().unwrap_or(err);
+    let place = err.span().and_then(|span| place(text, span.start));
     // Some messages take several lines ("invalid array\nexpected `]`"); an issue is one line.
     let message = err
         .message()
@@ -604,10 +689,32 @@ fn toml_issue(source: &str, text: &str, err: &toml::de::Error) -> ConfigIssue {
         .filter(|l| !l.is_empty())
         .collect::<Vec<_>>()
         .join(": ");
+    if syntax.is_some() {
+        let key = err
+            .span()
+            .zip(place)
+            .and_then(|(span, (_, _, line_start))| syntax_error_key(text, span.start, line_start))
+            .unwrap_or_default();
+        let reason = match (message.as_str(), place) {
+            // toml has no message for some syntax errors (a value missing at the end of the text).
+            ("", Some((line, column, _))) => {
+                format!("syntax error at line {line}, column {column}")
+            }
+            (message, Some((line, column, _))) => {
+                format!("syntax error at line {line}, column {column}: {message}")
+            }
+            ("", None) => "syntax error".to_owned(),
+            (message, None) => format!("syntax error: {message}"),
+        };
+        return ConfigIssue::new(source, key, reason);
+    }
+    let key = place
+        .and_then(|(_, _, line_start)| text.get(line_start..)?.lines().next())
+        .and_then(|line| line.split_once('='))
+        .map(|(key, _)| key.trim().trim_matches('"').to_owned())
+        .unwrap_or_default();
     let reason = match (message.as_str(), place) {
         ("", _) => {
-            // toml has no message for some syntax errors (a value missing at the end of the text); its
-            // Display still starts with "TOML parse error at line L, column C".
             let first = err.to_string();
             match first.lines().next().map(str::trim) {
                 Some(line) if !line.is_empty() => line.to_owned(),
@@ -672,6 +779,16 @@ fn duration(
 impl MainConfig {
     /// Parses and validates the main file; `path` locates it so `servers_dir` can be resolved.
     pub fn from_toml(path: &Path, text: &str) -> Result<MainConfig, ConfigErrors> {
+        let checked = MainConfig::check(path, text)?;
+        if !checked.issues.is_empty() {
+            return Err(ConfigErrors(checked.issues));
+        }
+        Ok(checked.main)
+    }
+
+    /// Parses and validates the main file, keeping what it could read even when some values are wrong
+    /// (those have their defaults); `Err` only when the file is not TOML at all.
+    fn check(path: &Path, text: &str) -> Result<CheckedMain, ConfigErrors> {
         let source = path.display().to_string();
         let raw: RawMain =
             toml::from_str(text).map_err(|e| ConfigErrors(vec![toml_issue(&source, text, &e)]))?;
@@ -688,7 +805,9 @@ impl MainConfig {
             SocketAddr::from(([0, 0, 0, 0], 25565))
         });
         let base = path.parent().unwrap_or(Path::new("."));
+        let problems_before = issues.len();
         let servers_dir = field(raw.servers_dir, &source, "servers_dir", &mut issues);
+        let servers_dir_known = issues.len() == problems_before;
         let servers_dir = base.join(servers_dir.as_deref().unwrap_or("servers"));
         let handshake_timeout = duration(
             &source,
@@ -709,10 +828,7 @@ impl MainConfig {
             .map(|f| ip_filter(&source, f, &mut issues));
         let docker = table(raw.docker, &source, "docker", &mut issues)
             .map(|d| docker(&source, d, &mut issues));
-        if !issues.is_empty() {
-            return Err(ConfigErrors(issues));
-        }
-        Ok(MainConfig {
+        let main = MainConfig {
             bind,
             servers_dir,
             handshake_timeout,
@@ -720,8 +836,22 @@ impl MainConfig {
             shutdown_timeout,
             ip_filter,
             docker,
+        };
+        Ok(CheckedMain {
+            main,
+            servers_dir_known,
+            issues,
         })
     }
+}
+
+/// The main file as read, with its problems.
+struct CheckedMain {
+    /// Valid when `issues` is empty; otherwise wrong values have their defaults.
+    main: MainConfig,
+    /// `servers_dir` is the configured directory (or the default): its server files can be checked.
+    servers_dir_known: bool,
+    issues: Vec<ConfigIssue>,
 }
 
 /// Checks a `domains` entry and normalises it (lower case, no trailing dot).
@@ -1100,6 +1230,38 @@ impl Catalog {
     pub fn route_table(&self) -> Result<crate::route::RouteTable, ConfigErrors> {
         crate::route::RouteTable::build(&self.servers())
     }
+
+    /// Builds the route table of every server, as [`Catalog::route_table`]; when it cannot be built, each
+    /// conflict is reported against a server that is new or changed since `previous` (the catalog whose
+    /// table is live), not against one that was already live unchanged. The reason names both sides.
+    pub fn route_table_since(
+        &self,
+        previous: &Catalog,
+    ) -> Result<crate::route::RouteTable, ConfigErrors> {
+        let servers = self.servers();
+        let built = crate::route::RouteTable::build(&servers);
+        if built.is_ok() {
+            return built;
+        }
+        // A conflict is reported against the later of the two servers: put the unchanged ones first.
+        let before: std::collections::HashMap<&str, Vec<&ServerConfig>> = previous
+            .files
+            .values()
+            .chain(previous.providers.values().flatten())
+            .fold(std::collections::HashMap::new(), |mut by_source, s| {
+                by_source.entry(s.source.as_str()).or_default().push(s);
+                by_source
+            });
+        let unchanged = |s: &ServerConfig| {
+            before
+                .get(s.source.as_str())
+                .is_some_and(|old| old.contains(&s))
+        };
+        let (mut ordered, changed): (Vec<ServerConfig>, Vec<ServerConfig>) =
+            servers.into_iter().partition(|s| unchanged(s));
+        ordered.extend(changed);
+        crate::route::RouteTable::build(&ordered).and(built)
+    }
 }
 
 /// A whole configuration: the main file and its servers, every server valid and the route table buildable.
@@ -1122,12 +1284,25 @@ impl Config {
                 format!("cannot read the main config file: {e}"),
             )])
         })?;
-        let main = MainConfig::from_toml(path, &text)?;
-        let files = ServerFiles::read_dir(&main.servers_dir)?;
-        let mut issues = files.issues();
-        let servers: Vec<ServerConfig> = files.servers().cloned().collect();
-        if let Err(e) = crate::route::RouteTable::build(&servers) {
-            issues.extend(e.0);
+        // A main file with wrong values still names a server directory (unless `servers_dir` is the wrong
+        // value): its files are checked too, so that every problem is reported at once.
+        let CheckedMain {
+            main,
+            servers_dir_known,
+            mut issues,
+        } = MainConfig::check(path, &text)?;
+        let mut servers = Vec::new();
+        if servers_dir_known {
+            match ServerFiles::read_dir(&main.servers_dir) {
+                Ok(files) => {
+                    issues.extend(files.issues());
+                    servers = files.servers().cloned().collect();
+                    if let Err(e) = crate::route::RouteTable::build(&servers) {
+                        issues.extend(e.0);
+                    }
+                }
+                Err(e) => issues.extend(e.0),
+            }
         }
         if !issues.is_empty() {
             return Err(ConfigErrors(issues));
@@ -1296,11 +1471,73 @@ mod tests {
     fn a_syntax_error_says_where() {
         let e = server("domains = [\"a\"]\nthis is [not toml\n").unwrap_err();
         assert_eq!(e.0.len(), 1, "{e}");
-        assert!(e.0[0].reason.ends_with("(line 2, column 6)"), "{e}");
-        let e = server("domains = [\"é\", ]\naddresses = [\"a:1\"\n").unwrap_err();
-        assert_eq!(
-            e.0[0].reason, "invalid array: expected `]` (line 3, column 1)",
+        assert_eq!(keys(e.clone()), vec![""], "no key on that line: {e}");
+        assert!(
+            e.0[0]
+                .reason
+                .starts_with("syntax error at line 2, column 6: "),
             "{e}"
+        );
+        assert!(
+            e.to_string()
+                .starts_with("servers/lobby.toml: syntax error at line 2"),
+            "{e}"
+        );
+        let e = server("domains = [\"é\", ]\naddresses = [\"a:1\"\n").unwrap_err();
+        assert_eq!(keys(e.clone()), vec!["addresses"]);
+        assert_eq!(
+            e.0[0].reason, "syntax error at line 3, column 1: invalid array: expected `]`",
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_syntax_error_names_the_key_whose_value_is_open_not_the_next_line() {
+        // The unclosed array is noticed on the next line, which has a key of its own.
+        let e = server("domains = [\"b.test\"\naddresses = 5\n").unwrap_err();
+        assert_eq!(keys(e.clone()), vec!["domains"], "{e}");
+        assert_eq!(
+            e.0[0].reason, "syntax error at line 2, column 1: invalid array: expected `]`",
+            "{e}"
+        );
+        // Over several lines, and in a section.
+        let e = server("domains = [\n  \"a.test\",\n  \"b.test\"\n\naddresses = [\"a:1\"]\n")
+            .unwrap_err();
+        assert_eq!(keys(e.clone()), vec!["domains"], "{e}");
+        let e = server(
+            "domains = [\"a\"]\naddresses = [\"a:1\"]\n[timeouts]\nconnect = [\"5s\"\nread = \"1s\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(keys(e.clone()), vec!["timeouts.connect"], "{e}");
+        // Not sure which value is open (a line of an unclosed string looks like an assignment): no key.
+        let e = server("disconnect_message = \"\"\"\nmax_players = 3\n").unwrap_err();
+        assert_eq!(keys(e.clone()), vec![""], "{e}");
+        assert!(e.0[0].reason.starts_with("syntax error at line "), "{e}");
+        // The error in the key itself, not in a value.
+        let e = server("domains = [\"a\"]\nmax players = 3\n").unwrap_err();
+        assert_eq!(keys(e.clone()), vec![""], "{e}");
+        let e = server("domains = [\"a\"]\n        max players = 3\n").unwrap_err();
+        assert_eq!(keys(e.clone()), vec![""], "indented: {e}");
+        // An indented key whose value is open.
+        let e = server("[timeouts]\n  connect = \"5s\n").unwrap_err();
+        assert_eq!(keys(e.clone()), vec!["timeouts.connect"], "{e}");
+    }
+
+    #[test]
+    fn an_error_in_a_value_names_its_key() {
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct Strict {
+            domains: Vec<String>,
+            max_players: u32,
+        }
+        let text = "domains = [\"a\"]\nmax_players = \"ten\"\n";
+        let err = toml::from_str::<Strict>(text).unwrap_err();
+        let issue = toml_issue("s.toml", text, &err);
+        assert_eq!(issue.key, "max_players", "{issue}");
+        assert!(
+            issue.reason.ends_with("(line 2, column 15)") && !issue.reason.contains("syntax"),
+            "{issue}"
         );
     }
 
@@ -1309,9 +1546,9 @@ mod tests {
         // Found by the `config` fuzz target: toml gives an empty message for this one.
         let e = server("domains = [\"a\"]\naddresses = [\"a:1\"]\nmax_players =").unwrap_err();
         assert_eq!(keys(e.clone()), vec!["max_players"]);
-        assert_eq!(e.0[0].reason, "TOML parse error at line 3, column 14");
+        assert_eq!(e.0[0].reason, "syntax error at line 3, column 14");
         let e = MainConfig::from_toml(Path::new("n.toml"), "[ip_filter]\nallow = ").unwrap_err();
-        assert_eq!(keys(e.clone()), vec!["allow"]);
+        assert_eq!(keys(e.clone()), vec!["ip_filter.allow"]);
         assert!(e.0[0].reason.contains("line 2"), "{e}");
     }
 
@@ -1383,6 +1620,98 @@ mod tests {
         assert!(e.to_string().contains("docker container web"), "{e}");
         catalog.set_provider("docker", Vec::new());
         assert!(catalog.route_table().is_ok());
+    }
+
+    /// A main file and its `servers` directory in a fresh temporary directory; the main file's path.
+    fn layout(name: &str, main: &str, servers: &[(&str, &str)]) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("nethergate-config-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("servers")).unwrap();
+        for (file, text) in servers {
+            std::fs::write(dir.join("servers").join(file), text).unwrap();
+        }
+        let path = dir.join("nethergate.toml");
+        std::fs::write(&path, main).unwrap();
+        path
+    }
+
+    /// Loads the layout at `path`, then removes it.
+    fn load_once(path: &Path) -> Result<Config, ConfigErrors> {
+        let loaded = Config::load(path);
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        loaded
+    }
+
+    /// (file name, key) of each problem.
+    fn places(e: &ConfigErrors) -> Vec<(String, String)> {
+        e.0.iter()
+            .map(|i| {
+                let file = Path::new(&i.source).file_name().unwrap_or_default();
+                (file.to_string_lossy().into_owned(), i.key.clone())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_bad_main_file_does_not_hide_the_server_files_problems() {
+        let good = "domains = [\"a.test\"]\naddresses = [\"10.0.0.1:1\"]";
+        let clash = "domains = [\"a.test\"]\naddresses = [\"10.0.0.2:1\"]";
+        let path = layout(
+            "main-and-servers",
+            "handshake_timeout = \"abc\"\n",
+            &[
+                ("a.toml", good),
+                ("b.toml", clash),
+                ("c.toml", "domains = []\naddresses = [\"10.0.0.3:1\"]"),
+            ],
+        );
+        let e = load_once(&path).unwrap_err();
+        let found = places(&e);
+        for expected in [
+            ("nethergate.toml", "handshake_timeout"),
+            ("c.toml", "domains"),
+            ("b.toml", "domains"),
+        ] {
+            let expected = (expected.0.to_owned(), expected.1.to_owned());
+            assert!(
+                found.contains(&expected),
+                "{expected:?} missing in {found:?}"
+            );
+        }
+        assert_eq!(found.len(), 3, "{e}");
+        // An unreadable `servers_dir` is reported with the main file's problems.
+        let path = layout(
+            "main-and-missing-dir",
+            "servers_dir = \"nowhere\"\nbind = \"x\"\n",
+            &[],
+        );
+        let e = load_once(&path).unwrap_err();
+        let found = places(&e);
+        assert_eq!(found.len(), 2, "{e}");
+        assert_eq!(found[0], ("nethergate.toml".to_owned(), "bind".to_owned()));
+        assert_eq!(found[1].1, "servers_dir", "{e}");
+        // A bad `servers_dir` names no directory: the server files are not guessed at.
+        let path = layout(
+            "bad-servers-dir",
+            "servers_dir = 5\nhandshake_timeout = \"abc\"\n",
+            &[("c.toml", "domains = []")],
+        );
+        let e = load_once(&path).unwrap_err();
+        assert_eq!(
+            places(&e),
+            vec![
+                ("nethergate.toml".to_owned(), "servers_dir".to_owned()),
+                ("nethergate.toml".to_owned(), "handshake_timeout".to_owned())
+            ],
+            "{e}"
+        );
+        // A good main file with good servers loads.
+        let path = layout("all-good", "", &[("a.toml", good)]);
+        let config = load_once(&path).unwrap();
+        assert_eq!(config.servers.len(), 1);
     }
 
     #[test]
@@ -1562,6 +1891,30 @@ idle = "1m"
                 "{good}"
             );
         }
+    }
+
+    #[test]
+    fn ipv6_addresses_are_bracketed_with_a_port() {
+        let a = BackendAddress::parse("[::1]:25565").unwrap();
+        assert_eq!((a.host.as_str(), a.port), ("::1", 25565));
+        for (bad, why) in [
+            ("[::1]", "\"[::1]\" is not [IPv6]:port (the port is missing"),
+            (
+                "::1",
+                "write it in brackets with a port, e.g. \"[::1]:25565\"",
+            ),
+            ("[::1", "\"[::1\" has an unclosed `[`"),
+            ("[::1]:99999", "invalid port \"99999\""),
+            ("[::1]:", "invalid port \"\""),
+            ("[::1]25565", "\"25565\" after the `]`"),
+        ] {
+            let e = BackendAddress::parse(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        // As a server file reports it.
+        let e = server("domains = [\"a\"]\naddresses = [\"[::1]\"]").unwrap_err();
+        assert_eq!(keys(e.clone()), vec!["addresses"]);
+        assert!(e.to_string().contains("the port is missing"), "{e}");
     }
 
     #[test]

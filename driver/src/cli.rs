@@ -99,6 +99,37 @@ fn print_routes(config: &Config) {
         config.servers.len(),
         config.main.servers_dir.display()
     );
+    let main = &config.main;
+    println!(
+        "  handshake_timeout {}, max_connections {}, shutdown_timeout {}",
+        humantime::format_duration(main.handshake_timeout),
+        match main.max_connections {
+            0 => "unlimited".to_owned(),
+            n => n.to_string(),
+        },
+        humantime::format_duration(main.shutdown_timeout),
+    );
+    if let Some(f) = &main.ip_filter {
+        let nets = |list: &[nethergate_core::plugin::IpNet]| {
+            let v: Vec<String> = list.iter().map(ToString::to_string).collect();
+            if v.is_empty() {
+                "-".to_owned()
+            } else {
+                v.join(", ")
+            }
+        };
+        println!(
+            "  ip_filter: allow {}; deny {}; message {:?}",
+            nets(&f.allow),
+            nets(&f.deny),
+            f.message
+        );
+    }
+    if config.servers.is_empty() {
+        println!(
+            "  warning: no server files: every player will be told \"Unknown server address\""
+        );
+    }
     for s in &config.servers {
         let addrs: Vec<String> = s.addresses.iter().map(ToString::to_string).collect();
         println!(
@@ -118,6 +149,7 @@ fn print_routes(config: &Config) {
             }
         );
         let t = &s.timeouts;
+        println!("    disconnect_message {:?}", s.disconnect_message);
         println!(
             "    max_players {}, host sent to the backend: {}, timeouts connect {} / read {} / write {}",
             match s.max_players {

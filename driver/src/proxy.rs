@@ -208,7 +208,11 @@ impl<R: Runtime> Proxy<R> {
             local_addr,
         } = self;
         let control = &shared.control;
-        tracing::info!(bind = %local_addr, servers = control.routes.load().servers().len(), "listening");
+        let servers = control.routes.load().servers().len();
+        tracing::info!(bind = %local_addr, servers, "listening");
+        if servers == 0 {
+            tracing::warn!("no servers configured: every player is told \"Unknown server address\" until a server file appears");
+        }
         let accepting = Arc::new(Accepting::default());
         let per_thread = listeners.len() > 1;
         for (i, std) in listeners.into_iter().enumerate() {

@@ -2,8 +2,8 @@
 //! servers from providers such as Docker, swapped into the running proxy without touching live sessions.
 
 use crate::proxy::Handle;
-use nethergate_core::config::{Catalog, ServerFiles};
-use nethergate_core::ServerConfig;
+use nethergate_core::config::{Catalog, ConfigErrors, ConfigIssue, ServerFiles};
+use nethergate_core::{RouteTable, ServerConfig};
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -33,22 +33,18 @@ impl Reloader {
     /// Applies `change` to a copy of the catalog; swaps the new table in only if it builds.
     fn apply(&self, what: &str, change: impl FnOnce(&mut Catalog)) {
         let mut catalog = self.catalog.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut next = catalog.clone();
-        change(&mut next);
-        if next == *catalog {
-            return;
-        }
-        match next.route_table() {
-            Ok(table) => {
+        match prepare(&catalog, change) {
+            Outcome::Unchanged => {}
+            Outcome::Reloaded(reloaded) => {
+                let (next, table) = *reloaded;
                 let servers = table.servers().len();
                 self.handle.set_routes(table);
                 *catalog = next;
                 tracing::info!(servers, source = what, "configuration reloaded");
             }
-            Err(errors) => {
+            Outcome::Rejected(errors) => {
                 for issue in &errors.0 {
-                    tracing::error!(file = %issue.source, key = %issue.key, reason = %issue.reason,
-                        "reload rejected, previous routes stay live");
+                    log_issue(issue, "reload rejected, previous routes stay live");
                 }
             }
         }
@@ -61,23 +57,60 @@ impl Reloader {
             Ok(f) => f,
             Err(errors) => {
                 for issue in &errors.0 {
-                    tracing::error!(file = %issue.source, key = %issue.key, reason = %issue.reason,
-                        "reload failed, previous routes stay live");
+                    log_issue(issue, "reload failed, previous routes stay live");
                 }
                 return;
             }
         };
-        self.apply("files", |catalog| {
-            for issue in catalog.update_files(fresh) {
-                tracing::error!(file = %issue.source, key = %issue.key, reason = %issue.reason,
-                    "server file invalid, its previous version stays live");
-            }
-        });
+        self.apply("files", |catalog| update_files(catalog, fresh));
     }
 
     /// Replaces every server of `provider` (e.g. `"docker"`).
     pub fn set_provider(&self, provider: &str, servers: Vec<ServerConfig>) {
         self.apply(provider, |catalog| catalog.set_provider(provider, servers));
+    }
+}
+
+/// What a change to the live catalog comes to.
+enum Outcome {
+    /// The servers are the same: nothing to swap.
+    Unchanged,
+    /// The new catalog and its route table.
+    Reloaded(Box<(Catalog, RouteTable)>),
+    /// The table does not build (a conflict); each problem names a source that is new or changed.
+    Rejected(ConfigErrors),
+}
+
+/// Applies `change` to a copy of `current` (the live catalog) and builds the new route table.
+fn prepare(current: &Catalog, change: impl FnOnce(&mut Catalog)) -> Outcome {
+    let mut next = current.clone();
+    change(&mut next);
+    if next == *current {
+        return Outcome::Unchanged;
+    }
+    // A conflict is blamed on what this reload brought, not on a file that was live and unchanged.
+    match next.route_table_since(current) {
+        Ok(table) => Outcome::Reloaded(Box::new((next, table))),
+        Err(errors) => Outcome::Rejected(errors),
+    }
+}
+
+/// Applies a fresh read of the server directory to `catalog`, logging the files that failed.
+fn update_files(catalog: &mut Catalog, fresh: ServerFiles) {
+    for issue in catalog.update_files(fresh) {
+        log_issue(
+            &issue,
+            "server file invalid, its previous version stays live",
+        );
+    }
+}
+
+/// Logs a configuration problem with its file, key (when it has one: a syntax error may not) and reason.
+fn log_issue(issue: &ConfigIssue, message: &str) {
+    if issue.key.is_empty() {
+        tracing::error!(file = %issue.source, reason = %issue.reason, "{message}");
+    } else {
+        tracing::error!(file = %issue.source, key = %issue.key, reason = %issue.reason, "{message}");
     }
 }
 
@@ -233,5 +266,104 @@ fn watch_loop(
             pending = None;
             reloader.reload_files();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh, empty server directory.
+    fn servers_dir(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("nethergate-reload-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn write(dir: &Path, file: &str, domains: &str) {
+        let text = format!("domains = [{domains}]\naddresses = [\"127.0.0.1:1\"]\n");
+        std::fs::write(dir.join(file), text).unwrap();
+    }
+
+    /// The live catalog of `dir` as a reload builds it.
+    fn live(dir: &Path) -> Catalog {
+        let mut catalog = Catalog::default();
+        match prepare(&catalog, |c| {
+            update_files(c, ServerFiles::read_dir(dir).unwrap())
+        }) {
+            Outcome::Reloaded(reloaded) => catalog = reloaded.0,
+            Outcome::Unchanged => {}
+            Outcome::Rejected(e) => panic!("{e}"),
+        }
+        catalog
+    }
+
+    fn rejected(current: &Catalog, dir: &Path) -> ConfigErrors {
+        let fresh = ServerFiles::read_dir(dir).unwrap();
+        match prepare(current, |c| update_files(c, fresh)) {
+            Outcome::Rejected(errors) => errors,
+            Outcome::Reloaded(..) => panic!("the conflict was accepted"),
+            Outcome::Unchanged => panic!("the change was not seen"),
+        }
+    }
+
+    #[test]
+    fn a_conflict_is_blamed_on_the_file_that_brought_it() {
+        let dir = servers_dir("conflict");
+        write(&dir, "echo.toml", "\"echo.test\"");
+        let catalog = live(&dir);
+        // `conflict.toml` sorts before `echo.toml`, which is live and unchanged.
+        write(&dir, "conflict.toml", "\"ECHO.test\", \"conf.test\"");
+        let errors = rejected(&catalog, &dir);
+        assert_eq!(errors.0.len(), 1, "{errors}");
+        let issue = &errors.0[0];
+        assert!(issue.source.ends_with("conflict.toml"), "{errors}");
+        assert_eq!(issue.key, "domains");
+        assert!(
+            issue.reason.contains("echo.toml") && issue.reason.contains("conflict.toml"),
+            "the reason names both: {errors}"
+        );
+        // A live file changed to claim a domain of an unchanged one: the changed one is named.
+        std::fs::remove_file(dir.join("conflict.toml")).unwrap();
+        write(&dir, "alpha.toml", "\"alpha.test\"");
+        let catalog = live(&dir);
+        write(&dir, "echo.toml", "\"echo.test\", \"alpha.test\"");
+        let errors = rejected(&catalog, &dir);
+        assert_eq!(errors.0.len(), 1, "{errors}");
+        assert!(errors.0[0].source.ends_with("echo.toml"), "{errors}");
+        // Both changed: either is named, and the reason names both.
+        write(&dir, "alpha.toml", "\"alpha.test\", \"both.test\"");
+        write(&dir, "echo.toml", "\"echo.test\", \"both.test\"");
+        let errors = rejected(&catalog, &dir);
+        assert_eq!(errors.0.len(), 1, "{errors}");
+        let reason = &errors.0[0].reason;
+        assert!(
+            reason.contains("alpha.toml") && reason.contains("echo.toml"),
+            "{errors}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_name_taken_by_a_live_file_is_blamed_on_the_new_one() {
+        let dir = servers_dir("name");
+        std::fs::write(
+            dir.join("lobby.toml"),
+            "domains = [\"lobby.test\"]\naddresses = [\"127.0.0.1:1\"]\n",
+        )
+        .unwrap();
+        let catalog = live(&dir);
+        std::fs::write(
+            dir.join("copy.toml"),
+            "name = \"lobby\"\ndomains = [\"copy.test\"]\naddresses = [\"127.0.0.1:1\"]\n",
+        )
+        .unwrap();
+        let errors = rejected(&catalog, &dir);
+        assert_eq!(errors.0.len(), 1, "{errors}");
+        assert!(errors.0[0].source.ends_with("copy.toml"), "{errors}");
+        assert_eq!(errors.0[0].key, "name");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

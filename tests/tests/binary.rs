@@ -34,7 +34,10 @@ fn check_accepts_the_bundled_example() {
                 && stdout.contains("survival")
                 && stdout.contains("PROXY protocol v2")
                 && stdout.contains("max_players 100, host sent to the backend: \"127.0.0.1\"")
-                && stdout.contains("timeouts connect 5s / read 30s / write 30s"),
+                && stdout.contains("timeouts connect 5s / read 30s / write 30s")
+                && stdout
+                    .contains("handshake_timeout 5s, max_connections 10000, shutdown_timeout 30s")
+                && stdout.contains("disconnect_message \"The lobby is restarting."),
             "{stdout}"
         );
     }
@@ -45,7 +48,11 @@ fn invalid_config_lists_every_problem_and_exits_2() {
     let layout = Layout::new()
         .server("one", "domains = [\"mc.example.com\"]\naddresses = [\"nowhere\"]\n[timeouts]\nconnect = \"5 parsecs\"\n")
         .server("two", "addresses = [\"127.0.0.1:1\"]\nnetwork = \"x\"\n")
-        .server("three", "domains = [\"a.example.com\"]\naddresses = [\"127.0.0.1:1\"]\nmax_player = 3\n");
+        .server("three", "domains = [\"a.example.com\"]\naddresses = [\"127.0.0.1:1\"]\nmax_player = 3\n")
+        .server("four", "domains = [\"b.example.com\"\naddresses = 5\n")
+        .server("five", "domains = [\"c.example.com\"]\naddresses = [\"[::1]\"]\n")
+        // A problem of the main file does not hide those of the server files.
+        .main("handshake_timeout = \"abc\"");
     let path = layout.path();
     for bin in BINARIES {
         for args in [
@@ -61,6 +68,11 @@ fn invalid_config_lists_every_problem_and_exits_2() {
                 "two.toml: `domains`: at least one domain is required",
                 "two.toml: `network`: forwarding modes cannot belong to a network",
                 "three.toml: `max_player`",
+                // A syntax error names the key whose value is open, not the line the parser stopped at.
+                "four.toml: `domains`: syntax error at line 2, column 1: invalid array: expected `]`",
+                "five.toml: `addresses`: \"[::1]\" is not [IPv6]:port (the port is missing",
+                "nethergate.toml: `handshake_timeout`: invalid duration \"abc\"",
+                "invalid configuration (8 problem(s))",
             ] {
                 assert!(
                     stderr.contains(needle),
