@@ -510,9 +510,9 @@ fn client_that_never_reads_hits_the_write_timeout<F: Flavor>() {
         if half_close {
             c.shutdown(std::net::Shutdown::Write).unwrap();
         }
-        let port = c.local_addr().unwrap().port().to_string();
+        let client = format!("client={} ", c.local_addr().unwrap());
         // Never read: the kernel buffers fill, the proxy's writes stop making progress.
-        let line = wait_for_log(&["session ended", &port], Duration::from_secs(15));
+        let line = wait_for_log(&["session ended", &client], Duration::from_secs(15));
         assert!(
             line.as_deref()
                 .is_some_and(|l| l.contains("reason=Timeout")),
