@@ -218,19 +218,12 @@ fn read_error(e: &io::Error) -> Step {
 /// (what one readiness lets through) starts with a buffer, and moves on to a pipe as soon as a read fills
 /// the whole buffer; after a burst that did, bursts start with the pipe until one moves less than
 /// [`SMALL_BURST`]. A resource pack or a world download is spliced, chat and movement packets are not.
-async fn pump<R: Runtime, S: Stream>(
-    rt: &R,
-    from: &S,
-    to: &S,
-    mode: ProxyMode,
-    timeouts: Timeouts,
-    dir: Direction<'_>,
-) -> Pumped {
-    let Direction {
-        count,
-        other_done,
-        if_silent,
-    } = dir;
+async fn pump<R: Runtime, S: Stream>(rt: &R, copy: &Shared<'_, S>, way: Way) -> Pumped {
+    // Everything both directions share is behind one reference: the future of every idle session holds
+    // two of these, so each word here is memory per session.
+    let (from, to) = copy.ends(way);
+    let count = &copy.counts[way as usize];
+    let (mode, timeouts) = (copy.mode, &copy.timeouts);
     let zero_copy = cfg!(target_os = "linux") && mode == ProxyMode::ZeroCopy;
     let mut splice_first = false;
     let mut last_read = Instant::now();
@@ -276,11 +269,13 @@ async fn pump<R: Runtime, S: Stream>(
                 }
                 Step::WouldBlock => break,
                 Step::Eof => {
+                    let if_silent = copy.if_silent(way);
                     if !if_silent.is_empty() && count.load(Ordering::Relaxed) == 0 {
                         // Best effort: the session ends with this EOF whether the client takes it or not.
-                        let _ = write_all(rt, to, if_silent, timeouts.write).await;
+                        // Boxed: a rare path, kept out of the future every idle session holds.
+                        let _ = Box::pin(write_all(rt, to, if_silent, timeouts.write)).await;
                     }
-                    if !other_done.load(Ordering::Relaxed) {
+                    if !copy.done[way.other() as usize].load(Ordering::Relaxed) {
                         shutdown_write(to);
                     }
                     return (Stop::Eof, false);
@@ -298,14 +293,52 @@ async fn pump<R: Runtime, S: Stream>(
     }
 }
 
-/// What one direction of [`bidirectional`] shares with the other.
-struct Direction<'a> {
-    /// Bytes moved this way.
-    count: &'a AtomicU64,
-    /// Whether the other direction has finished.
-    other_done: &'a AtomicBool,
-    /// Written to the destination if the source ends before this direction moved a byte (not counted).
-    if_silent: &'a [u8],
+/// A direction of [`bidirectional`]: client → backend (`Up`) or backend → client (`Down`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Way {
+    Up = 0,
+    Down = 1,
+}
+
+impl Way {
+    fn other(self) -> Way {
+        match self {
+            Way::Up => Way::Down,
+            Way::Down => Way::Up,
+        }
+    }
+}
+
+/// What the two directions of [`bidirectional`] share.
+struct Shared<'a, S> {
+    client: &'a S,
+    backend: &'a S,
+    mode: ProxyMode,
+    timeouts: Timeouts,
+    /// Bytes moved each way.
+    counts: [AtomicU64; 2],
+    /// Whether each way has finished.
+    done: [AtomicBool; 2],
+    /// Written to the client if the backend ends before sending a byte (not counted).
+    if_backend_silent: &'a [u8],
+}
+
+impl<S> Shared<'_, S> {
+    /// (from, to) of `way`.
+    fn ends(&self, way: Way) -> (&S, &S) {
+        match way {
+            Way::Up => (self.client, self.backend),
+            Way::Down => (self.backend, self.client),
+        }
+    }
+
+    /// What `way` writes to its destination if its source ends before sending a byte.
+    fn if_silent(&self, way: Way) -> &[u8] {
+        match way {
+            Way::Up => &[],
+            Way::Down => self.if_backend_silent,
+        }
+    }
 }
 
 /// Byte counts and end reason of a finished copy.
@@ -334,27 +367,25 @@ pub async fn bidirectional<R: Runtime, S: Stream>(
     if_backend_silent: &[u8],
     stop: &Flag,
 ) -> Copied {
-    let (c2b, b2c) = (AtomicU64::new(0), AtomicU64::new(0));
+    let copy = Shared {
+        client,
+        backend,
+        mode,
+        timeouts,
+        counts: [AtomicU64::new(0), AtomicU64::new(0)],
+        done: [AtomicBool::new(false), AtomicBool::new(false)],
+        if_backend_silent,
+    };
     let mut ending = Ending::default();
     {
-        let (up_done, down_done) = (AtomicBool::new(false), AtomicBool::new(false));
-        let up = Direction {
-            count: &c2b,
-            other_done: &down_done,
-            if_silent: &[],
-        };
-        let down = Direction {
-            count: &b2c,
-            other_done: &up_done,
-            if_silent: if_backend_silent,
-        };
-        let mut up = pin!(pump(rt, client, backend, mode, timeouts, up));
-        let mut down = pin!(pump(rt, backend, client, mode, timeouts, down));
+        let (up_done, down_done) = (&copy.done[Way::Up as usize], &copy.done[Way::Down as usize]);
+        let mut up = pin!(pump(rt, &copy, Way::Up));
+        let mut down = pin!(pump(rt, &copy, Way::Down));
         let mut stop = stop.watch();
         future::poll_fn(|cx| {
             for (done, fut, reading) in [
-                (&up_done, up.as_mut(), Side::Client),
-                (&down_done, down.as_mut(), Side::Backend),
+                (up_done, up.as_mut(), Side::Client),
+                (down_done, down.as_mut(), Side::Backend),
             ] {
                 if !done.load(Ordering::Relaxed) {
                     if let Poll::Ready((s, on_write)) = fut.poll(cx) {
@@ -379,8 +410,8 @@ pub async fn bidirectional<R: Runtime, S: Stream>(
         .await;
     }
     Copied {
-        c2b: c2b.load(Ordering::Relaxed),
-        b2c: b2c.load(Ordering::Relaxed),
+        c2b: copy.counts[Way::Up as usize].load(Ordering::Relaxed),
+        b2c: copy.counts[Way::Down as usize].load(Ordering::Relaxed),
         reason: ending.reason(),
     }
 }

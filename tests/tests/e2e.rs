@@ -510,9 +510,15 @@ fn client_that_never_reads_hits_the_write_timeout<F: Flavor>() {
         if half_close {
             c.shutdown(std::net::Shutdown::Write).unwrap();
         }
+        // This session's line: its client address and this test's backend (the log holds every test's
+        // lines, and a client port is reused).
         let client = format!("client={} ", c.local_addr().unwrap());
+        let backend = format!("backend={}", backend.addr());
         // Never read: the kernel buffers fill, the proxy's writes stop making progress.
-        let line = wait_for_log(&["session ended", &client], Duration::from_secs(15));
+        let line = wait_for_log(
+            &["session ended", &client, &backend],
+            Duration::from_secs(15),
+        );
         assert!(
             line.as_deref()
                 .is_some_and(|l| l.contains("reason=Timeout")),
