@@ -235,9 +235,12 @@ async fn handshake<R: Runtime>(
                     for bytes in &to_backend {
                         if let Err(stop) = write_all(rt, &backend, bytes, fwd.timeouts.write).await
                         {
-                            // The backend closed before reading the opening: it sent nothing either.
+                            // The opening could not be written (the backend closed, reset or stopped
+                            // reading): it has sent nothing. Tell the player, then close as a refusal
+                            // does (drain what the client sent, so no reset destroys the message).
                             let silent = &fwd.if_backend_silent;
                             let _ = write_all(rt, client, silent, fwd.timeouts.write).await;
+                            linger(rt, client).await;
                             let mut ending = Ending::default();
                             ending.record(Side::Backend, stop);
                             fwd.live.finish(0, 0, ending.reason(), Instant::now());

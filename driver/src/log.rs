@@ -22,6 +22,8 @@ use std::time::Duration;
 pub struct Output {
     shared: Arc<Shared>,
     writer: Option<JoinHandle<()>>,
+    /// Disconnected when the writer thread returns.
+    exited: std::sync::mpsc::Receiver<()>,
 }
 
 /// The handle `tracing_subscriber` writes through: cheap to clone, shares the buffer of its [`Output`].
@@ -34,6 +36,8 @@ struct Shared {
     state: Mutex<State>,
     ready: Condvar,
     limit: usize,
+    /// The writer thread: its own lines (the dropped-lines warning) pass the limit and `finish`.
+    writer: std::sync::OnceLock<std::thread::ThreadId>,
 }
 
 #[derive(Default)]
@@ -55,6 +59,9 @@ impl Output {
     pub const DELAY: Duration = Duration::from_millis(10);
     /// Bytes that may wait for a slow output before lines are dropped.
     pub const LIMIT: usize = 1 << 20;
+    /// How long [`Output::finish`] waits for the last lines to be written: an output that accepts
+    /// nothing (a paused terminal) must not keep the process from exiting.
+    pub const FINISH_WAIT: Duration = Duration::from_secs(2);
 
     /// Batches lines into `out` (the process's stdout in the binaries) with the default delay and limit.
     pub fn new(out: impl Write + Send + 'static) -> io::Result<Output> {
@@ -71,16 +78,23 @@ impl Output {
             state: Mutex::new(State::default()),
             ready: Condvar::new(),
             limit,
+            writer: std::sync::OnceLock::new(),
         });
+        let (exiting, exited) = std::sync::mpsc::channel::<()>();
         let writer = {
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name("log".into())
-                .spawn(move || write_batches(&shared, &mut out, delay))?
+                .spawn(move || {
+                    let _exiting = exiting;
+                    let _ = shared.writer.set(std::thread::current().id());
+                    write_batches(&shared, &mut out, delay);
+                })?
         };
         Ok(Output {
             shared,
             writer: Some(writer),
+            exited,
         })
     }
 
@@ -96,12 +110,20 @@ impl Output {
         self.shared.lock().dropped
     }
 
-    /// Writes out every line logged so far and stops the writer thread; later lines are dropped.
+    /// Writes out every line logged so far and stops the writer thread; later lines are dropped. Waits
+    /// at most [`Output::FINISH_WAIT`] for an output that accepts nothing, then leaves the writer behind.
     pub fn finish(&mut self) {
+        self.finish_within(Output::FINISH_WAIT);
+    }
+
+    fn finish_within(&mut self, wait: Duration) {
         self.shared.lock().finished = true;
         self.shared.ready.notify_one();
         if let Some(writer) = self.writer.take() {
-            let _ = writer.join();
+            let _ = self.exited.recv_timeout(wait);
+            if writer.is_finished() {
+                let _ = writer.join();
+            }
         }
     }
 }
@@ -135,7 +157,8 @@ fn write_batches(shared: &Shared, out: &mut impl Write, delay: Duration) {
         let _ = out.write_all(&batch).and_then(|()| out.flush());
         batch.clear();
         if dropped > 0 {
-            // Logged through the subscriber, so it has the format of every other line.
+            // Logged through the subscriber, so it has the format of every other line; this thread's own
+            // lines are taken even when finishing, so the warning is written before the thread returns.
             tracing::warn!(
                 dropped,
                 "log output fell behind: {dropped} log line(s) dropped"
@@ -147,11 +170,12 @@ fn write_batches(shared: &Shared, out: &mut impl Write, delay: Duration) {
 impl Write for Lines {
     /// `tracing_subscriber::fmt` hands over one whole line per call.
     fn write(&mut self, line: &[u8]) -> io::Result<usize> {
+        let own = self.shared.writer.get() == Some(&std::thread::current().id());
         let mut state = self.shared.lock();
-        if state.finished {
+        if state.finished && !own {
             return Ok(line.len());
         }
-        if state.waiting.len() + line.len() > self.shared.limit {
+        if state.waiting.len() + line.len() > self.shared.limit && !own {
             state.dropped += 1;
             return Ok(line.len());
         }
@@ -279,6 +303,24 @@ mod tests {
             let n = |s: &str| s.trim_start_matches("line ").parse::<usize>().unwrap();
             assert_eq!(n(pair[1]), n(pair[0]) + 1, "{pair:?}");
         }
+    }
+
+    #[test]
+    fn finishing_gives_up_on_an_output_that_accepts_nothing() {
+        let (_release, gate) = mpsc::channel::<()>();
+        let out = Recorder {
+            gate: Some(Arc::new(Mutex::new(gate))),
+            ..Recorder::default()
+        };
+        let mut output = Output::with(out, Duration::from_millis(1), 1 << 20).unwrap();
+        write_line(&output.lines(), 0);
+        std::thread::sleep(Duration::from_millis(50)); // the writer is now stuck in the output
+        let start = Instant::now();
+        output.finish_within(Duration::from_millis(100));
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "finish waited for the output"
+        );
     }
 
     #[test]

@@ -377,14 +377,17 @@ fn a_log_reader_that_stops_reading_stalls_no_player_and_loses_no_line() {
         // Nobody reads the log now: its pipe (64 KiB) fills after a few hundred session-end lines.
         // Every session must still be served in time.
         let login = login_bytes("a.example.com", "Steve");
+        let serve = |sessions: usize| {
+            for i in 0..sessions {
+                let mut c = connect(addr);
+                c.write_all(&login).unwrap();
+                let mut back = vec![0u8; login.len()];
+                c.read_exact(&mut back)
+                    .unwrap_or_else(|e| panic!("{bin}: session {i} stalled behind the log: {e}"));
+            }
+        };
         let sessions = 1_500;
-        for i in 0..sessions {
-            let mut c = connect(addr);
-            c.write_all(&login).unwrap();
-            let mut back = vec![0u8; login.len()];
-            c.read_exact(&mut back)
-                .unwrap_or_else(|e| panic!("{bin}: session {i} stalled behind the log: {e}"));
-        }
+        serve(sessions);
         // Reading again, every line is there (1,500 lines are well under what may wait).
         let deadline = Instant::now() + IO_TIMEOUT;
         let mut ended = 0;
@@ -401,8 +404,28 @@ fn a_log_reader_that_stops_reading_stalls_no_player_and_loses_no_line() {
             assert!(!line.contains("dropped"), "{bin}: {line}");
             ended += usize::from(line.contains("session ended"));
         }
+
+        // Unread again, for more lines than may wait (1 MiB): the proxy drops lines and keeps serving.
+        // Stopped while the output is still stuck, it writes what waits and the warning with the count as
+        // soon as the output moves, then exits.
+        let sessions = 6_000;
+        serve(sessions);
+        signal(&child, libc::SIGTERM);
+        let mut rest = String::new();
+        log.read_to_string(&mut rest).expect("log");
+        let ended = rest.matches("session ended").count();
+        let dropped: usize = rest
+            .lines()
+            .find(|l| l.contains("log output fell behind"))
+            .and_then(|l| l.split("dropped=").nth(1))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{bin}: no dropped-lines warning after {ended} lines"));
+        assert!(
+            ended < sessions && ended + dropped >= sessions,
+            "{bin}: {ended} lines written, {dropped} dropped, of {sessions}"
+        );
         let _ = done.send(());
-        child.kill().expect("kill");
-        child.wait().expect("wait");
+        assert!(child.wait().expect("wait").success(), "{bin}: exit status");
     }
 }
