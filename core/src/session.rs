@@ -439,9 +439,10 @@ impl Session {
             return self.connect_next();
         }
         self.admission = None;
-        let message = server.config.disconnect_message.as_str();
         if self.is_login() {
-            self.send_login_disconnect(message);
+            // Built once per server (also what a backend that closes silently gets the player).
+            self.actions
+                .push_back(Action::SendToClient(server.login_disconnect()));
             self.close(CloseReason::BackendUnreachable);
         } else {
             tracing::debug!(client = %self.client, server = %server.name(), "backend unreachable, answering status");

@@ -107,11 +107,9 @@ fn update_files(catalog: &mut Catalog, fresh: ServerFiles) {
 
 /// Logs a configuration problem with its file, key (when it has one: a syntax error may not) and reason.
 fn log_issue(issue: &ConfigIssue, message: &str) {
-    if issue.key.is_empty() {
-        tracing::error!(file = %issue.source, reason = %issue.reason, "{message}");
-    } else {
-        tracing::error!(file = %issue.source, key = %issue.key, reason = %issue.reason, "{message}");
-    }
+    // A `None` field is left out of the line.
+    let key = (!issue.key.is_empty()).then(|| tracing::field::display(&issue.key));
+    tracing::error!(file = %issue.source, key, reason = %issue.reason, "{message}");
 }
 
 /// Keeps the directory watch alive; dropping it stops watching.

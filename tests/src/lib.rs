@@ -548,6 +548,20 @@ pub fn read_json_packet(s: &mut impl Read) -> io::Result<(i32, serde_json::Value
     Ok((id, serde_json::from_str(text).map_err(io::Error::other)?))
 }
 
+/// Logs in as `player` on `host` through `proxy` and reads the one packet a refusal is: its (packet id,
+/// text), and whether the connection then ended.
+pub fn login_refusal(
+    proxy: SocketAddr,
+    host: &str,
+    player: &str,
+) -> io::Result<(i32, String, bool)> {
+    let mut c = connect(proxy);
+    c.write_all(&login_bytes(host, player))?;
+    let (id, json) = read_json_packet(&mut c)?;
+    let text = json["text"].as_str().unwrap_or_default().to_owned();
+    Ok((id, text, reads_eof(&mut c)))
+}
+
 /// Reads until EOF (or the timeout); `true` when EOF came.
 pub fn reads_eof(s: &mut TcpStream) -> bool {
     let mut buf = [0u8; 4096];

@@ -199,17 +199,15 @@ fn disconnect_message_when_every_backend_is_down<F: Flavor>() {
         ),
     );
     let proxy = start::<F>(&layout);
-    let mut c = connect(proxy.addr());
-    c.write_all(&login_bytes("mc.example.com", "Steve"))
-        .unwrap();
-    let (id, json) = read_json_packet(&mut c).expect("login disconnect");
+    let (id, text, eof) =
+        login_refusal(proxy.addr(), "mc.example.com", "Steve").expect("login disconnect");
     assert_eq!(
-        (id, json["text"].as_str()),
-        (0, Some("Down for maintenance")),
+        (id, text.as_str()),
+        (0, "Down for maintenance"),
         "[{}]",
         F::NAME
     );
-    assert!(reads_eof(&mut c));
+    assert!(eof);
 
     let mut c = connect(proxy.addr());
     c.write_all(&status_bytes("mc.example.com")).unwrap();
@@ -258,17 +256,15 @@ fn silent_backend_close_sends_the_disconnect_message_in<F: Flavor>(mode: &str) {
     );
     let proxy = start::<F>(&layout);
     for player in ["Steve", "Reset"] {
-        let mut c = connect(proxy.addr());
-        c.write_all(&login_bytes("mc.example.com", player)).unwrap();
-        let (id, json) = read_json_packet(&mut c)
+        let (id, text, eof) = login_refusal(proxy.addr(), "mc.example.com", player)
             .unwrap_or_else(|e| panic!("[{}] {mode} {player}: no disconnect: {e}", F::NAME));
         assert_eq!(
-            (id, json["text"].as_str()),
-            (0, Some("Back in 5 minutes")),
+            (id, text.as_str()),
+            (0, "Back in 5 minutes"),
             "[{}] {mode} {player}",
             F::NAME
         );
-        assert!(reads_eof(&mut c));
+        assert!(eof);
     }
     // The backend spoke first: its byte, then its close, nothing of the proxy's own.
     let mut c = connect(proxy.addr());
