@@ -1,6 +1,6 @@
 //! One client connection: feed the core, do what it says, then copy.
 
-use crate::copy::{self, write_all};
+use crate::copy::{self, write_all_fresh};
 use crate::pool::Buffer;
 use crate::proxy::Shared;
 use crate::runtime::{Runtime, Stream};
@@ -33,17 +33,19 @@ async fn dial<R: Runtime>(rt: &R, req: &ConnectRequest) -> io::Result<(R::Stream
             Ok(ip) => vec![SocketAddr::new(ip, req.address.port)],
             Err(_) => rt.resolve(host.to_owned(), req.address.port).await?,
         };
-        let mut last = io::Error::new(io::ErrorKind::NotFound, "host resolved to no address");
+        let mut last = None;
         for addr in addrs {
             match rt.connect(addr).await {
                 Ok(s) => {
                     set_nodelay(&s);
                     return Ok((s, addr));
                 }
-                Err(e) => last = e,
+                Err(e) => last = Some(e),
             }
         }
-        Err(last)
+        Err(last.unwrap_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, "host resolved to no address")
+        }))
     };
     let deadline = Instant::now() + req.timeout;
     future::or(attempt, async {
@@ -225,7 +227,7 @@ async fn handshake<R: Runtime>(
                 Action::SendToBackend(bytes) => to_backend.push(bytes),
                 Action::SendToClient(bytes) => {
                     // A client that does not read our answer is closed by the next action anyway.
-                    let _ = write_all(rt, client, &bytes, handshake_timeout).await;
+                    let _ = write_all_fresh(rt, client, &bytes, handshake_timeout).await;
                 }
                 Action::Forward(fwd) => {
                     let Some(backend) = backend.take() else {
@@ -233,13 +235,14 @@ async fn handshake<R: Runtime>(
                         return None;
                     };
                     for bytes in &to_backend {
-                        if let Err(stop) = write_all(rt, &backend, bytes, fwd.timeouts.write).await
+                        if let Err(stop) =
+                            write_all_fresh(rt, &backend, bytes, fwd.timeouts.write).await
                         {
                             // The opening could not be written (the backend closed, reset or stopped
                             // reading): it has sent nothing. Tell the player, then close as a refusal
                             // does (drain what the client sent, so no reset destroys the message).
                             let silent = &fwd.if_backend_silent;
-                            let _ = write_all(rt, client, silent, fwd.timeouts.write).await;
+                            let _ = write_all_fresh(rt, client, silent, fwd.timeouts.write).await;
                             linger(rt, client).await;
                             let mut ending = Ending::default();
                             ending.record(Side::Backend, stop);
@@ -405,6 +408,29 @@ mod tests {
             matches!(session.poll_action(), Some(Action::PreConnect(_))),
             "the session did not move on to its pre-connect event"
         );
+        Ok(())
+    }
+
+    /// What the handshake phase writes (a status answer, a kick, the opening to a new backend) goes
+    /// straight to the socket first: a new connection has room, though its runtime may not have reported
+    /// it writable yet (tokio caches "not writable" until the first event; `Stalled` never reports).
+    #[test]
+    fn a_new_connection_is_written_without_the_reactor() -> io::Result<()> {
+        use std::io::Read;
+        let (mut client, proxy_end) = pair()?;
+        let wrote = future::block_on(future::poll_once(copy::write_all_fresh(
+            &Stalled,
+            &proxy_end,
+            b"hello",
+            Duration::from_secs(5),
+        )));
+        assert!(
+            matches!(wrote, Some(Ok(()))),
+            "the write waited for readiness"
+        );
+        let mut got = [0u8; 5];
+        client.read_exact(&mut got)?;
+        assert_eq!(&got, b"hello");
         Ok(())
     }
 

@@ -60,11 +60,34 @@ pub async fn write_all<R: Runtime, S: Stream>(
     }
 }
 
+/// Writes all of `data` to a socket the reactor may not have reported writable yet (a new connection, whose
+/// runtime may cache "not writable" until its first event): the first attempt goes straight to the socket,
+/// so a socket with room takes the bytes without a trip through the reactor; the rest goes as in
+/// [`write_all`].
+pub async fn write_all_fresh<R: Runtime, S: Stream>(
+    rt: &R,
+    to: &S,
+    data: &[u8],
+    limit: Duration,
+) -> Result<(), Stop> {
+    let sock = socket2::SockRef::from(to);
+    let done = write_with(data, |rest| io::Write::write(&mut &*sock, rest))?;
+    write_all(rt, to, &data[done..], limit).await
+}
+
 /// Writes as much of `data` as the socket takes now; the number written, or why it cannot go on.
 fn write_now<S: Stream>(to: &S, data: &[u8]) -> Result<usize, Stop> {
+    write_with(data, |rest| to.try_write(rest))
+}
+
+/// [`write_now`] with the write given: what `write` takes of `data` until it says `WouldBlock`.
+fn write_with(
+    data: &[u8],
+    mut write: impl FnMut(&[u8]) -> io::Result<usize>,
+) -> Result<usize, Stop> {
     let mut done = 0;
     while done < data.len() {
-        match to.try_write(&data[done..]) {
+        match write(&data[done..]) {
             Ok(0) => return Err(Stop::Error),
             Ok(n) => done += n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,

@@ -85,6 +85,35 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     }
 }
 
+/// A connection to `addr` as a runtime crate's [`Runtime::connect`] starts it: a non-blocking socket whose
+/// `connect` has been issued, and whether it is established already.
+///
+/// On loopback and on a fast network the kernel completes the handshake within the `connect` call, which
+/// still says `EINPROGRESS`; one `getpeername` then tells, so the caller need not wait for the reactor to
+/// report the socket writable (a trip through it, often a sleep and a wake, per backend connection). When
+/// this says `false`, wait for writability and check `SO_ERROR`, as a plain non-blocking connect does.
+pub fn start_connect(addr: SocketAddr) -> io::Result<(std::net::TcpStream, bool)> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking(),
+        Some(Protocol::TCP),
+    )?;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let socket = {
+        let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        s.set_nonblocking(true)?;
+        s
+    };
+    let established = match socket.connect(&addr.into()) {
+        Ok(()) => true,
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => socket.peer_addr().is_ok(),
+        Err(e) => return Err(e),
+    };
+    Ok((socket.into(), established))
+}
+
 /// For the runtime crates' tests of [`Runtime::spawn_on`] with two threads: `seen` holds, per task `i`,
 /// the thread it started on and the one it finished on. Panics unless every task stayed on its thread and
 /// the even and the odd tasks each ran on one thread, a different one.

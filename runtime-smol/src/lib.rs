@@ -93,7 +93,15 @@ impl Runtime for Smol {
         Async::new(std).map(Listener)
     }
     async fn connect(&self, addr: SocketAddr) -> io::Result<Stream> {
-        Async::<TcpStream>::connect(addr).await.map(Stream)
+        let (std, established) = nethergate_driver::runtime::start_connect(addr)?;
+        let stream = Async::new_nonblocking(std)?;
+        if !established {
+            stream.writable().await?;
+            if let Some(e) = stream.get_ref().take_error()? {
+                return Err(e);
+            }
+        }
+        Ok(Stream(stream))
     }
     async fn resolve(&self, host: String, port: u16) -> io::Result<Vec<SocketAddr>> {
         smol::unblock(move || Ok((host.as_str(), port).to_socket_addrs()?.collect())).await
@@ -179,6 +187,34 @@ pub fn spawn(config: Config, plugins: Plugins) -> io::Result<Running> {
 mod tests {
     use super::*;
     use std::sync::Mutex;
+
+    /// On loopback the kernel completes a connect within the `connect` call: the backend connection is
+    /// ready at the first poll, without a trip through async-io's reactor. A closed port is still refused.
+    #[test]
+    fn a_loopback_connect_is_ready_at_the_first_poll() -> io::Result<()> {
+        use smol::future::poll_once;
+        let rt = Smol::with_threads(1);
+        smol::block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0")?;
+            let addr = listener.local_addr()?;
+            let Some(connected) = poll_once(rt.connect(addr)).await else {
+                panic!("the connect waited for the reactor");
+            };
+            let stream = connected?;
+            assert_eq!(stream.0.get_ref().peer_addr()?, addr);
+            let (mut accepted, _) = listener.accept()?;
+            nethergate_driver::Stream::try_write(&stream, b"ping")?;
+            let mut got = [0u8; 4];
+            accepted.read_exact(&mut got)?;
+            assert_eq!(&got, b"ping");
+            drop(listener);
+            match rt.connect(addr).await {
+                Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}"),
+                Ok(_) => panic!("a closed port accepted"),
+            }
+            Ok(())
+        })
+    }
 
     /// `spawn_on(i)` runs a task on thread `i % threads`, each of which runs only its own executor.
     #[test]

@@ -91,7 +91,15 @@ impl Runtime for Tokio {
             .map_err(|e| e.into_parts().1)
     }
     async fn connect(&self, addr: SocketAddr) -> io::Result<Stream> {
-        tokio::net::TcpStream::connect(addr).await.map(Stream)
+        let (std, established) = nethergate_driver::runtime::start_connect(addr)?;
+        let stream = tokio::net::TcpStream::from_std(std)?;
+        if !established {
+            stream.writable().await?;
+            if let Some(e) = stream.take_error()? {
+                return Err(e);
+            }
+        }
+        Ok(Stream(stream))
     }
     async fn resolve(&self, host: String, port: u16) -> io::Result<Vec<SocketAddr>> {
         Ok(tokio::net::lookup_host((host.as_str(), port))
@@ -220,6 +228,43 @@ mod tests {
         assert_eq!(seen.len(), 4, "{seen:?}");
         nethergate_driver::runtime::assert_tasks_kept_to_two_threads(&seen);
         Ok(())
+    }
+
+    /// On loopback the kernel completes a connect within the `connect` call: the backend connection is
+    /// ready at the first poll, without a trip through the reactor. A closed port is still refused.
+    #[test]
+    fn a_loopback_connect_is_ready_at_the_first_poll() -> io::Result<()> {
+        use futures_lite::future::poll_once;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let tokio = runtime(1)?.tokio();
+        rt.block_on(async {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+            let addr = listener.local_addr()?;
+            let Some(connected) = poll_once(tokio.connect(addr)).await else {
+                panic!("the connect waited for the reactor");
+            };
+            let stream = connected?;
+            assert_eq!(stream.0.peer_addr()?, addr);
+            let (mut accepted, _) = listener.accept()?;
+            let wrote = nethergate_driver::copy::write_all_fresh(
+                &tokio,
+                &stream,
+                b"ping",
+                std::time::Duration::from_secs(5),
+            );
+            assert!(poll_once(wrote).await.is_some_and(|w| w.is_ok()));
+            let mut got = [0u8; 4];
+            std::io::Read::read_exact(&mut accepted, &mut got)?;
+            assert_eq!(&got, b"ping");
+            drop(listener);
+            match tokio.connect(addr).await {
+                Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}"),
+                Ok(_) => panic!("a closed port accepted"),
+            }
+            Ok(())
+        })
     }
 
     /// `zero_copy` splices bulk transfers but copies small packets through a buffer (two splices and a
