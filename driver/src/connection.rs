@@ -154,16 +154,15 @@ async fn linger<R: Runtime>(rt: &R, client: &R::Stream) {
 /// The handshake phase runs in its own boxed future: its state (the session, dial and resolver futures,
 /// timers) is freed when forwarding starts, so a long-lived session's task holds only the copy's state.
 pub(crate) async fn serve<R: Runtime>(shared: &Shared<R>, client: R::Stream, peer: SocketAddr) {
-    // Abort (second signal, shutdown deadline) also cuts a handshake waiting on a slow dial.
-    let prepared = shared
-        .control
-        .abort
+    // Abort (second signal, shutdown deadline) also cuts a handshake waiting on a slow dial. One watch for
+    // the handshake and the copy: the task registers with the shared flag once.
+    let mut abort = shared.control.abort.watch();
+    let prepared = abort
         .unless_set(Box::pin(handshake(shared, &client, peer)))
         .await;
     let Some(Some((backend, fwd))) = prepared else {
         return;
     };
-    let abort = &shared.control.abort;
     let copied = copy::bidirectional(
         &shared.rt,
         &client,
@@ -171,7 +170,7 @@ pub(crate) async fn serve<R: Runtime>(shared: &Shared<R>, client: R::Stream, pee
         fwd.mode,
         fwd.timeouts,
         &fwd.if_backend_silent,
-        abort,
+        &mut abort,
     )
     .await;
     fwd.live.finish(

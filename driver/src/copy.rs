@@ -7,7 +7,7 @@
 
 use crate::pool::Buffer;
 use crate::runtime::{Interest, Runtime, Stream};
-use crate::signal::Flag;
+use crate::signal::Watch;
 use futures_lite::future;
 use nethergate_core::forward::{
     classify_error, Ending, Side, Stop, COPY_BUFFER_SIZE, FAIR_SHARE_BYTES,
@@ -380,7 +380,8 @@ pub struct Copied {
 /// If the backend ends the connection before it sent a byte, `if_backend_silent` (the core's
 /// [`nethergate_core::Forward::if_backend_silent`]; empty for nothing) is written to the client first.
 ///
-/// `stop` is watched with a [`crate::signal::Watch`]: one atomic load per wake-up, no shared lock.
+/// `stop` watches the flag that ends it (one atomic load per wake-up, no shared lock); a session passes
+/// the watch it used during its handshake, so its task registers with the flag once.
 pub async fn bidirectional<R: Runtime, S: Stream>(
     rt: &R,
     client: &S,
@@ -388,7 +389,7 @@ pub async fn bidirectional<R: Runtime, S: Stream>(
     mode: ProxyMode,
     timeouts: Timeouts,
     if_backend_silent: &[u8],
-    stop: &Flag,
+    stop: &mut Watch<'_>,
 ) -> Copied {
     let copy = Shared {
         client,
@@ -404,7 +405,6 @@ pub async fn bidirectional<R: Runtime, S: Stream>(
         let (up_done, down_done) = (&copy.done[Way::Up as usize], &copy.done[Way::Down as usize]);
         let mut up = pin!(pump(rt, &copy, Way::Up));
         let mut down = pin!(pump(rt, &copy, Way::Down));
-        let mut stop = stop.watch();
         future::poll_fn(|cx| {
             for (done, fut, reading) in [
                 (up_done, up.as_mut(), Side::Client),

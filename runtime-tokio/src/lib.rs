@@ -290,6 +290,7 @@ mod tests {
             let (mut client, near) = pair().await?;
             let (far, mut backend) = pair().await?;
             let (near, far, stop) = (Stream(near), Stream(far), Flag::default());
+            let mut watch = stop.watch();
             let copy = nethergate_driver::copy::bidirectional(
                 &driver_rt,
                 &near,
@@ -297,7 +298,7 @@ mod tests {
                 ProxyMode::ZeroCopy,
                 Timeouts::default(),
                 &[],
-                &stop,
+                &mut watch,
             );
             // Every idle session holds this future: its size is memory per session (1,224 bytes with
             // rustc 1.95; an inlined rare-path write and a field in each direction once cost 0.75 KiB per session in the benchmark's
