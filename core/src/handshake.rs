@@ -78,12 +78,17 @@ pub enum HandshakeError {
 pub enum Opening<'a> {
     /// A pre-1.7 server list ping (first byte 0xFE); not a VarInt-framed packet.
     LegacyPing,
+    /// A pre-1.7 login (first byte 0x02); not a VarInt-framed packet.
+    LegacyLogin,
     /// A modern handshake.
     Handshake(Handshake<'a>),
 }
 
 /// The first byte of a legacy (pre-1.7) server list ping.
 pub const LEGACY_PING: u8 = 0xFE;
+
+/// The first byte of a legacy (pre-1.7) login: the old protocol's handshake packet, 0x02.
+pub const LEGACY_LOGIN: u8 = 0x02;
 
 /// Detects a legacy ping or parses the handshake frame at the start of `buf`.
 ///
@@ -92,10 +97,15 @@ pub const LEGACY_PING: u8 = 0xFE;
 /// followed by the handshake's packet id 0x00, or `FE` followed by anything but `01`, is a modern frame.
 /// `FE` and `FE 01` alone are what pre-1.6 clients send and then wait: they are [`Parsed::Incomplete`]
 /// here, and [`is_legacy_prefix`] lets the caller answer them once no more bytes come.
+///
+/// 0x02 is the first byte of every pre-1.7 login (1.3 to 1.6: protocol, name, host and port; before:
+/// `name;host:port`). As a modern frame it would announce a 2-byte packet, too short for any handshake
+/// (at least 6 bytes), so it is a legacy login from its first byte on.
 pub fn parse_opening(buf: &[u8]) -> Result<Parsed<Opening<'_>>, HandshakeError> {
     match buf {
         [] | [LEGACY_PING] | [LEGACY_PING, 0x01] => Ok(Parsed::Incomplete),
         [LEGACY_PING, 0x01, 0xFA, ..] => Ok(Parsed::Complete(Opening::LegacyPing, buf.len())),
+        [LEGACY_LOGIN, ..] => Ok(Parsed::Complete(Opening::LegacyLogin, buf.len())),
         _ => Ok(parse(buf)?.map(Opening::Handshake)),
     }
 }
@@ -185,6 +195,16 @@ mod tests {
     }
 
     #[test]
+    fn legacy_login_is_detected_from_its_first_byte() {
+        for bytes in [&[0x02][..], &[0x02, 78, 0x00, 0x05], &[0x02, 0x00, 0x2f]] {
+            assert_eq!(
+                parse_opening(bytes),
+                Ok(Parsed::Complete(Opening::LegacyLogin, bytes.len()))
+            );
+        }
+    }
+
+    #[test]
     fn handshake_of_254_bytes_is_not_a_legacy_ping() {
         // A 254-byte frame's length VarInt is FE 01: a long host must still route.
         for host_len in [246, 246 + 128, 246 + 256] {
@@ -247,6 +267,8 @@ mod tests {
             let mut out = Vec::new();
             hs.encode(&mut out);
             prop_assert_eq!(parse(&out), Ok(Parsed::Complete(hs, out.len())));
+            // No handshake frame starts like a legacy login.
+            prop_assert_ne!(out[0], LEGACY_LOGIN);
             for cut in 0..out.len() {
                 prop_assert_eq!(parse(&out[..cut]), Ok(Parsed::Incomplete));
             }

@@ -57,6 +57,12 @@ pub fn legacy_ping_answer(ping: LegacyPing, motd: &str) -> Vec<u8> {
         LegacyPing::Beta => format!("{}\u{a7}0\u{a7}0", motd.replace('\u{a7}', "")),
         LegacyPing::V1_4 => format!("\u{a7}1\u{0}127\u{0}1.7+\u{0}{motd}\u{0}0\u{0}0"),
     };
+    legacy_kick(&text)
+}
+
+/// A pre-1.7 kick packet (0xFF, then the text as a length-prefixed UTF-16 string): what old clients show as
+/// "Disconnected by server" with the text, and how legacy pings are answered.
+pub fn legacy_kick(text: &str) -> Vec<u8> {
     let units: Vec<u16> = text.encode_utf16().collect();
     let mut out = Vec::with_capacity(3 + units.len() * 2);
     out.push(0xFF);
@@ -111,6 +117,15 @@ mod tests {
             .map(|c| u16::from_be_bytes([c[0], c[1]]))
             .collect();
         String::from_utf16(&units).unwrap()
+    }
+
+    #[test]
+    fn legacy_kick_is_0xff_and_a_utf16_string() {
+        assert_eq!(legacy_kick("é!"), [0xFF, 0, 2, 0x00, 0xE9, 0x00, 0x21]);
+        assert_eq!(
+            kick_text(&legacy_kick("Outdated \u{1F600}")),
+            "Outdated \u{1F600}"
+        );
     }
 
     #[test]

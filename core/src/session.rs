@@ -34,6 +34,9 @@ pub const LEGACY_WAIT: Duration = Duration::from_millis(500);
 /// What legacy (pre-1.7) pingers are shown.
 pub const LEGACY_PING_MOTD: &str = "Use Minecraft 1.7 or newer";
 
+/// What a legacy (pre-1.7) client that tries to log in is told before it is closed.
+pub const LEGACY_LOGIN_KICK: &str = "Outdated client! Use Minecraft 1.7 or newer";
+
 /// What a login is told when its server is full.
 pub const SERVER_FULL_MESSAGE: &str = "The server is full. Please try again later.";
 
@@ -74,6 +77,8 @@ pub enum CloseReason {
     BufferLimit,
     /// A legacy ping was answered.
     LegacyPing,
+    /// A legacy (pre-1.7) login was told to use a newer client.
+    LegacyLogin,
     /// A status ping was answered by the proxy (its backend was unreachable).
     StatusServed,
 }
@@ -517,6 +522,12 @@ impl Session {
                     Ok(Parsed::Incomplete) => return,
                     Ok(Parsed::Complete(Opening::LegacyPing, _)) => {
                         return self.answer_legacy_ping();
+                    }
+                    Ok(Parsed::Complete(Opening::LegacyLogin, _)) => {
+                        self.actions.push_back(Action::SendToClient(
+                            response::legacy_kick(LEGACY_LOGIN_KICK).into(),
+                        ));
+                        return self.close(CloseReason::LegacyLogin);
                     }
                     Ok(Parsed::Complete(Opening::Handshake(hs), used)) => {
                         let start =
@@ -1081,6 +1092,36 @@ mod tests {
             ))
         );
         assert_eq!(did[1], Did::Close(CloseReason::LegacyPing));
+    }
+
+    /// A 1.6 login (0x02, protocol 78, name, host, port as UTF-16 strings) and a 1.2 one (0x02,
+    /// "name;host:port") are told to use a newer client, from their first byte on.
+    #[test]
+    fn legacy_login_is_kicked_and_closed() {
+        let utf16 = |s: &str| -> Vec<u8> {
+            let units: Vec<u16> = s.encode_utf16().collect();
+            let mut out = (units.len() as u16).to_be_bytes().to_vec();
+            out.extend(units.iter().flat_map(|u| u.to_be_bytes()));
+            out
+        };
+        let mut v16 = vec![0x02, 78];
+        v16.extend(utf16("Steve"));
+        v16.extend(utf16("lobby.example.com"));
+        v16.extend(25565i32.to_be_bytes());
+        let mut v12 = vec![0x02];
+        v12.extend(utf16("Steve;lobby.example.com:25565"));
+        for bytes in [&v16[..], &v12[..], &[0x02]] {
+            let mut s = session(&[server("lobby", "")]);
+            let did = Script::new(Decision::Allow, 0).run(&mut s, &[bytes]);
+            assert_eq!(
+                did,
+                [
+                    Did::ToClient(response::legacy_kick(LEGACY_LOGIN_KICK)),
+                    Did::Close(CloseReason::LegacyLogin)
+                ],
+                "{bytes:02x?}"
+            );
+        }
     }
 
     #[test]

@@ -11,7 +11,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use nethergate_core::handshake::{self, Handshake, Opening, LEGACY_PING, MAX_HANDSHAKE_FRAME};
+use nethergate_core::handshake::{
+    self, Handshake, Opening, LEGACY_LOGIN, LEGACY_PING, MAX_HANDSHAKE_FRAME,
+};
 use nethergate_core::hostname::ServerAddress;
 use nethergate_core::Parsed;
 
@@ -94,6 +96,12 @@ fuzz_target!(|data: &[u8]| {
             // Only the 1.6 form is certain from the bytes alone: FE 01 FA.
             assert!(data.starts_with(&[LEGACY_PING, 0x01, 0xFA]));
             assert_eq!(used, data.len());
+        }
+        Ok(Parsed::Complete(Opening::LegacyLogin, used)) => {
+            // 0x02 would announce a 2-byte frame: too short for a handshake.
+            assert_eq!(data.first(), Some(&LEGACY_LOGIN));
+            assert_eq!(used, data.len());
+            assert!(!matches!(parsed, Ok(Parsed::Complete(..))));
         }
         Ok(Parsed::Complete(Opening::Handshake(hs), used)) => {
             // 0xFE may start a modern frame of 254+ bytes.

@@ -84,7 +84,11 @@ fuzz_target!(|data: &[u8]| {
             let table = RouteTable::build(std::slice::from_ref(&s))
                 .unwrap_or_else(|e| panic!("an accepted server must build a table: {e}"));
             for d in s.domains.iter().filter(|d| !d.contains(['*', '?'])) {
-                assert_eq!(table.route(d).map(|x| x.name()), Some(s.name.as_str()), "{d}");
+                assert_eq!(
+                    table.route(d).map(|x| x.name()),
+                    Some(s.name.as_str()),
+                    "{d}"
+                );
             }
         }
         Err(e) => {

@@ -356,7 +356,10 @@ impl Run<'_> {
                 host
             }
             Err(()) => {
-                assert!(event.host.is_ascii(), "a Unicode host is routed as punycode");
+                assert!(
+                    event.host.is_ascii(),
+                    "a Unicode host is routed as punycode"
+                );
                 (!event.host.is_empty()).then(|| event.host.clone())
             }
         };
@@ -702,6 +705,11 @@ impl Run<'_> {
             }
             CloseReason::LegacyPing => {
                 assert_eq!(self.fed.first(), Some(&0xFE));
+                assert_eq!(self.to_client.len(), 1);
+                assert_eq!(self.to_client[0].first(), Some(&0xFF));
+            }
+            CloseReason::LegacyLogin => {
+                assert_eq!(self.fed.first(), Some(&0x02));
                 assert_eq!(self.to_client.len(), 1);
                 assert_eq!(self.to_client[0].first(), Some(&0xFF));
             }

@@ -557,6 +557,48 @@ fn legacy_pings_get_a_legacy_answer_and_are_closed<F: Rt>() {
     px.assert_settles(F::NAME, Duration::from_secs(5));
 }
 
+/// A pre-1.7 client that tries to log in (1.6: 0x02, protocol, name, host, port; 1.2: 0x02 and
+/// "name;host:port") is told in its own protocol to use a newer client, then closed; no backend is dialled.
+fn legacy_logins_are_told_to_update_and_closed<F: Rt>() {
+    let echo = Backend::echo();
+    let px = Px::start::<F>(
+        Layout::new()
+            .main("handshake_timeout = \"5s\"")
+            .server("a", &server_toml(&["mc.example.com"], &[echo.addr()], "")),
+    );
+    let string16 = |s: &str| -> Vec<u8> {
+        let units: Vec<u16> = s.encode_utf16().collect();
+        let mut out = (units.len() as u16).to_be_bytes().to_vec();
+        out.extend(units.iter().flat_map(|u| u.to_be_bytes()));
+        out
+    };
+    let mut v16 = vec![0x02, 78];
+    v16.extend(string16("Steve"));
+    v16.extend(string16("mc.example.com"));
+    v16.extend(25565i32.to_be_bytes());
+    let mut v12 = vec![0x02];
+    v12.extend(string16("Steve;mc.example.com:25565"));
+    for (what, bytes) in [("1.6 login", v16), ("1.2 login", v12)] {
+        let (seen, port) = attack(px.addr(), &bytes, Duration::from_secs(4));
+        let text = legacy_answer_text(&seen.bytes)
+            .unwrap_or_else(|| panic!("[{}] {what}: a legacy kick ({seen:?})", F::NAME));
+        assert_eq!(
+            text,
+            "Outdated client! Use Minecraft 1.7 or newer",
+            "[{}] {what}",
+            F::NAME
+        );
+        assert!(
+            seen.end == End::Eof && seen.after < SOON,
+            "[{}] {what}: closed at once ({seen:?})",
+            F::NAME
+        );
+        assert!(log_about(port, &["reason=LegacyLogin"], IO_TIMEOUT).is_some());
+    }
+    assert_eq!(echo.connections(), 0);
+    px.assert_settles(F::NAME, Duration::from_secs(5));
+}
+
 /// A handshake whose frame length is `len` (≡ 126 mod 128, so its first byte is 0xFE), carrying
 /// BungeeCord-style forwarded data after `host`.
 fn handshake_with_frame_length(host: &str, len: usize) -> (String, Vec<u8>) {
@@ -2089,6 +2131,7 @@ macro_rules! both {
 both!(
     malformed_openings_are_closed_at_once_with_a_reason,
     legacy_pings_get_a_legacy_answer_and_are_closed,
+    legacy_logins_are_told_to_update_and_closed,
     non_minecraft_protocols_are_closed_at_the_handshake_timeout,
     slowloris_and_trickled_frames_are_cut_at_the_handshake_timeout,
     odd_hosts_are_refused_or_forwarded_untouched,
