@@ -71,6 +71,11 @@ pub async fn write_all_fresh<R: Runtime, S: Stream>(
     limit: Duration,
 ) -> Result<(), Stop> {
     let sock = socket2::SockRef::from(to);
+    // As the runtimes' own writes do: a peer that is gone gives `EPIPE`, not a `SIGPIPE` that would kill a
+    // process embedding the driver with the default signal disposition.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let done = write_with(data, |rest| sock.send_with_flags(rest, libc::MSG_NOSIGNAL))?;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
     let done = write_with(data, |rest| io::Write::write(&mut &*sock, rest))?;
     write_all(rt, to, &data[done..], limit).await
 }

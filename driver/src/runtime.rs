@@ -114,6 +114,19 @@ pub fn start_connect(addr: SocketAddr) -> io::Result<(std::net::TcpStream, bool)
     Ok((socket.into(), established))
 }
 
+/// For the runtime crates' tests of the slow path of [`start_connect`]: a loopback listener whose accept
+/// queue is full (backlog 0, one connection waiting, returned with it), so the kernel drops the next
+/// SYN and that connect completes only after a retransmission (about 1 s) once the waiting one is taken.
+#[doc(hidden)]
+pub fn listener_with_a_full_queue() -> io::Result<(std::net::TcpListener, std::net::TcpStream)> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+    socket.listen(0)?;
+    let listener: std::net::TcpListener = socket.into();
+    let waiting = std::net::TcpStream::connect(listener.local_addr()?)?;
+    Ok((listener, waiting))
+}
+
 /// For the runtime crates' tests of [`Runtime::spawn_on`] with two threads: `seen` holds, per task `i`,
 /// the thread it started on and the one it finished on. Panics unless every task stayed on its thread and
 /// the even and the odd tasks each ran on one thread, a different one.

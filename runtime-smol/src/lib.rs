@@ -216,6 +216,32 @@ mod tests {
         })
     }
 
+    /// A connect the kernel has not completed when `connect()` returns (here: the listener's queue is full
+    /// and the SYN is dropped) waits for the reactor and then succeeds, with the right peer.
+    #[test]
+    fn a_connect_still_in_progress_completes_through_the_reactor() -> io::Result<()> {
+        use smol::future::{or, poll_once};
+        use std::time::Duration;
+        let rt = Smol::with_threads(1);
+        smol::block_on(async {
+            let (listener, _waiting) = nethergate_driver::runtime::listener_with_a_full_queue()?;
+            let addr = listener.local_addr()?;
+            let mut connect = std::pin::pin!(rt.connect(addr));
+            assert!(
+                poll_once(connect.as_mut()).await.is_none(),
+                "connected although the queue was full"
+            );
+            let _taken = listener.accept()?; // room for the retransmitted SYN
+            let timeout = async {
+                Timer::after(Duration::from_secs(10)).await;
+                Err(io::Error::other("the connect never completed"))
+            };
+            let stream = or(connect, timeout).await?;
+            assert_eq!(stream.0.get_ref().peer_addr()?, addr);
+            Ok(())
+        })
+    }
+
     /// `spawn_on(i)` runs a task on thread `i % threads`, each of which runs only its own executor.
     #[test]
     fn spawn_on_runs_a_task_on_its_thread_and_it_stays_there() {

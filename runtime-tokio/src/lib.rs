@@ -267,6 +267,33 @@ mod tests {
         })
     }
 
+    /// A connect the kernel has not completed when `connect()` returns (here: the listener's queue is full
+    /// and the SYN is dropped) waits for the reactor and then succeeds, with the right peer.
+    #[test]
+    fn a_connect_still_in_progress_completes_through_the_reactor() -> io::Result<()> {
+        use futures_lite::future::poll_once;
+        use std::time::Duration;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let tokio = runtime(1)?.tokio();
+        rt.block_on(async {
+            let (listener, _waiting) = nethergate_driver::runtime::listener_with_a_full_queue()?;
+            let addr = listener.local_addr()?;
+            let mut connect = std::pin::pin!(tokio.connect(addr));
+            assert!(
+                poll_once(connect.as_mut()).await.is_none(),
+                "connected although the queue was full"
+            );
+            let _taken = listener.accept()?; // room for the retransmitted SYN
+            let stream = tokio::time::timeout(Duration::from_secs(10), connect)
+                .await
+                .map_err(|_| io::Error::other("the connect never completed"))??;
+            assert_eq!(stream.0.peer_addr()?, addr);
+            Ok(())
+        })
+    }
+
     /// `zero_copy` splices bulk transfers but copies small packets through a buffer (two splices and a
     /// pipe cost more than one read and one write of a few hundred bytes); every byte arrives either way.
     #[cfg(target_os = "linux")]
@@ -300,11 +327,12 @@ mod tests {
                 &[],
                 &mut watch,
             );
-            // Every idle session holds this future: its size is memory per session (1,224 bytes with
-            // rustc 1.95; an inlined rare-path write and a field in each direction once cost 0.75 KiB per session in the benchmark's
-            // idle figure). Raise the bound only knowing that.
+            // Every idle session holds this future: its size is memory per session (1,192 bytes with
+            // rustc 1.95, the session's abort watch held outside it, by the caller; an inlined rare-path
+            // write and a field in each direction once cost 0.75 KiB per session in the benchmark's idle
+            // figure). Raise the bound only knowing that.
             let size = std::mem::size_of_val(&copy);
-            assert!(size <= 1_280, "the copy future grew to {size} bytes");
+            assert!(size <= 1_248, "the copy future grew to {size} bytes");
             let talk = async {
                 let mut buf = vec![0u8; 300];
                 for i in 0..50u8 {
