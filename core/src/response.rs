@@ -60,17 +60,24 @@ pub fn legacy_ping_answer(ping: LegacyPing, motd: &str) -> Vec<u8> {
     legacy_kick(&text)
 }
 
-/// A pre-1.7 kick packet (0xFF, then the text as a length-prefixed UTF-16 string): what old clients show as
+/// A pre-1.7 kick packet (0xFF, then the text as a [`write_legacy_string`]): what old clients show as
 /// "Disconnected by server" with the text, and how legacy pings are answered.
 pub fn legacy_kick(text: &str) -> Vec<u8> {
-    let units: Vec<u16> = text.encode_utf16().collect();
-    let mut out = Vec::with_capacity(3 + units.len() * 2);
+    let mut out = Vec::with_capacity(3 + text.len() * 2);
     out.push(0xFF);
-    out.extend_from_slice(&(units.len().min(usize::from(u16::MAX)) as u16).to_be_bytes());
-    for u in units.iter().take(usize::from(u16::MAX)) {
+    write_legacy_string(&mut out, text);
+    out
+}
+
+/// Appends `text` as the pre-1.7 protocol writes strings: a big-endian u16 count of UTF-16 units, then the
+/// units big-endian (cut at 65,535 units).
+pub fn write_legacy_string(out: &mut Vec<u8>, text: &str) {
+    let units = text.encode_utf16().take(usize::from(u16::MAX));
+    let len = units.clone().count() as u16;
+    out.extend_from_slice(&len.to_be_bytes());
+    for u in units {
         out.extend_from_slice(&u.to_be_bytes());
     }
-    out
 }
 
 #[cfg(test)]

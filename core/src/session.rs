@@ -1098,18 +1098,12 @@ mod tests {
     /// "name;host:port") are told to use a newer client, from their first byte on.
     #[test]
     fn legacy_login_is_kicked_and_closed() {
-        let utf16 = |s: &str| -> Vec<u8> {
-            let units: Vec<u16> = s.encode_utf16().collect();
-            let mut out = (units.len() as u16).to_be_bytes().to_vec();
-            out.extend(units.iter().flat_map(|u| u.to_be_bytes()));
-            out
-        };
         let mut v16 = vec![0x02, 78];
-        v16.extend(utf16("Steve"));
-        v16.extend(utf16("lobby.example.com"));
+        response::write_legacy_string(&mut v16, "Steve");
+        response::write_legacy_string(&mut v16, "lobby.example.com");
         v16.extend(25565i32.to_be_bytes());
         let mut v12 = vec![0x02];
-        v12.extend(utf16("Steve;lobby.example.com:25565"));
+        response::write_legacy_string(&mut v12, "Steve;lobby.example.com:25565");
         for bytes in [&v16[..], &v12[..], &[0x02]] {
             let mut s = session(&[server("lobby", "")]);
             let did = Script::new(Decision::Allow, 0).run(&mut s, &[bytes]);

@@ -29,12 +29,20 @@ fn set_nodelay<S: Stream>(s: &S) {
 async fn dial<R: Runtime>(rt: &R, req: &ConnectRequest) -> io::Result<(R::Stream, SocketAddr)> {
     let attempt = async {
         let host = req.address.host.as_str();
-        let addrs = match host.parse::<std::net::IpAddr>() {
-            Ok(ip) => vec![SocketAddr::new(ip, req.address.port)],
-            Err(_) => rt.resolve(host.to_owned(), req.address.port).await?,
+        // An IP address (the common case) needs neither the resolver nor a list.
+        let (literal, resolved);
+        let addrs: &[SocketAddr] = match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => {
+                literal = SocketAddr::new(ip, req.address.port);
+                std::slice::from_ref(&literal)
+            }
+            Err(_) => {
+                resolved = rt.resolve(host.to_owned(), req.address.port).await?;
+                &resolved
+            }
         };
         let mut last = None;
-        for addr in addrs {
+        for &addr in addrs {
             match rt.connect(addr).await {
                 Ok(s) => {
                     set_nodelay(&s);

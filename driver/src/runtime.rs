@@ -4,7 +4,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Which readiness a raw operation needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,17 +114,72 @@ pub fn start_connect(addr: SocketAddr) -> io::Result<(std::net::TcpStream, bool)
     Ok((socket.into(), established))
 }
 
-/// For the runtime crates' tests of the slow path of [`start_connect`]: a loopback listener whose accept
-/// queue is full (backlog 0, one connection waiting, returned with it), so the kernel drops the next
-/// SYN and that connect completes only after a retransmission (about 1 s) once the waiting one is taken.
+/// For the runtime crates' tests of [`Runtime::connect`] (run it inside the runtime): on loopback the
+/// kernel completes a connect within the `connect` call, so the connection is ready at the first poll,
+/// without a trip through the reactor, and takes a write at once; a closed port is still refused.
 #[doc(hidden)]
-pub fn listener_with_a_full_queue() -> io::Result<(std::net::TcpListener, std::net::TcpStream)> {
+pub async fn check_loopback_connect_is_ready_at_once<R: Runtime>(rt: &R) -> io::Result<()> {
+    use futures_lite::future::poll_once;
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let Some(connected) = poll_once(rt.connect(addr)).await else {
+        panic!("the connect waited for the reactor");
+    };
+    let stream = connected?;
+    assert_eq!(
+        socket2::SockRef::from(&stream).peer_addr()?.as_socket(),
+        Some(addr)
+    );
+    let (mut accepted, _) = listener.accept()?;
+    let wrote = crate::copy::write_all_fresh(rt, &stream, b"ping", Duration::from_secs(5));
+    assert!(
+        poll_once(wrote).await.is_some_and(|w| w.is_ok()),
+        "the write waited"
+    );
+    let mut got = [0u8; 4];
+    accepted.read_exact(&mut got)?;
+    assert_eq!(&got, b"ping");
+    drop(listener);
+    match rt.connect(addr).await {
+        Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}"),
+        Ok(_) => panic!("a closed port accepted"),
+    }
+    Ok(())
+}
+
+/// For the runtime crates' tests of [`Runtime::connect`] (run it inside the runtime): a connect the kernel
+/// has not completed when `connect()` returns waits for the reactor, then succeeds with the right peer.
+/// The listener's accept queue is full (backlog 0, one connection waiting), so the kernel drops the SYN;
+/// once the waiting connection is taken, the retransmission (about 1 s later) gets through.
+#[doc(hidden)]
+pub async fn check_connect_in_progress_completes_through_the_reactor<R: Runtime>(
+    rt: &R,
+) -> io::Result<()> {
+    use futures_lite::future::{or, poll_once};
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
     socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
     socket.listen(0)?;
     let listener: std::net::TcpListener = socket.into();
-    let waiting = std::net::TcpStream::connect(listener.local_addr()?)?;
-    Ok((listener, waiting))
+    let addr = listener.local_addr()?;
+    let _waiting = std::net::TcpStream::connect(addr)?;
+    let mut connect = std::pin::pin!(rt.connect(addr));
+    assert!(
+        poll_once(connect.as_mut()).await.is_none(),
+        "connected although the queue was full"
+    );
+    let _taken = listener.accept()?; // room for the retransmitted SYN
+    let timeout = async {
+        rt.sleep_until(Instant::now() + Duration::from_secs(10))
+            .await;
+        Err(io::Error::other("the connect never completed"))
+    };
+    let stream = or(connect, timeout).await?;
+    assert_eq!(
+        socket2::SockRef::from(&stream).peer_addr()?.as_socket(),
+        Some(addr)
+    );
+    Ok(())
 }
 
 /// For the runtime crates' tests of [`Runtime::spawn_on`] with two threads: `seen` holds, per task `i`,

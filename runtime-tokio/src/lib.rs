@@ -230,67 +230,21 @@ mod tests {
         Ok(())
     }
 
-    /// On loopback the kernel completes a connect within the `connect` call: the backend connection is
-    /// ready at the first poll, without a trip through the reactor. A closed port is still refused.
+    /// A loopback connect is ready at the first poll; one still in progress goes through the reactor (the
+    /// checks are the driver's, shared with the smol runtime).
     #[test]
-    fn a_loopback_connect_is_ready_at_the_first_poll() -> io::Result<()> {
-        use futures_lite::future::poll_once;
+    fn connect_is_ready_at_once_on_loopback_and_waits_otherwise() -> io::Result<()> {
+        use nethergate_driver::runtime::{
+            check_connect_in_progress_completes_through_the_reactor as in_progress,
+            check_loopback_connect_is_ready_at_once as at_once,
+        };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         let tokio = runtime(1)?.tokio();
         rt.block_on(async {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-            let addr = listener.local_addr()?;
-            let Some(connected) = poll_once(tokio.connect(addr)).await else {
-                panic!("the connect waited for the reactor");
-            };
-            let stream = connected?;
-            assert_eq!(stream.0.peer_addr()?, addr);
-            let (mut accepted, _) = listener.accept()?;
-            let wrote = nethergate_driver::copy::write_all_fresh(
-                &tokio,
-                &stream,
-                b"ping",
-                std::time::Duration::from_secs(5),
-            );
-            assert!(poll_once(wrote).await.is_some_and(|w| w.is_ok()));
-            let mut got = [0u8; 4];
-            std::io::Read::read_exact(&mut accepted, &mut got)?;
-            assert_eq!(&got, b"ping");
-            drop(listener);
-            match tokio.connect(addr).await {
-                Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}"),
-                Ok(_) => panic!("a closed port accepted"),
-            }
-            Ok(())
-        })
-    }
-
-    /// A connect the kernel has not completed when `connect()` returns (here: the listener's queue is full
-    /// and the SYN is dropped) waits for the reactor and then succeeds, with the right peer.
-    #[test]
-    fn a_connect_still_in_progress_completes_through_the_reactor() -> io::Result<()> {
-        use futures_lite::future::poll_once;
-        use std::time::Duration;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let tokio = runtime(1)?.tokio();
-        rt.block_on(async {
-            let (listener, _waiting) = nethergate_driver::runtime::listener_with_a_full_queue()?;
-            let addr = listener.local_addr()?;
-            let mut connect = std::pin::pin!(tokio.connect(addr));
-            assert!(
-                poll_once(connect.as_mut()).await.is_none(),
-                "connected although the queue was full"
-            );
-            let _taken = listener.accept()?; // room for the retransmitted SYN
-            let stream = tokio::time::timeout(Duration::from_secs(10), connect)
-                .await
-                .map_err(|_| io::Error::other("the connect never completed"))??;
-            assert_eq!(stream.0.peer_addr()?, addr);
-            Ok(())
+            at_once(&tokio).await?;
+            in_progress(&tokio).await
         })
     }
 

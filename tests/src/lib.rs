@@ -548,18 +548,19 @@ pub fn read_json_packet(s: &mut impl Read) -> io::Result<(i32, serde_json::Value
     Ok((id, serde_json::from_str(text).map_err(io::Error::other)?))
 }
 
-/// Logs in as `player` on `host` through `proxy` and reads the one packet a refusal is: its (packet id,
-/// text), and whether the connection then ended.
-pub fn login_refusal(
-    proxy: SocketAddr,
-    host: &str,
-    player: &str,
-) -> io::Result<(i32, String, bool)> {
-    let mut c = connect(proxy);
-    c.write_all(&login_bytes(host, player))?;
-    let (id, json) = read_json_packet(&mut c)?;
-    let text = json["text"].as_str().unwrap_or_default().to_owned();
-    Ok((id, text, reads_eof(&mut c)))
+/// Logs in as `player` on `host` through `proxy` and checks that the one answer is a Login Disconnect
+/// (packet 0) saying `text`, followed by the end of the connection; `what` names the case in a failure.
+pub fn assert_login_refused(proxy: SocketAddr, host: &str, player: &str, text: &str, what: &str) {
+    let refusal = (|| -> io::Result<(i32, String, bool)> {
+        let mut c = connect(proxy);
+        c.write_all(&login_bytes(host, player))?;
+        let (id, json) = read_json_packet(&mut c)?;
+        let said = json["text"].as_str().unwrap_or_default().to_owned();
+        Ok((id, said, reads_eof(&mut c)))
+    })();
+    let (id, said, eof) = refusal.unwrap_or_else(|e| panic!("{what}: no disconnect: {e}"));
+    assert_eq!((id, said.as_str()), (0, text), "{what}");
+    assert!(eof, "{what}: the connection stayed open");
 }
 
 /// Reads until EOF (or the timeout); `true` when EOF came.

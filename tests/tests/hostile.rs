@@ -503,23 +503,42 @@ fn legacy_answer_text(bytes: &[u8]) -> Option<String> {
     (units.len() == len).then(|| String::from_utf16_lossy(&units))
 }
 
-fn legacy_pings_get_a_legacy_answer_and_are_closed<F: Rt>() {
+/// A proxy with one server for `mc.example.com` (an echo backend that must never be dialled) for the
+/// legacy-opening tests.
+fn legacy_proxy<F: Rt>() -> (Backend, Px) {
     let echo = Backend::echo();
     let px = Px::start::<F>(
         Layout::new()
             .main("handshake_timeout = \"5s\"")
             .server("a", &server_toml(&["mc.example.com"], &[echo.addr()], "")),
     );
+    (echo, px)
+}
+
+/// Sends `bytes` as a whole connection's opening and checks the answer is one legacy kick, followed at
+/// once by the close, logged with `reason`; the kick's text.
+fn legacy_kick_text<F: Rt>(px: &Px, what: &str, bytes: &[u8], reason: &str) -> String {
+    let (seen, port) = attack(px.addr(), bytes, Duration::from_secs(4));
+    let text = legacy_answer_text(&seen.bytes)
+        .unwrap_or_else(|| panic!("[{}] {what}: a legacy kick ({seen:?})", F::NAME));
+    assert!(
+        seen.end == End::Eof && seen.after < SOON,
+        "[{}] {what}: closed at once ({seen:?})",
+        F::NAME
+    );
+    assert!(log_about(port, &[reason], IO_TIMEOUT).is_some());
+    text
+}
+
+fn legacy_pings_get_a_legacy_answer_and_are_closed<F: Rt>() {
+    use nethergate_core::response::write_legacy_string;
+    let (echo, px) = legacy_proxy::<F>();
     // A complete 1.6 ping: FE 01 FA, "MC|PingHost", then protocol, host and port.
-    let utf16 = |s: &str| -> Vec<u8> { s.encode_utf16().flat_map(u16::to_be_bytes).collect() };
-    let host = utf16("mc.example.com");
     let mut data = vec![74u8];
-    data.extend(((host.len() / 2) as u16).to_be_bytes());
-    data.extend(&host);
+    write_legacy_string(&mut data, "mc.example.com");
     data.extend(25565i32.to_be_bytes());
     let mut full = vec![0xFE, 0x01, 0xFA];
-    full.extend(11u16.to_be_bytes());
-    full.extend(utf16("MC|PingHost"));
+    write_legacy_string(&mut full, "MC|PingHost");
     full.extend((data.len() as u16).to_be_bytes());
     full.extend(&data);
     let cases: [(&str, Vec<u8>); 4] = [
@@ -532,9 +551,7 @@ fn legacy_pings_get_a_legacy_answer_and_are_closed<F: Rt>() {
         ("a whole 1.6 ping", full),
     ];
     for (what, bytes) in &cases {
-        let (seen, port) = attack(px.addr(), bytes, Duration::from_secs(4));
-        let text = legacy_answer_text(&seen.bytes)
-            .unwrap_or_else(|| panic!("[{}] {what}: a legacy kick ({seen:?})", F::NAME));
+        let text = legacy_kick_text::<F>(&px, what, bytes, "reason=LegacyPing");
         // Beta 1.8-1.3 (a lone FE) read `motd§online§max`; 1.4+ the `§1` format.
         let expected_start = if bytes.len() == 1 {
             "Use Minecraft 1.7 or newer\u{a7}0\u{a7}0"
@@ -546,12 +563,6 @@ fn legacy_pings_get_a_legacy_answer_and_are_closed<F: Rt>() {
             "[{}] {what}: {text:?}",
             F::NAME
         );
-        assert!(
-            seen.end == End::Eof && seen.after < SOON,
-            "[{}] {what}: closed at once ({seen:?})",
-            F::NAME
-        );
-        assert!(log_about(port, &["reason=LegacyPing"], IO_TIMEOUT).is_some());
     }
     assert_eq!(echo.connections(), 0);
     px.assert_settles(F::NAME, Duration::from_secs(5));
@@ -560,40 +571,22 @@ fn legacy_pings_get_a_legacy_answer_and_are_closed<F: Rt>() {
 /// A pre-1.7 client that tries to log in (1.6: 0x02, protocol, name, host, port; 1.2: 0x02 and
 /// "name;host:port") is told in its own protocol to use a newer client, then closed; no backend is dialled.
 fn legacy_logins_are_told_to_update_and_closed<F: Rt>() {
-    let echo = Backend::echo();
-    let px = Px::start::<F>(
-        Layout::new()
-            .main("handshake_timeout = \"5s\"")
-            .server("a", &server_toml(&["mc.example.com"], &[echo.addr()], "")),
-    );
-    let string16 = |s: &str| -> Vec<u8> {
-        let units: Vec<u16> = s.encode_utf16().collect();
-        let mut out = (units.len() as u16).to_be_bytes().to_vec();
-        out.extend(units.iter().flat_map(|u| u.to_be_bytes()));
-        out
-    };
+    use nethergate_core::response::write_legacy_string;
+    let (echo, px) = legacy_proxy::<F>();
     let mut v16 = vec![0x02, 78];
-    v16.extend(string16("Steve"));
-    v16.extend(string16("mc.example.com"));
+    write_legacy_string(&mut v16, "Steve");
+    write_legacy_string(&mut v16, "mc.example.com");
     v16.extend(25565i32.to_be_bytes());
     let mut v12 = vec![0x02];
-    v12.extend(string16("Steve;mc.example.com:25565"));
+    write_legacy_string(&mut v12, "Steve;mc.example.com:25565");
     for (what, bytes) in [("1.6 login", v16), ("1.2 login", v12)] {
-        let (seen, port) = attack(px.addr(), &bytes, Duration::from_secs(4));
-        let text = legacy_answer_text(&seen.bytes)
-            .unwrap_or_else(|| panic!("[{}] {what}: a legacy kick ({seen:?})", F::NAME));
+        let text = legacy_kick_text::<F>(&px, what, &bytes, "reason=LegacyLogin");
         assert_eq!(
             text,
             "Outdated client! Use Minecraft 1.7 or newer",
             "[{}] {what}",
             F::NAME
         );
-        assert!(
-            seen.end == End::Eof && seen.after < SOON,
-            "[{}] {what}: closed at once ({seen:?})",
-            F::NAME
-        );
-        assert!(log_about(port, &["reason=LegacyLogin"], IO_TIMEOUT).is_some());
     }
     assert_eq!(echo.connections(), 0);
     px.assert_settles(F::NAME, Duration::from_secs(5));
