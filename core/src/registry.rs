@@ -56,7 +56,7 @@ pub struct SessionInfo {
 
 #[derive(Debug, Default)]
 struct Inner {
-    sessions: HashMap<u64, SessionInfo>,
+    sessions: HashMap<u64, Arc<SessionInfo>>,
     players: HashMap<String, Arc<AtomicU32>>,
 }
 
@@ -106,7 +106,8 @@ impl fmt::Display for EndReport {
 #[derive(Debug)]
 pub struct LiveSession {
     registry: Arc<Registry>,
-    info: SessionInfo,
+    /// Shared with the registry's map: registering copies no string.
+    info: Arc<SessionInfo>,
     _admission: Option<Admission>,
 }
 
@@ -194,7 +195,8 @@ impl Registry {
         admission: Option<Admission>,
     ) -> LiveSession {
         info.id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.lock().sessions.insert(info.id, info.clone());
+        let info = Arc::new(info);
+        self.lock().sessions.insert(info.id, Arc::clone(&info));
         LiveSession {
             registry: Arc::clone(self),
             info,
@@ -204,7 +206,12 @@ impl Registry {
 
     /// A snapshot of the live sessions.
     pub fn sessions(&self) -> Vec<SessionInfo> {
-        let mut v: Vec<SessionInfo> = self.lock().sessions.values().cloned().collect();
+        let mut v: Vec<SessionInfo> = self
+            .lock()
+            .sessions
+            .values()
+            .map(|s| SessionInfo::clone(s))
+            .collect();
         v.sort_by_key(|s| s.id);
         v
     }
