@@ -776,7 +776,55 @@ fn duration(
     }
 }
 
+/// The text of the main file at `path`.
+fn read_main_file(path: &Path) -> Result<String, ConfigErrors> {
+    std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigIssue::new(
+            &path.display().to_string(),
+            "",
+            format!("cannot read the main config file: {e}"),
+        )])
+    })
+}
+
 impl MainConfig {
+    /// Reads, parses and validates the main file at `path` alone (its server files are not read).
+    pub fn read(path: &Path) -> Result<MainConfig, ConfigErrors> {
+        MainConfig::from_toml(path, &read_main_file(path)?)
+    }
+
+    /// The keys whose values differ between `self` and `other`, in the file's order (`ip_filter` and
+    /// `docker` stand for their whole sections).
+    pub fn changed_keys(&self, other: &MainConfig) -> Vec<&'static str> {
+        let MainConfig {
+            bind,
+            servers_dir,
+            handshake_timeout,
+            max_connections,
+            shutdown_timeout,
+            ip_filter,
+            docker,
+        } = self;
+        [
+            ("bind", *bind != other.bind),
+            ("servers_dir", *servers_dir != other.servers_dir),
+            (
+                "handshake_timeout",
+                *handshake_timeout != other.handshake_timeout,
+            ),
+            ("max_connections", *max_connections != other.max_connections),
+            (
+                "shutdown_timeout",
+                *shutdown_timeout != other.shutdown_timeout,
+            ),
+            ("ip_filter", *ip_filter != other.ip_filter),
+            ("docker", *docker != other.docker),
+        ]
+        .into_iter()
+        .filter_map(|(key, changed)| changed.then_some(key))
+        .collect()
+    }
+
     /// Parses and validates the main file; `path` locates it so `servers_dir` can be resolved.
     pub fn from_toml(path: &Path, text: &str) -> Result<MainConfig, ConfigErrors> {
         let checked = MainConfig::check(path, text)?;
@@ -869,13 +917,24 @@ fn domain(source: &str, value: &str, issues: &mut Vec<ConfigIssue>) -> Option<St
         ));
         return None;
     }
+    if d == "*" && value.trim() != "*" {
+        // `*.` with its domain left out (a template with an empty variable, say) must not quietly become
+        // the catch-all.
+        issues.push(ConfigIssue::new(
+            source,
+            "domains",
+            format!("{value:?} has no domain after `*.`: write `*.example.com`, or `*` to catch every host"),
+        ));
+        return None;
+    }
     let checked = |d: String, issues: &mut Vec<ConfigIssue>| {
         // A DNS name has no empty label and none over 63 bytes: such a name could never be asked for.
-        // Patterns are globs (`*` may span dots) and are left as they are.
+        // Patterns are globs (`*` may span dots, so their labels may be longer), but an empty label
+        // matches nothing a client can send there either.
         let exact = !crate::route::is_wildcard(&d);
         match d
             .split('.')
-            .find(|l| exact && (l.is_empty() || l.len() > 63))
+            .find(|l| l.is_empty() || (exact && l.len() > 63))
         {
             None => Some(d),
             Some(label) => {
@@ -933,11 +992,14 @@ impl ServerConfig {
             issues.push(ConfigIssue::new(source, "name", "must not be empty"));
         }
 
-        let domains: Vec<String> = field(raw.domains, source, "domains", &mut issues)
+        let mut domains: Vec<String> = field(raw.domains, source, "domains", &mut issues)
             .unwrap_or_default()
             .iter()
             .filter_map(|d| domain(source, d, &mut issues))
             .collect();
+        // The same name twice (perhaps spelt differently: `MC.example.com` and `mc.example.com.`) is one.
+        let mut seen = std::collections::HashSet::new();
+        domains.retain(|d| seen.insert(d.clone()));
         if domains.is_empty() && !issues.iter().any(|i| i.key == "domains") {
             issues.push(ConfigIssue::new(
                 source,
@@ -1102,6 +1164,11 @@ impl ServerConfig {
     }
 }
 
+/// Whether `path` is a symbolic link whose target does not exist.
+fn dangling(path: &Path) -> bool {
+    path.is_symlink() && !path.exists()
+}
+
 /// The server files of a directory, each parsed on its own: one broken file does not hide the others.
 #[derive(Debug, Default)]
 pub struct ServerFiles {
@@ -1121,7 +1188,9 @@ impl ServerFiles {
         })?;
         let mut paths: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
+            // A link to nowhere is listed too, so that reading it reports the missing target instead of
+            // the server quietly vanishing; directories, sockets and FIFOs named `*.toml` are not.
+            .filter(|p| p.extension().is_some_and(|x| x == "toml") && (p.is_file() || dangling(p)))
             .collect();
         paths.sort();
         let files = paths
@@ -1153,11 +1222,14 @@ impl ServerFiles {
 pub fn read_server_file(path: &Path) -> Result<ServerConfig, ConfigErrors> {
     let source = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors(vec![ConfigIssue::new(
-            &source,
-            "",
-            format!("cannot read: {e}"),
-        )])
+        let why = match std::fs::read_link(path) {
+            Ok(target) if dangling(path) => format!(
+                "cannot read: it is a symbolic link to {}, which does not exist",
+                target.display()
+            ),
+            _ => format!("cannot read: {e}"),
+        };
+        ConfigErrors(vec![ConfigIssue::new(&source, "", why)])
     })?;
     let stem = path
         .file_stem()
@@ -1276,14 +1348,7 @@ pub struct Config {
 impl Config {
     /// Loads the main file at `path` and every server file of its `servers_dir`; reports every problem.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-        let source = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors(vec![ConfigIssue::new(
-                &source,
-                "",
-                format!("cannot read the main config file: {e}"),
-            )])
-        })?;
+        let text = read_main_file(path)?;
         // A main file with wrong values still names a server directory (unless `servers_dir` is the wrong
         // value): its files are checked too, so that every problem is reported at once.
         let CheckedMain {
@@ -1715,6 +1780,49 @@ mod tests {
     }
 
     #[test]
+    fn a_server_file_linked_to_nowhere_is_an_error_not_a_missing_server() {
+        let path = layout(
+            "dangling",
+            "",
+            &[(
+                "a.toml",
+                "domains = [\"a.example.com\"]\naddresses = [\"10.0.0.1:1\"]",
+            )],
+        );
+        let servers = path.with_file_name("servers");
+        std::os::unix::fs::symlink(servers.join("gone.txt"), servers.join("b.toml")).unwrap();
+        // A directory named like a server file is not one.
+        std::fs::create_dir(servers.join("c.toml")).unwrap();
+        let e = load_once(&path).unwrap_err();
+        assert_eq!(
+            places(&e),
+            vec![("b.toml".to_owned(), String::new())],
+            "{e}"
+        );
+        assert!(e.to_string().contains("symbolic link to"), "{e}");
+        assert!(
+            e.to_string().contains("gone.txt, which does not exist"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn changed_main_keys_are_named() {
+        let path = Path::new("/etc/nethergate/nethergate.toml");
+        let before = MainConfig::from_toml(path, "max_connections = 10\n").unwrap();
+        assert!(before.changed_keys(&before.clone()).is_empty());
+        let after = MainConfig::from_toml(
+            path,
+            "max_connections = 20\nbind = \"127.0.0.1:1\"\n[ip_filter]\ndeny = [\"10.0.0.0/8\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            before.changed_keys(&after),
+            ["bind", "max_connections", "ip_filter"]
+        );
+    }
+
+    #[test]
     fn main_file_defaults_and_errors() {
         let m = MainConfig::from_toml(
             Path::new("/etc/ng/nethergate.toml"),
@@ -1869,11 +1977,25 @@ idle = "1m"
     }
 
     #[test]
+    fn a_domain_listed_twice_is_kept_once() {
+        let cfg = server(
+            "domains = [\"mc.example.com\", \"MC.example.com.\", \"*.example.com\", \"mc.example.com\"]\naddresses = [\"a:1\"]",
+        )
+        .unwrap();
+        assert_eq!(cfg.domains, ["mc.example.com", "*.example.com"]);
+    }
+
+    #[test]
     fn domains_that_no_client_can_send_are_refused() {
         for bad in [
             "a..example.com",
             ".lead.example.com",
             &format!("{}.example.com", "x".repeat(64)),
+            "*.",
+            " *. ",
+            "*..example.com",
+            "*.example..com",
+            ".*.example.com",
         ] {
             let e = server(&format!("domains = [{bad:?}]\naddresses = [\"a:1\"]")).unwrap_err();
             assert_eq!(keys(e.clone()), vec!["domains"], "{bad}: {e}");
@@ -1881,6 +2003,7 @@ idle = "1m"
         let ok = format!("{}.example.com", "x".repeat(63));
         for good in [
             "*",
+            "*.example.com.",
             "*.example.com",
             "mc?.example.com",
             "-odd-.example.com",

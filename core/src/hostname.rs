@@ -49,8 +49,10 @@ enum Repr<'a> {
 }
 
 impl<'a> Host<'a> {
-    /// Normalises `host`; `None` when it is empty or longer than [`MAX_HOST_LEN`]. A host with non-ASCII
-    /// characters (vanilla clients send punycode, some others do not) is converted to punycode first.
+    /// Normalises `host`; `None` when it is empty, longer than [`MAX_HOST_LEN`], or has an empty label
+    /// (`.a.com`, `a..com`: no DNS name looks like that, and no pattern may match it). A host with
+    /// non-ASCII characters (vanilla clients send punycode, some others do not) is converted to punycode
+    /// first.
     pub fn normalise(host: &'a str) -> Option<Host<'a>> {
         if !host.is_ascii() {
             let ascii = idna::domain_to_ascii(host).ok()?;
@@ -58,15 +60,35 @@ impl<'a> Host<'a> {
                 .filter(|_| ascii.is_ascii());
         }
         let host = host.strip_suffix('.').unwrap_or(host);
-        if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        if host.is_empty() || host.len() > MAX_HOST_LEN {
+            return None;
+        }
+        // One pass: an empty label refuses the host, an upper-case letter asks for a copy.
+        let mut upper = false;
+        let mut label_empty = true;
+        for b in host.bytes() {
+            if b == b'.' {
+                if label_empty {
+                    return None;
+                }
+                label_empty = true;
+            } else {
+                label_empty = false;
+                upper |= b.is_ascii_uppercase();
+            }
+        }
+        if label_empty {
+            return None;
+        }
+        if upper {
             return Host::copy(host);
         }
-        (!host.is_empty() && host.len() <= MAX_HOST_LEN).then_some(Host(Repr::Sent(host)))
+        Some(Host(Repr::Sent(host)))
     }
 
     /// A lower-cased copy of the ASCII `host` (a trailing dot already removed).
     fn copy(host: &str) -> Option<Host<'static>> {
-        if host.is_empty() || host.len() > MAX_HOST_LEN {
+        if host.is_empty() || host.len() > MAX_HOST_LEN || host.split('.').any(str::is_empty) {
             return None;
         }
         let mut buf = [0u8; MAX_HOST_LEN];
@@ -148,6 +170,20 @@ mod tests {
     }
 
     #[test]
+    fn a_host_with_an_empty_label_is_not_routable() {
+        for host in [
+            ".mc.example.com",
+            "mc..example.com",
+            "mc.example.com..",
+            "..",
+            ".Mc.example.com",
+        ] {
+            assert!(Host::normalise(host).is_none(), "{host:?}");
+        }
+        assert!(Host::normalise(".münchen.example.com").is_none());
+    }
+
+    #[test]
     fn a_host_already_normal_is_borrowed_not_copied() {
         for sent in ["mc.example.com", "mc.example.com."] {
             let host = Host::normalise(sent).map(|h| h.as_str().as_ptr());
@@ -169,7 +205,9 @@ mod tests {
         #[test]
         fn ascii_hosts_are_lower_cased_without_one_trailing_dot(host in "[A-Za-z0-9.-]{0,260}") {
             let expected = host.strip_suffix('.').unwrap_or(&host).to_ascii_lowercase();
-            let valid = !expected.is_empty() && expected.len() <= MAX_HOST_LEN;
+            let valid = !expected.is_empty()
+                && expected.len() <= MAX_HOST_LEN
+                && expected.split('.').all(|l| !l.is_empty());
             let normalised = Host::normalise(&host).map(|h| h.as_str().to_owned());
             prop_assert_eq!(normalised, valid.then_some(expected));
         }

@@ -81,6 +81,8 @@ pub enum CloseReason {
     LegacyLogin,
     /// A status ping was answered by the proxy (its backend was unreachable).
     StatusServed,
+    /// The proxy shut down (its shutdown deadline, or a second signal) before the session was forwarded.
+    Shutdown,
 }
 
 impl fmt::Display for CloseReason {
@@ -301,6 +303,14 @@ impl Session {
         }
     }
 
+    /// The runtime is cutting the connection because the proxy shuts down: closes the session with reason
+    /// [`CloseReason::Shutdown`] (logged like every close) unless it has already forwarded or closed.
+    pub fn abort(&mut self) {
+        if self.state != State::Done {
+            self.close(CloseReason::Shutdown);
+        }
+    }
+
     /// Time has passed; closes the session when the client is too slow.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.poll_timeout().is_none_or(|d| now < d) {
@@ -309,6 +319,9 @@ impl Session {
         if self.state == State::Handshake && handshake::is_legacy_prefix(&self.buf) {
             // An old client sent its ping and waits for the answer.
             self.answer_legacy_ping();
+        } else if self.state == State::OfflineStatus && self.status_requested {
+            // Its status was answered; a client that never pings is served all the same.
+            self.close(CloseReason::StatusServed);
         } else {
             self.close(CloseReason::HandshakeTimeout);
         }
@@ -951,8 +964,8 @@ mod tests {
         assert_eq!(did[5], Did::Close(CloseReason::StatusServed));
     }
 
-    #[test]
-    fn offline_status_without_ping_is_served_when_the_client_leaves() {
+    /// A status session whose backend is down, its Status Request answered by the proxy, no ping yet.
+    fn status_answered_offline() -> (Session, Script) {
         let mut bytes = Vec::new();
         Handshake {
             protocol_version: 47,
@@ -970,10 +983,55 @@ mod tests {
         codec::write_frame(&mut request, 0x00, &[]);
         let did = script.run(&mut s, &[&request]);
         assert!(matches!(did.last(), Some(Did::ToClient(_))), "{did:?}");
+        (s, script)
+    }
+
+    #[test]
+    fn offline_status_without_ping_is_served_when_the_client_leaves() {
+        let (mut s, mut script) = status_answered_offline();
         s.handle_client_eof();
         let mut did = Vec::new();
         script.drain(&mut s, &mut did);
         assert_eq!(did, [Did::Close(CloseReason::StatusServed)]);
+    }
+
+    #[test]
+    fn offline_status_without_ping_is_served_when_the_client_waits_too_long() {
+        let (mut s, mut script) = status_answered_offline();
+        let deadline = s.poll_timeout().expect("the ping is waited for");
+        s.handle_timeout(deadline);
+        let mut did = Vec::new();
+        script.drain(&mut s, &mut did);
+        assert_eq!(did, [Did::Close(CloseReason::StatusServed)]);
+    }
+
+    #[test]
+    fn abort_closes_a_session_still_in_its_handshake_and_nothing_else() {
+        let bytes = login_bytes("lobby.example.com", "Steve", NextState::Login);
+        let mut script = Script::new(Decision::Allow, 0);
+        // Half a handshake: the session is waiting for the client.
+        let mut s = session(&[server("lobby", "")]);
+        script.run(&mut s, &[&bytes[..5]]);
+        s.abort();
+        let mut did = Vec::new();
+        script.drain(&mut s, &mut did);
+        assert_eq!(did, [Did::Close(CloseReason::Shutdown)]);
+        assert!(s.is_done());
+        s.abort();
+        assert!(s.poll_action().is_none(), "a second abort acts again");
+        // Forwarded, or closed for another reason: abort has nothing left to do.
+        let mut s = session(&[server("lobby", "")]);
+        assert!(script.run(&mut s, &[&bytes]).contains(&Did::Forward));
+        s.abort();
+        assert!(s.poll_action().is_none());
+        let mut s = session(&[server("lobby", "")]);
+        let did = script.run(&mut s, &[&[0x80, 0x80, 0x80, 0x80, 0x80, 0x01]]);
+        assert!(
+            matches!(did.last(), Some(Did::Close(CloseReason::ProtocolError(_)))),
+            "{did:?}"
+        );
+        s.abort();
+        assert!(s.poll_action().is_none());
     }
 
     #[test]

@@ -4,9 +4,10 @@
 use crate::proxy::Handle;
 use crate::reload::Reloader;
 use clap::{Parser, ValueEnum};
+use nethergate_core::config::MainConfig;
 use nethergate_core::{Config, Plugins};
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -173,8 +174,36 @@ fn print_routes(config: &Config) {
     }
 }
 
+/// Re-reads the main file on SIGHUP. It is read only at startup (it shapes the listeners, the threads and
+/// the plugins), so an admin who edits it and reloads is told what did not take effect, or why the file
+/// would not even start.
+fn report_main_file(path: &Path, running: &MainConfig) {
+    match MainConfig::read(path) {
+        Ok(main) => {
+            let changed = running.changed_keys(&main);
+            if !changed.is_empty() {
+                tracing::warn!(file = %path.display(), keys = %changed.join(", "),
+                    "main file changed: its settings are read at startup only, restart to apply them");
+            }
+        }
+        Err(errors) => {
+            for issue in &errors.0 {
+                crate::reload::log_issue(
+                    issue,
+                    "main file invalid (read at startup only; the running settings stay)",
+                );
+            }
+        }
+    }
+}
+
 /// SIGINT/SIGTERM: first graceful shutdown, a second one closes sessions at once. SIGHUP: reload.
-fn install_signals(handle: Handle, reloader: Arc<Reloader>) -> io::Result<()> {
+fn install_signals(
+    handle: Handle,
+    reloader: Arc<Reloader>,
+    main_file: PathBuf,
+    running: MainConfig,
+) -> io::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     std::thread::Builder::new()
@@ -185,6 +214,7 @@ fn install_signals(handle: Handle, reloader: Arc<Reloader>) -> io::Result<()> {
                 if signal == SIGHUP {
                     tracing::info!("SIGHUP: reloading server files");
                     reloader.reload_files();
+                    report_main_file(&main_file, &running);
                     continue;
                 }
                 stops += 1;
@@ -208,6 +238,8 @@ pub struct Launch {
     pub plugins: Plugins,
     /// Threads that run sessions (`--threads`, or one per CPU core).
     pub threads: usize,
+    /// The main file `config` was loaded from (re-checked on SIGHUP).
+    pub main_file: PathBuf,
 }
 
 /// Keeps signal handling, the directory watch and the Docker provider alive while the proxy runs.
@@ -227,7 +259,12 @@ impl Launch {
             &self.config.servers,
             handle.clone(),
         );
-        install_signals(handle, reloader.clone())?;
+        install_signals(
+            handle,
+            reloader.clone(),
+            self.main_file.clone(),
+            self.config.main.clone(),
+        )?;
         let watch = match crate::reload::watch(reloader.clone()) {
             Ok(w) => Some(w),
             Err(e) => {
@@ -281,6 +318,7 @@ pub fn main(name: &'static str, serve: impl FnOnce(Launch) -> io::Result<()>) ->
         config,
         plugins,
         threads,
+        main_file: args.config,
     }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

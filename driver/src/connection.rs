@@ -189,6 +189,16 @@ pub(crate) async fn serve<R: Runtime>(shared: &Shared<R>, client: R::Stream, pee
     );
 }
 
+/// A session in its handshake phase. Dropped before it forwarded or closed, it was cut by an abort (see
+/// `serve`): it logs its close with reason `Shutdown`, as every connection that ends gets a line.
+struct Handshaking(Session);
+
+impl Drop for Handshaking {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Drives the session until it forwards (returning the backend, with the first bytes already written to it)
 /// or closes (returning `None`).
 async fn handshake<R: Runtime>(
@@ -209,7 +219,8 @@ async fn handshake<R: Runtime>(
         handshake_timeout: shared.main.handshake_timeout,
     };
     let handshake_timeout = shared.main.handshake_timeout;
-    let mut session = Session::new(ctx, peer, local, Instant::now());
+    let mut session = Handshaking(Session::new(ctx, peer, local, Instant::now()));
+    let session = &mut session.0;
     let mut backend: Option<R::Stream> = None;
     let mut to_backend = Vec::new();
     let mut first = true;
@@ -268,7 +279,7 @@ async fn handshake<R: Runtime>(
         if session.is_done() || !session.wants_client_data() {
             return None;
         }
-        read_client(rt, client, &mut session, first).await;
+        read_client(rt, client, session, first).await;
         first = false;
     }
 }

@@ -106,7 +106,7 @@ fn update_files(catalog: &mut Catalog, fresh: ServerFiles) {
 }
 
 /// Logs a configuration problem with its file, key (when it has one: a syntax error may not) and reason.
-fn log_issue(issue: &ConfigIssue, message: &str) {
+pub(crate) fn log_issue(issue: &ConfigIssue, message: &str) {
     // A `None` field is left out of the line.
     let key = (!issue.key.is_empty()).then(|| tracing::field::display(&issue.key));
     tracing::error!(file = %issue.source, key, reason = %issue.reason, "{message}");

@@ -219,6 +219,7 @@ fn disconnect_text(bytes: &[u8]) -> String {
     v["text"].as_str().unwrap_or_default().to_owned()
 }
 
+#[derive(Debug)]
 enum End {
     Forward,
     Close(CloseReason),
@@ -251,6 +252,8 @@ struct Run<'a> {
     failures: usize,
     in_backend_connected: bool,
     buffer_overflowed: bool,
+    /// The runtime cut the connection (shutdown).
+    aborted: bool,
     actions: usize,
     end: Option<End>,
     ends: usize,
@@ -531,9 +534,12 @@ impl Run<'_> {
                 ));
             } else {
                 assert_eq!(self.actions, before + 1);
+                // A status the proxy answered itself is served, however long the client then waits.
                 assert!(matches!(
                     self.end,
-                    Some(End::Close(CloseReason::HandshakeTimeout))
+                    Some(End::Close(
+                        CloseReason::HandshakeTimeout | CloseReason::StatusServed
+                    ))
                 ));
             }
         } else {
@@ -544,24 +550,46 @@ impl Run<'_> {
         }
     }
 
-    fn client_eof(&mut self) {
+    /// Delivers an event that ends a session still going, with one `Close` whose reason `expected`
+    /// accepts, and that a finished session ignores.
+    fn ending_event(
+        &mut self,
+        what: &str,
+        event: impl FnOnce(&mut Session),
+        expected: impl Fn(&CloseReason) -> bool,
+    ) {
         let was_done = self.end.is_some();
         let before = self.actions;
-        self.eof = true;
-        self.s.handle_client_eof();
+        event(&mut self.s);
         self.drain();
         if was_done {
-            assert_eq!(self.actions, before, "EOF after the end was acted on");
+            assert_eq!(self.actions, before, "{what} after the end was acted on");
         } else {
             assert_eq!(self.actions, before + 1);
-            // A status the proxy answered itself is served, however the client leaves.
-            assert!(matches!(
-                self.end,
-                Some(End::Close(
-                    CloseReason::ClientClosed | CloseReason::StatusServed
-                ))
-            ));
+            assert!(
+                matches!(&self.end, Some(End::Close(r)) if expected(r)),
+                "{what} ended with {:?}",
+                self.end
+            );
         }
+    }
+
+    fn client_eof(&mut self) {
+        self.eof = true;
+        // A status the proxy answered itself is served, however the client leaves.
+        self.ending_event("EOF", Session::handle_client_eof, |r| {
+            matches!(r, CloseReason::ClientClosed | CloseReason::StatusServed)
+        });
+    }
+
+    /// The runtime cuts the connection (the proxy shuts down): a session not yet ended closes with
+    /// `Shutdown`, and a dial or plugin call in flight is abandoned; an ended one does nothing.
+    fn abort(&mut self) {
+        self.aborted = true;
+        self.pending_pre = None;
+        self.pending_connect = None;
+        self.ending_event("abort", Session::abort, |r| *r == CloseReason::Shutdown);
+        assert!(self.s.is_done());
     }
 
     /// Calls an answer that nothing asked for; the session must ignore it.
@@ -714,6 +742,7 @@ impl Run<'_> {
                 assert_eq!(self.to_client[0].first(), Some(&0xFF));
             }
             CloseReason::BufferLimit => assert!(self.buffer_overflowed),
+            CloseReason::Shutdown => assert!(self.aborted),
             CloseReason::HandshakeTimeout | CloseReason::ClientClosed => {}
             CloseReason::ProtocolError(e) => assert!(!e.is_empty()),
         }
@@ -789,6 +818,7 @@ fuzz_target!(|data: &[u8]| {
         failures: 0,
         in_backend_connected: false,
         buffer_overflowed: false,
+        aborted: false,
         actions: 0,
         end: None,
         ends: 0,
@@ -817,10 +847,11 @@ fuzz_target!(|data: &[u8]| {
             }
             6 => run.client_eof(),
             7 | 8 => run.answer_pending(),
-            _ => {
-                let kind = run.ctl.byte();
-                run.spurious(kind);
-            }
+            _ => match run.ctl.byte() {
+                // Rare, as it ends the session.
+                0xff => run.abort(),
+                kind => run.spurious(kind),
+            },
         }
     }
 

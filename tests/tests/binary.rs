@@ -260,6 +260,17 @@ fn json_logs_sighup_reload_and_sigterm_exit_zero() {
             "{bin}: b routed after reload"
         );
 
+        // The main file is read at startup only: SIGHUP says what did not take effect, or why the file
+        // would not start.
+        let main_file = layout.dir().join("nethergate.toml");
+        let text = std::fs::read_to_string(&main_file).expect("main file");
+        std::fs::write(&main_file, format!("{text}max_connections = 7\n")).expect("main file");
+        signal(&child, libc::SIGHUP);
+        wait_line(&rx, &["main file changed", "restart", "max_connections"]);
+        std::fs::write(&main_file, format!("{text}bind = 5\n")).expect("main file");
+        signal(&child, libc::SIGHUP);
+        wait_line(&rx, &["main file invalid", "bind"]);
+
         // SIGTERM: graceful, exit code 0.
         let t = Instant::now();
         signal(&child, libc::SIGTERM);

@@ -855,12 +855,14 @@ fn supervise_starts_the_provider() {
         "supervised.example.com",
         a.addr().port(),
     ));
-    let config = layout(&engine.endpoint(), "").load();
+    let layout = layout(&engine.endpoint(), "");
+    let config = layout.load();
     let running = nethergate_smol::spawn(config.clone(), Plugins::new()).expect("proxy starts");
     let launch = nethergate_driver::cli::Launch {
         config,
         plugins: Plugins::new(),
         threads: 1,
+        main_file: layout.path(),
     };
     let supervision = launch
         .supervise(running.handle().clone())

@@ -190,7 +190,7 @@ fn failover_to_the_next_address<F: Flavor>() {
 }
 
 fn disconnect_message_when_every_backend_is_down<F: Flavor>() {
-    let layout = Layout::new().server(
+    let layout = Layout::new().main("handshake_timeout = \"1s\"").server(
         "a",
         &server_toml(
             &["mc.example.com"],
@@ -223,6 +223,23 @@ fn disconnect_message_when_every_backend_is_down<F: Flavor>() {
         (1, &0x1234_5678_9abc_def0u64.to_be_bytes()[..])
     );
     assert!(reads_eof(&mut c));
+
+    // A client that reads its status and never pings was served all the same (not a handshake timeout).
+    let mut c = connect(proxy.addr());
+    c.write_all(&status_bytes("mc.example.com")).unwrap();
+    read_json_packet(&mut c).expect("status response");
+    let port = c.local_addr().unwrap().port().to_string();
+    assert!(
+        reads_eof(&mut c),
+        "[{}] closed at the handshake timeout",
+        F::NAME
+    );
+    let served = [
+        "connection closed before forwarding",
+        "reason=StatusServed",
+        &port,
+    ];
+    assert!(wait_for_log(&served, IO_TIMEOUT).is_some(), "[{}]", F::NAME);
     drop(proxy);
 }
 
@@ -780,11 +797,18 @@ fn graceful_shutdown_lets_sessions_finish<F: Flavor>() {
 fn shutdown_deadline_closes_sessions_with_reason_shutdown<F: Flavor>() {
     let a = Backend::echo();
     let layout = Layout::new()
-        .main("shutdown_timeout = \"1s\"")
+        .main("shutdown_timeout = \"1s\"\nhandshake_timeout = \"30s\"")
         .server("a", &server_toml(&["mc.example.com"], &[a.addr()], ""));
     let proxy = start::<F>(&layout);
     let mut live = login_echoed(proxy.addr(), "mc.example.com", "Stayer");
     let port = live.local_addr().unwrap().port().to_string();
+    // A client still in its handshake when the deadline comes is cut too, and logged.
+    let mut slow = connect(proxy.addr());
+    let opening = login_bytes("mc.example.com", "Slowpoke");
+    slow.write_all(&opening[..opening.len() / 2]).unwrap();
+    let slow_port = slow.local_addr().unwrap().port().to_string();
+    // Time for the proxy to accept it (a connection still in the backlog is reset with the listener).
+    std::thread::sleep(Duration::from_millis(300));
     let t = Instant::now();
     proxy.shutdown();
     assert!(t.elapsed() >= Duration::from_millis(900) && t.elapsed() < Duration::from_secs(5));
@@ -794,6 +818,17 @@ fn shutdown_deadline_closes_sessions_with_reason_shutdown<F: Flavor>() {
         F::NAME
     );
     assert!(wait_for_log(&["session ended", "reason=Shutdown", &port], IO_TIMEOUT).is_some());
+    assert!(reads_eof(&mut slow), "[{}] handshake cut", F::NAME);
+    let closed = [
+        "connection closed before forwarding",
+        "reason=Shutdown",
+        &slow_port,
+    ];
+    assert!(
+        wait_for_log(&closed, IO_TIMEOUT).is_some(),
+        "[{}] no line for the cut handshake",
+        F::NAME
+    );
 }
 
 fn transfer_intent_is_routed_like_login<F: Flavor>() {

@@ -440,6 +440,11 @@ fn malformed_openings_are_closed_at_once_with_a_reason<F: Rt>() {
             "17 characters",
         ),
         (
+            "login start with an empty name",
+            [hs.clone(), raw_login(b"")].concat(),
+            "player name is empty",
+        ),
+        (
             "login name not UTF-8",
             [hs.clone(), raw_login(b"\xff\xfe\xfd")].concat(),
             "not valid UTF-8",
@@ -768,14 +773,21 @@ fn slowloris_and_trickled_frames_are_cut_at_the_handshake_timeout<F: Rt>() {
 
 fn odd_hosts_are_refused_or_forwarded_untouched<F: Rt>() {
     let (backend, rx) = Backend::recording(false);
-    let px = Px::start::<F>(Layout::new().server(
-        "a",
-        &server_toml(
-            &["mc.example.com", "xn--mnchen-3ya.example.com"],
-            &[backend.addr()],
-            "max_players = 5",
-        ),
-    ));
+    let px = Px::start::<F>(
+        Layout::new()
+            .server(
+                "a",
+                &server_toml(
+                    &["mc.example.com", "xn--mnchen-3ya.example.com"],
+                    &[backend.addr()],
+                    "max_players = 5",
+                ),
+            )
+            .server(
+                "w",
+                &server_toml(&["*.wild.example.com"], &[backend.addr()], ""),
+            ),
+    );
     let long_decoration = format!("mc.example.com\0{}", "d".repeat(290));
     let unknown = [
         "a".repeat(300),
@@ -788,6 +800,10 @@ fn odd_hosts_are_refused_or_forwarded_untouched<F: Rt>() {
         "mc.example.com ".into(),
         "mc.example.com:25565".into(),
         "\0mc.example.com".into(),
+        // An empty label is no DNS name, and no wildcard may match one.
+        ".wild.example.com".into(),
+        "a..wild.example.com".into(),
+        ".mc.example.com".into(),
     ];
     for host in &unknown {
         let (seen, port) = attack(
