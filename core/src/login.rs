@@ -33,9 +33,6 @@ pub enum LoginStartError {
         /// The packet id received.
         id: i32,
     },
-    /// The name is empty (no client sends one; vanilla refuses it).
-    #[error("player name is empty")]
-    EmptyName,
     /// The name has more than 16 characters.
     #[error("player name has {chars} characters, more than {max}")]
     NameTooLong {
@@ -61,9 +58,6 @@ pub fn parse(buf: &[u8]) -> Result<Parsed<LoginStart<'_>>, LoginStartError> {
     let mut r = Reader::new(frame.body);
     let name = r.string("name", MAX_NAME_CHARS * 4)?;
     let chars = name.chars().count();
-    if chars == 0 {
-        return Err(LoginStartError::EmptyName);
-    }
     if chars > MAX_NAME_CHARS {
         return Err(LoginStartError::NameTooLong {
             chars,
@@ -108,21 +102,10 @@ mod tests {
         );
     }
 
-    #[test]
-    fn empty_name_is_rejected() {
-        let mut out = Vec::new();
-        LoginStart {
-            name: "",
-            tail: &[0; 16],
-        }
-        .encode(&mut out);
-        assert_eq!(parse(&out), Err(LoginStartError::EmptyName));
-    }
-
     proptest! {
         #[test]
         fn encode_then_parse_is_identity(
-            name in "[a-zA-Z0-9_]{1,16}",
+            name in "[a-zA-Z0-9_]{0,16}",
             tail in proptest::collection::vec(any::<u8>(), 0..600),
         ) {
             let ls = LoginStart { name: &name, tail: &tail };
@@ -138,7 +121,7 @@ mod tests {
         fn parse_is_total(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
             if let Ok(Parsed::Complete(ls, used)) = parse(&bytes) {
                 prop_assert!(used <= bytes.len());
-                prop_assert!((1..=MAX_NAME_CHARS).contains(&ls.name.chars().count()));
+                prop_assert!(ls.name.chars().count() <= MAX_NAME_CHARS);
             }
         }
     }

@@ -440,11 +440,6 @@ fn malformed_openings_are_closed_at_once_with_a_reason<F: Rt>() {
             "17 characters",
         ),
         (
-            "login start with an empty name",
-            [hs.clone(), raw_login(b"")].concat(),
-            "player name is empty",
-        ),
-        (
             "login name not UTF-8",
             [hs.clone(), raw_login(b"\xff\xfe\xfd")].concat(),
             "not valid UTF-8",
