@@ -159,7 +159,9 @@ fn expected_host(address: &str) -> Result<Option<String>, ()> {
         return Err(());
     }
     let host = host.strip_suffix('.').unwrap_or(host);
-    Ok((!host.is_empty() && host.len() <= 253).then(|| host.to_ascii_lowercase()))
+    // A host with an empty label (`.a`, `a..b`) is no DNS name: routable by nothing.
+    let routable = host.len() <= 253 && !host.split('.').any(str::is_empty);
+    Ok(routable.then(|| host.to_ascii_lowercase()))
 }
 
 /// The client's handshake, owned.
