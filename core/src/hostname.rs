@@ -56,39 +56,21 @@ impl<'a> Host<'a> {
     pub fn normalise(host: &'a str) -> Option<Host<'a>> {
         if !host.is_ascii() {
             let ascii = idna::domain_to_ascii(host).ok()?;
-            return Host::copy(ascii.strip_suffix('.').unwrap_or(&ascii))
-                .filter(|_| ascii.is_ascii());
+            let host = ascii.strip_suffix('.').unwrap_or(&ascii);
+            return (ascii.is_ascii() && scan(host).is_some())
+                .then(|| Host::copy(host))
+                .flatten();
         }
         let host = host.strip_suffix('.').unwrap_or(host);
-        if host.is_empty() || host.len() > MAX_HOST_LEN {
-            return None;
+        match scan(host)? {
+            true => Host::copy(host),
+            false => Some(Host(Repr::Sent(host))),
         }
-        // One pass: an empty label refuses the host, an upper-case letter asks for a copy.
-        let mut upper = false;
-        let mut label_empty = true;
-        for b in host.bytes() {
-            if b == b'.' {
-                if label_empty {
-                    return None;
-                }
-                label_empty = true;
-            } else {
-                label_empty = false;
-                upper |= b.is_ascii_uppercase();
-            }
-        }
-        if label_empty {
-            return None;
-        }
-        if upper {
-            return Host::copy(host);
-        }
-        Some(Host(Repr::Sent(host)))
     }
 
-    /// A lower-cased copy of the ASCII `host` (a trailing dot already removed).
+    /// A lower-cased copy of the ASCII `host`, which [`scan`] accepted.
     fn copy(host: &str) -> Option<Host<'static>> {
-        if host.is_empty() || host.len() > MAX_HOST_LEN || host.split('.').any(str::is_empty) {
+        if host.len() > MAX_HOST_LEN {
             return None;
         }
         let mut buf = [0u8; MAX_HOST_LEN];
@@ -110,6 +92,29 @@ impl<'a> Host<'a> {
             }
         }
     }
+}
+
+/// One pass over an ASCII host, its trailing dot removed: `None` when it cannot be routed (empty, longer
+/// than [`MAX_HOST_LEN`], or with an empty label), otherwise whether it has upper-case letters (and so
+/// needs a lower-cased copy).
+fn scan(host: &str) -> Option<bool> {
+    if host.len() > MAX_HOST_LEN {
+        return None;
+    }
+    let mut upper = false;
+    let mut label_empty = true;
+    for b in host.bytes() {
+        if b == b'.' {
+            if label_empty {
+                return None;
+            }
+            label_empty = true;
+        } else {
+            label_empty = false;
+            upper |= b.is_ascii_uppercase();
+        }
+    }
+    (!label_empty).then_some(upper)
 }
 
 impl std::fmt::Debug for Host<'_> {
