@@ -1,7 +1,7 @@
 //! The command line, and the run it describes.
 
 use crate::procfs::{self, Machine};
-use crate::report::{self, Report, Section};
+use crate::report::{self, Case, Report, Section};
 use crate::scenario::bulk::{self, BulkConfig};
 use crate::scenario::game::{self, GameConfig};
 use crate::scenario::idle::{self, IdleConfig};
@@ -250,7 +250,7 @@ impl Suite {
         Ok(())
     }
 
-    fn run_scenario(&self, scenario: Scenario, runner: &Runner<'_>) -> Vec<Section> {
+    fn run_scenario(&self, scenario: Scenario, runner: &Runner<'_>) -> Vec<Case> {
         let a = &self.args;
         let quick = a.quick;
         match scenario {
@@ -263,20 +263,26 @@ impl Suite {
                 sessions
                     .into_iter()
                     .map(|n| {
-                        let config = GameConfig {
-                            sessions: n,
-                            duration: a.game_duration.unwrap_or(secs(if quick { 3 } else { 10 })),
-                            rate_hz: a.game_rate,
-                            min_size: a.game_min_size.min(a.game_max_size),
-                            max_size: a.game_max_size,
-                        };
-                        let measured = runner.run(&format!("game {n}"), true, |addr, meter| {
-                            game::measure(addr, meter, config)
-                        });
-                        Section::Game {
-                            config,
-                            rows: game::summarise(measured),
-                        }
+                        Case::measure(|| {
+                            let config = GameConfig {
+                                sessions: n,
+                                duration: a.game_duration.unwrap_or(secs(if quick {
+                                    3
+                                } else {
+                                    10
+                                })),
+                                rate_hz: a.game_rate,
+                                min_size: a.game_min_size.min(a.game_max_size),
+                                max_size: a.game_max_size,
+                            };
+                            let measured = runner.run(&format!("game {n}"), true, |addr, meter| {
+                                game::measure(addr, meter, config)
+                            });
+                            Section::Game {
+                                config,
+                                rows: game::summarise(measured),
+                            }
+                        })
                     })
                     .collect()
             }
@@ -284,18 +290,20 @@ impl Suite {
                 .bulk_sessions
                 .iter()
                 .map(|&n| {
-                    let config = BulkConfig {
-                        sessions: n,
-                        duration: a.bulk_duration.unwrap_or(secs(if quick { 2 } else { 5 })),
-                        warmup: a.bulk_warmup,
-                    };
-                    let measured = runner.run(&format!("bulk {n}"), true, |addr, meter| {
-                        bulk::measure(addr, meter, config)
-                    });
-                    Section::Bulk {
-                        config,
-                        rows: bulk::summarise(measured),
-                    }
+                    Case::measure(|| {
+                        let config = BulkConfig {
+                            sessions: n,
+                            duration: a.bulk_duration.unwrap_or(secs(if quick { 2 } else { 5 })),
+                            warmup: a.bulk_warmup,
+                        };
+                        let measured = runner.run(&format!("bulk {n}"), true, |addr, meter| {
+                            bulk::measure(addr, meter, config)
+                        });
+                        Section::Bulk {
+                            config,
+                            rows: bulk::summarise(measured),
+                        }
+                    })
                 })
                 .collect(),
             Scenario::Setup => {
@@ -303,13 +311,15 @@ impl Suite {
                     workers: a.setup_workers,
                     duration: a.setup_duration.unwrap_or(secs(if quick { 2 } else { 5 })),
                 };
-                let measured = runner.run("setup", true, |addr, meter| {
-                    setup::measure(addr, meter, config)
-                });
-                vec![Section::Setup {
-                    config,
-                    rows: setup::summarise(measured),
-                }]
+                vec![Case::measure(|| {
+                    let measured = runner.run("setup", true, |addr, meter| {
+                        setup::measure(addr, meter, config)
+                    });
+                    Section::Setup {
+                        config,
+                        rows: setup::summarise(measured),
+                    }
+                })]
             }
             Scenario::Idle => {
                 let config = IdleConfig {
@@ -324,13 +334,15 @@ impl Suite {
                         config.sessions, self.file_limit
                     );
                 }
-                let measured = runner.run("idle", false, |addr, meter| {
-                    idle::measure(addr, meter, config)
-                });
-                vec![Section::Idle {
-                    config,
-                    rows: idle::summarise(&config, measured),
-                }]
+                vec![Case::measure(|| {
+                    let measured = runner.run("idle", false, |addr, meter| {
+                        idle::measure(addr, meter, config)
+                    });
+                    Section::Idle {
+                        config,
+                        rows: idle::summarise(&config, measured),
+                    }
+                })]
             }
         }
     }

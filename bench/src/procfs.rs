@@ -180,6 +180,47 @@ pub fn set_affinity(cpus: &[usize]) -> io::Result<()> {
     Ok(())
 }
 
+/// The machine's CPU time so far, from the `cpu` line of `/proc/stat`, in clock ticks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuTimes {
+    /// Time the hypervisor ran something else while a virtual CPU of this machine wanted to run.
+    pub steal: u64,
+    /// Every state: user, nice, system, idle, iowait, irq, softirq and steal.
+    pub total: u64,
+}
+
+impl CpuTimes {
+    /// The machine's times now; `None` where `/proc/stat` is missing or unreadable.
+    pub fn now() -> Option<CpuTimes> {
+        CpuTimes::parse(&fs::read_to_string("/proc/stat").ok()?)
+    }
+
+    /// The times in the text of `/proc/stat`: its first line, `cpu  user nice system idle iowait irq
+    /// softirq steal guest guest_nice` (guest time is already counted in user and nice).
+    pub fn parse(stat: &str) -> Option<CpuTimes> {
+        let mut fields = stat.lines().next()?.split_whitespace();
+        if fields.next()? != "cpu" {
+            return None;
+        }
+        let ticks: Vec<u64> = fields
+            .take(8)
+            .map(|f| f.parse().ok())
+            .collect::<Option<_>>()?;
+        Some(CpuTimes {
+            steal: *ticks.get(7)?,
+            total: ticks.iter().sum(),
+        })
+    }
+
+    /// The share of all CPU time from `self` to `later` that was stolen, in percent; `None` when no time
+    /// passed (or the counters went backwards).
+    pub fn steal_percent_until(self, later: CpuTimes) -> Option<f64> {
+        let total = later.total.checked_sub(self.total).filter(|&t| t > 0)?;
+        let steal = later.steal.checked_sub(self.steal)?;
+        Some(steal as f64 / total as f64 * 100.0)
+    }
+}
+
 /// The machine, as printed at the top of a report.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Machine {
@@ -235,5 +276,31 @@ mod tests {
         assert!(cpu_time(pid) > before);
         assert!(rss_kib(pid) > 100);
         assert_eq!(tree(pid)[0], pid);
+    }
+
+    #[test]
+    fn steal_is_the_stolen_share_of_all_cpu_time() {
+        let stat = |steal: u64| {
+            format!("cpu  100 0 50 800 10 0 5 {steal} 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n")
+        };
+        let before = CpuTimes::parse(&stat(35));
+        assert_eq!(
+            before,
+            Some(CpuTimes {
+                steal: 35,
+                total: 1000
+            })
+        );
+        let later = CpuTimes::parse("cpu  130 0 60 900 10 0 5 95 0 0\n");
+        let share = before
+            .zip(later)
+            .and_then(|(b, l)| b.steal_percent_until(l));
+        // 200 ticks passed, 60 of them stolen.
+        assert!(share.is_some_and(|p| (p - 30.0).abs() < 1e-9), "{share:?}");
+        assert_eq!(before.and_then(|b| b.steal_percent_until(b)), None);
+        assert_eq!(CpuTimes::parse("cpu0 1 2 3"), None);
+        assert_eq!(CpuTimes::parse("cpu  1 2 x 4 5 6 7 8"), None);
+        assert_eq!(CpuTimes::parse("cpu  1 2 3 4"), None);
+        assert!(CpuTimes::now().is_some(), "/proc/stat is readable on Linux");
     }
 }

@@ -1,6 +1,6 @@
 //! Tables (printed as Markdown, so a run can be pasted into a document as is) and the JSON report.
 
-use crate::procfs::Machine;
+use crate::procfs::{CpuTimes, Machine};
 use crate::scenario::{bulk, game, idle, setup};
 use serde::{Serialize, Serializer};
 use std::fmt::{self, Write as _};
@@ -20,7 +20,51 @@ pub struct Report {
     /// Other processes that were busy when the run started.
     pub background: Vec<crate::procfs::Busy>,
     /// One entry per scenario case, in the order run.
-    pub results: Vec<Section>,
+    pub results: Vec<Case>,
+}
+
+/// One scenario case and how much CPU time the host took from the machine while it ran.
+#[derive(Debug, Serialize)]
+pub struct Case {
+    /// What was measured.
+    #[serde(flatten)]
+    pub section: Section,
+    /// Hypervisor steal over the whole case, every target and round, in percent of all CPU time.
+    pub steal_percent: Option<f64>,
+}
+
+/// Steal above this share makes a case's figures unreliable even within the run: the host took the CPUs
+/// away for some targets' rounds and not others.
+const STEAL_WARNING_PERCENT: f64 = 2.0;
+
+impl Case {
+    /// Runs `measure` and notes the steal while it ran.
+    pub fn measure(measure: impl FnOnce() -> Section) -> Case {
+        let before = CpuTimes::now();
+        let section = measure();
+        let steal_percent = before
+            .zip(CpuTimes::now())
+            .and_then(|(b, a)| b.steal_percent_until(a));
+        Case {
+            section,
+            steal_percent,
+        }
+    }
+
+    /// The case's table, with the steal under it.
+    pub fn table(&self) -> Table {
+        let mut table = self.section.table();
+        match self.steal_percent {
+            Some(p) if p > STEAL_WARNING_PERCENT => table.note(format!(
+                "hypervisor steal {p:.1} % of CPU time during this case: the host ran other work on \
+                 these CPUs, so its figures (latency tails and CPU per unit most) are unreliable; \
+                 repeat the case"
+            )),
+            Some(p) => table.note(format!("hypervisor steal {p:.1} % of CPU time during this case")),
+            None => {}
+        }
+        table
+    }
 }
 
 /// The result of one scenario case.

@@ -5,6 +5,7 @@ pub mod game;
 pub mod idle;
 pub mod setup;
 
+use crate::procfs::CpuTimes;
 use crate::target::{Env, Running, Target};
 use crate::wire::{self, Mode, READY};
 use std::future::Future;
@@ -173,6 +174,7 @@ impl Runner<'_> {
                     self.rounds,
                     targets[i].name
                 );
+                let before = CpuTimes::now();
                 let result = targets[i].start(self.env).and_then(|running| {
                     let sample = self.rt.block_on(measure(running.addr, Meter::of(&running)));
                     drop(running);
@@ -180,7 +182,13 @@ impl Runner<'_> {
                 });
                 match result {
                     Ok(sample) => {
-                        eprintln!(" done");
+                        match before
+                            .zip(CpuTimes::now())
+                            .and_then(|(b, a)| b.steal_percent_until(a))
+                        {
+                            Some(steal) => eprintln!(" done (steal {steal:.1} %)"),
+                            None => eprintln!(" done"),
+                        }
                         measured[i].samples.push(sample);
                     }
                     Err(e) => {
