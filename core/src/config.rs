@@ -1178,7 +1178,11 @@ pub struct ServerFiles {
 
 impl ServerFiles {
     /// Reads every `*.toml` file directly in `dir` (sorted by name, so errors are reported in a stable order).
-    pub fn read_dir(dir: &Path) -> Result<ServerFiles, ConfigErrors> {
+    ///
+    /// Hidden files (a name starting with `.`) are not server files: editors keep their lock files and
+    /// swap files there (Emacs' `.#lobby.toml` is a link to nowhere while `lobby.toml` is open). Nor is
+    /// `main_file`, when `servers_dir` is the main file's own directory.
+    pub fn read_dir(dir: &Path, main_file: Option<&Path>) -> Result<ServerFiles, ConfigErrors> {
         let entries = std::fs::read_dir(dir).map_err(|e| {
             ConfigErrors(vec![ConfigIssue::new(
                 &dir.display().to_string(),
@@ -1186,11 +1190,17 @@ impl ServerFiles {
                 format!("cannot read the directory: {e}"),
             )])
         })?;
+        let main_file = main_file.and_then(|m| m.canonicalize().ok());
         let mut paths: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| !n.as_encoded_bytes().starts_with(b"."))
+            })
             // A link to nowhere is listed too, so that reading it reports the missing target instead of
             // the server quietly vanishing; directories, sockets and FIFOs named `*.toml` are not.
             .filter(|p| p.extension().is_some_and(|x| x == "toml") && (p.is_file() || dangling(p)))
+            .filter(|p| main_file.is_none() || p.canonicalize().ok() != main_file)
             .collect();
         paths.sort();
         let files = paths
@@ -1358,7 +1368,7 @@ impl Config {
         } = MainConfig::check(path, &text)?;
         let mut servers = Vec::new();
         if servers_dir_known {
-            match ServerFiles::read_dir(&main.servers_dir) {
+            match ServerFiles::read_dir(&main.servers_dir, Some(path)) {
                 Ok(files) => {
                     issues.extend(files.issues());
                     servers = files.servers().cloned().collect();
@@ -1804,6 +1814,29 @@ mod tests {
             e.to_string().contains("gone.txt, which does not exist"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn hidden_files_are_not_server_files() {
+        let good = "domains = [\"a.example.com\"]\naddresses = [\"10.0.0.1:1\"]";
+        let path = layout("hidden", "", &[("a.toml", good), (".hidden.toml", "")]);
+        let servers = path.with_file_name("servers");
+        // Emacs' lock file while a.toml is being edited.
+        std::os::unix::fs::symlink("root@host.1234:1700000000", servers.join(".#a.toml")).unwrap();
+        let config = load_once(&path).unwrap();
+        assert_eq!(config.servers.len(), 1);
+        assert_eq!(config.servers[0].name, "a");
+    }
+
+    #[test]
+    fn a_main_file_in_its_own_servers_dir_is_not_a_server_file() {
+        let good = "domains = [\"a.example.com\"]\naddresses = [\"10.0.0.1:1\"]";
+        let path = layout("same-dir", "servers_dir = \".\"\nmax_connections = 5\n", &[]);
+        std::fs::write(path.with_file_name("lobby.toml"), good).unwrap();
+        let config = load_once(&path).unwrap();
+        let names: Vec<&str> = config.servers.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, vec!["lobby"]);
+        assert_eq!(config.main.max_connections, 5);
     }
 
     #[test]

@@ -256,6 +256,7 @@ impl Launch {
     pub fn supervise(&self, handle: Handle) -> io::Result<Supervision> {
         let reloader = Reloader::new(
             &self.config.main.servers_dir,
+            Some(&self.main_file),
             &self.config.servers,
             handle.clone(),
         );

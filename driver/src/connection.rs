@@ -224,6 +224,8 @@ async fn handshake<R: Runtime>(
     let mut backend: Option<R::Stream> = None;
     let mut to_backend = Vec::new();
     let mut first = true;
+    // Whether we wrote the client anything (a kick, a status answer): only then does a close linger.
+    let mut answered = false;
     loop {
         while let Some(action) = session.poll_action() {
             match action {
@@ -245,6 +247,7 @@ async fn handshake<R: Runtime>(
                 Action::SendToBackend(bytes) => to_backend.push(bytes),
                 Action::SendToClient(bytes) => {
                     // A client that does not read our answer is closed by the next action anyway.
+                    answered = true;
                     let _ = write_all_fresh(rt, client, &bytes, handshake_timeout).await;
                 }
                 Action::Forward(fwd) => {
@@ -271,7 +274,11 @@ async fn handshake<R: Runtime>(
                     return Some((backend, fwd));
                 }
                 Action::Close(_) => {
-                    linger(rt, client).await; // abort: see `serve`
+                    // With nothing of ours to protect from a reset (a handshake timeout, garbage), the
+                    // socket closes at once and frees its `max_connections` slot with it.
+                    if answered {
+                        linger(rt, client).await; // abort: see `serve`
+                    }
                     return None;
                 }
             }

@@ -382,8 +382,9 @@ pub struct Copied {
 
 /// Copies both ways until both directions are done, one fails, or `stop` is set (reason Shutdown).
 ///
-/// If the backend ends the connection before it sent a byte, `if_backend_silent` (the core's
-/// [`nethergate_core::Forward::if_backend_silent`]; empty for nothing) is written to the client first.
+/// If the backend ends the connection before it sent a byte, or the session times out before the backend
+/// sent one, `if_backend_silent` (the core's [`nethergate_core::Forward::if_backend_silent`]; empty for
+/// nothing) is written to the client first.
 ///
 /// `stop` watches the flag that ends it (one atomic load per wake-up, no shared lock); a session passes
 /// the watch it used during its handshake, so its task registers with the flag once.
@@ -437,9 +438,15 @@ pub async fn bidirectional<R: Runtime, S: Stream>(
         })
         .await;
     }
-    Copied {
+    let copied = Copied {
         c2b: copy.counts[Way::Up as usize].load(Ordering::Relaxed),
         b2c: copy.counts[Way::Down as usize].load(Ordering::Relaxed),
         reason: ending.reason(),
+    };
+    if copied.reason == EndReason::Timeout && copied.b2c == 0 && !if_backend_silent.is_empty() {
+        // A backend that accepted and then said nothing for the idle limit (one still starting, or hung)
+        // is as unreachable to the player as one that closed at once. Best effort, and boxed: a rare path.
+        let _ = Box::pin(write_all(rt, client, if_backend_silent, timeouts.write)).await;
     }
+    copied
 }

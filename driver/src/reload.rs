@@ -16,15 +16,24 @@ pub const DEBOUNCE: Duration = Duration::from_millis(300);
 #[derive(Debug)]
 pub struct Reloader {
     dir: PathBuf,
+    /// The main file, left out should `dir` be its own directory.
+    main_file: Option<PathBuf>,
     catalog: Mutex<Catalog>,
     handle: Handle,
 }
 
 impl Reloader {
-    /// A reloader for `dir` whose servers are `initial` (as loaded at startup).
-    pub fn new(dir: &Path, initial: &[ServerConfig], handle: Handle) -> Arc<Reloader> {
+    /// A reloader for `dir` whose servers are `initial` (as loaded at startup); `main_file` is not a
+    /// server file even if it is in `dir`.
+    pub fn new(
+        dir: &Path,
+        main_file: Option<&Path>,
+        initial: &[ServerConfig],
+        handle: Handle,
+    ) -> Arc<Reloader> {
         Arc::new(Reloader {
             dir: dir.to_path_buf(),
+            main_file: main_file.map(Path::to_path_buf),
             catalog: Mutex::new(Catalog::new(initial)),
             handle,
         })
@@ -53,7 +62,7 @@ impl Reloader {
     /// Re-reads the server directory. A file that fails keeps its previous version live (its errors are
     /// logged with file, key and reason); a removed file removes its routes.
     pub fn reload_files(&self) {
-        let fresh = match ServerFiles::read_dir(&self.dir) {
+        let fresh = match ServerFiles::read_dir(&self.dir, self.main_file.as_deref()) {
             Ok(f) => f,
             Err(errors) => {
                 for issue in &errors.0 {
@@ -289,7 +298,7 @@ mod tests {
     fn live(dir: &Path) -> Catalog {
         let mut catalog = Catalog::default();
         match prepare(&catalog, |c| {
-            update_files(c, ServerFiles::read_dir(dir).unwrap())
+            update_files(c, ServerFiles::read_dir(dir, None).unwrap())
         }) {
             Outcome::Reloaded(reloaded) => catalog = reloaded.0,
             Outcome::Unchanged => {}
@@ -299,7 +308,7 @@ mod tests {
     }
 
     fn rejected(current: &Catalog, dir: &Path) -> ConfigErrors {
-        let fresh = ServerFiles::read_dir(dir).unwrap();
+        let fresh = ServerFiles::read_dir(dir, None).unwrap();
         match prepare(current, |c| update_files(c, fresh)) {
             Outcome::Rejected(errors) => errors,
             Outcome::Reloaded(..) => panic!("the conflict was accepted"),

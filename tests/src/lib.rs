@@ -47,6 +47,7 @@ impl Driven {
     fn watched(config: &Config, running: nethergate_driver::Running) -> Box<dyn Started> {
         let reloader = nethergate_driver::reload::Reloader::new(
             &config.main.servers_dir,
+            None,
             &config.servers,
             running.handle().clone(),
         );

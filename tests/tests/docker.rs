@@ -526,6 +526,7 @@ impl Proxy {
         .expect("proxy starts");
         let reloader = Reloader::new(
             &config.main.servers_dir,
+            None,
             &config.servers,
             running.handle().clone(),
         );

@@ -296,6 +296,39 @@ fn silent_backend_close_sends_the_disconnect_message_in<F: Flavor>(mode: &str) {
     drop(proxy);
 }
 
+/// A backend that accepts and then says nothing (one still starting, or hung) gets the player the
+/// `disconnect_message` when the read timeout ends the session, as a backend that closes does.
+fn hung_backend_times_out_with_the_disconnect_message_in<F: Flavor>(mode: &str) {
+    let backend = Backend::start(|mut s| {
+        let _ = (read_frame_bytes(&mut s), read_frame_bytes(&mut s));
+        // Hold the connection, silent, until the proxy closes it.
+        let _ = s.read_to_end(&mut Vec::new());
+    });
+    let layout = Layout::new().server(
+        "a",
+        &server_toml(
+            &["mc.example.com"],
+            &[backend.addr()],
+            &format!(
+                "proxy_mode = \"{mode}\"\ndisconnect_message = \"Still starting\"\n[timeouts]\nread = \"1s\""
+            ),
+        ),
+    );
+    let proxy = start::<F>(&layout);
+    let started = Instant::now();
+    let what = format!("[{}] {mode}", F::NAME);
+    assert_login_refused(proxy.addr(), "mc.example.com", "Waiter", "Still starting", &what);
+    assert!(started.elapsed() >= Duration::from_millis(900), "{what}");
+    assert!(wait_for_log(&["session ended", "b2c=0", "reason=Timeout"], IO_TIMEOUT).is_some());
+    // A status ping is not a login: no Login Disconnect packet.
+    let mut c = connect(proxy.addr());
+    c.write_all(&status_bytes("mc.example.com")).unwrap();
+    let mut rest = Vec::new();
+    let _ = c.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "{what}: {rest:?}");
+    drop(proxy);
+}
+
 fn status_is_answered_by_a_live_backend<F: Flavor>() {
     let backend = Backend::start(|mut s| {
         let Ok(_hs) = read_frame_bytes(&mut s) else {
@@ -724,6 +757,37 @@ fn max_connections_is_enforced<F: Flavor>() {
     drop(proxy);
 }
 
+/// A connection closed for a handshake timeout was sent nothing, so it does not linger: its
+/// `max_connections` slot is free as soon as the client sees the close (a kick lingers up to 2 s).
+fn a_timed_out_handshake_frees_its_slot_at_once<F: Flavor>() {
+    let a = Backend::echo();
+    let layout = Layout::new()
+        .main("max_connections = 1\nhandshake_timeout = \"1s\"")
+        .server("a", &server_toml(&["mc.example.com"], &[a.addr()], ""));
+    let proxy = start::<F>(&layout);
+    let mut silent = connect(proxy.addr());
+    assert!(reads_eof(&mut silent), "[{}] silent client closed", F::NAME);
+    // `silent` stays open on our side: a lingering proxy would wait for its EOF.
+    let deadline = Instant::now() + Duration::from_millis(500);
+    let bytes = login_bytes("mc.example.com", "Next");
+    loop {
+        let mut c = connect(proxy.addr());
+        let mut back = vec![0u8; bytes.len()];
+        let forwarded = c.write_all(&bytes).is_ok() && c.read_exact(&mut back).is_ok();
+        if forwarded && back == bytes {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "[{}] the slot of the timed-out connection was still held",
+            F::NAME
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(silent);
+    drop(proxy);
+}
+
 fn five_hundred_concurrent_sessions_in<F: Flavor>(mode: &str) {
     raise_fd_limit();
     let a = Backend::echo();
@@ -859,6 +923,7 @@ in_both_modes! {
     backend_half_close_reaches_the_client_and_client_can_still_send, backend_half_close_reaches_the_client_and_client_can_still_send_zero_copy => backend_half_close_reaches_the_client_and_client_can_still_send_in;
     idle_session_ends_with_reason_timeout, idle_session_ends_with_reason_timeout_zero_copy => idle_session_ends_with_reason_timeout_in;
     silent_backend_close_sends_the_disconnect_message, silent_backend_close_sends_the_disconnect_message_zero_copy => silent_backend_close_sends_the_disconnect_message_in;
+    hung_backend_times_out_with_the_disconnect_message, hung_backend_times_out_with_the_disconnect_message_zero_copy => hung_backend_times_out_with_the_disconnect_message_in;
     five_hundred_concurrent_sessions, five_hundred_concurrent_sessions_zero_copy => five_hundred_concurrent_sessions_in;
 }
 
@@ -904,6 +969,8 @@ full_suite!(
     disconnect_message_when_every_backend_is_down,
     silent_backend_close_sends_the_disconnect_message,
     silent_backend_close_sends_the_disconnect_message_zero_copy,
+    hung_backend_times_out_with_the_disconnect_message,
+    hung_backend_times_out_with_the_disconnect_message_zero_copy,
     status_is_answered_by_a_live_backend,
     max_players_refuses_the_third_and_keeps_the_first_two,
     half_close_loses_no_byte,
@@ -916,6 +983,7 @@ full_suite!(
     plugins_deny_and_redirect,
     ip_filter_from_the_main_file,
     max_connections_is_enforced,
+    a_timed_out_handshake_frees_its_slot_at_once,
     five_hundred_concurrent_sessions,
     graceful_shutdown_lets_sessions_finish,
     shutdown_deadline_closes_sessions_with_reason_shutdown,
