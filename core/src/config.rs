@@ -548,17 +548,37 @@ struct RawTimeouts {
     unknown: BTreeMap<String, toml::Value>,
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
+/// `domain_rewrite`: a mode name, or `{ explicit = "host" }`.
 enum RawRewrite {
     Mode(String),
-    Explicit(RawExplicit),
+    Explicit(String),
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawExplicit {
-    explicit: String,
+const REWRITE_EXPECTED: &str = "expected \"none\", \"from_backend\" or { explicit = \"host\" }";
+
+impl<'de> Deserialize<'de> for RawRewrite {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        match toml::Value::deserialize(d)? {
+            toml::Value::String(mode) => Ok(RawRewrite::Mode(mode)),
+            toml::Value::Table(t) => {
+                // A misspelt key is named, as everywhere else.
+                if let Some(key) = t.keys().find(|k| *k != "explicit") {
+                    return Err(D::Error::custom(format!(
+                        "unknown key `{key}`; {REWRITE_EXPECTED}"
+                    )));
+                }
+                match t.get("explicit") {
+                    Some(toml::Value::String(host)) => Ok(RawRewrite::Explicit(host.clone())),
+                    Some(_) => Err(D::Error::custom(
+                        "`explicit` must be a string: the host name the backend sees",
+                    )),
+                    None => Err(D::Error::custom(REWRITE_EXPECTED)),
+                }
+            }
+            _ => Err(D::Error::custom(REWRITE_EXPECTED)),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -1071,12 +1091,8 @@ impl ServerConfig {
 
         let domain_rewrite = match raw.domain_rewrite {
             None => Rewrite::None,
-            Some(Field::Bad(_)) => {
-                issues.push(ConfigIssue::new(
-                    source,
-                    "domain_rewrite",
-                    "expected \"none\", \"from_backend\" or { explicit = \"host\" }",
-                ));
+            Some(Field::Bad(reason)) => {
+                issues.push(ConfigIssue::new(source, "domain_rewrite", reason));
                 Rewrite::None
             }
             Some(Field::Ok(RawRewrite::Mode(m))) if m == "none" => Rewrite::None,
@@ -1090,13 +1106,15 @@ impl ServerConfig {
                 issues.push(ConfigIssue::new(
                     source,
                     "domain_rewrite",
-                    format!("unknown value {m:?}; expected \"none\", \"from_backend\" or {{ explicit = \"host\" }}"),
+                    format!("unknown value {m:?}; {REWRITE_EXPECTED}"),
                 ));
                 Rewrite::None
             }
-            Some(Field::Ok(RawRewrite::Explicit(RawExplicit { explicit }))) => {
+            Some(Field::Ok(RawRewrite::Explicit(explicit))) => {
                 let host = explicit.trim();
-                if host.is_empty() || host.contains('\0') || host.len() > 255 {
+                // What `addresses` refuses in a host, and control characters.
+                let bad = |c: char| c.is_whitespace() || c.is_control() || c == '/';
+                if host.is_empty() || host.chars().any(bad) || host.len() > 255 {
                     issues.push(ConfigIssue::new(
                         source,
                         "domain_rewrite.explicit",
@@ -1143,6 +1161,20 @@ impl ServerConfig {
             "disconnect_message",
             &mut issues,
         );
+        if let Some(m) = &disconnect_message {
+            if !crate::response::fits_vanilla_clients(m) {
+                issues.push(ConfigIssue::new(
+                    source,
+                    "disconnect_message",
+                    format!(
+                        "too long ({} characters): vanilla clients refuse a status answer or kick over {} \
+                         characters",
+                        m.chars().count(),
+                        crate::response::VANILLA_MAX_STRING
+                    ),
+                ));
+            }
+        }
 
         if !issues.is_empty() {
             return Err(ConfigErrors(issues));
@@ -1628,10 +1660,50 @@ mod tests {
     }
 
     #[test]
+    fn a_disconnect_message_vanilla_cannot_read_is_refused() {
+        let with = |message: &str| {
+            let text = format!(
+                "domains = [\"a\"]\naddresses = [\"a:1\"]\ndisconnect_message = {:?}",
+                message
+            );
+            server(&text)
+        };
+        assert!(with(&"x".repeat(32_000)).is_ok());
+        let e = with(&"x".repeat(33_000)).unwrap_err();
+        assert_eq!(keys(e.clone()), vec!["disconnect_message"]);
+        assert!(
+            e.0[0].reason.starts_with("too long (33000 characters)"),
+            "{e}"
+        );
+        // Escaping counts: each quote is two characters in the JSON.
+        assert!(with(&"\"".repeat(17_000)).is_err());
+    }
+
+    #[test]
     fn bad_rewrite_value_is_an_error() {
         let e = server("domains = [\"a\"]\naddresses = [\"a:1\"]\ndomain_rewrite = \"sometimes\"")
             .unwrap_err();
         assert_eq!(keys(e), vec!["domain_rewrite"]);
+        let reason = |rewrite: &str| {
+            let text =
+                format!("domains = [\"a\"]\naddresses = [\"a:1\"]\ndomain_rewrite = {rewrite}");
+            server(&text).map_err(|e| (keys(e.clone()), e.0[0].reason.clone()))
+        };
+        let (at, why) = reason("{ explicti = \"x\" }").unwrap_err();
+        assert_eq!(at, vec!["domain_rewrite"]);
+        assert!(why.starts_with("unknown key `explicti`; expected"), "{why}");
+        let (_, why) = reason("{ explicit = \"a\", foo = 1 }").unwrap_err();
+        assert!(why.contains("`foo`"), "{why}");
+        let (_, why) = reason("{ explicit = 5 }").unwrap_err();
+        assert!(why.contains("must be a string"), "{why}");
+        let (_, why) = reason("7").unwrap_err();
+        assert!(why.starts_with("expected \"none\""), "{why}");
+        for host in ["\"a b:25565/x\"", "\"a/b\"", "\"a\\tb\""] {
+            let (at, why) = reason(&format!("{{ explicit = {host} }}")).unwrap_err();
+            assert_eq!(at, vec!["domain_rewrite.explicit"], "{host}");
+            assert!(why.ends_with("is not a host name"), "{why}");
+        }
+        assert!(reason("{ explicit = \"lobby.internal\" }").is_ok());
     }
 
     fn files(entries: &[(&str, &str)]) -> ServerFiles {
@@ -1831,7 +1903,11 @@ mod tests {
     #[test]
     fn a_main_file_in_its_own_servers_dir_is_not_a_server_file() {
         let good = "domains = [\"a.example.com\"]\naddresses = [\"10.0.0.1:1\"]";
-        let path = layout("same-dir", "servers_dir = \".\"\nmax_connections = 5\n", &[]);
+        let path = layout(
+            "same-dir",
+            "servers_dir = \".\"\nmax_connections = 5\n",
+            &[],
+        );
         std::fs::write(path.with_file_name("lobby.toml"), good).unwrap();
         let config = load_once(&path).unwrap();
         let names: Vec<&str> = config.servers.iter().map(|s| s.name.as_str()).collect();

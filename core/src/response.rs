@@ -17,14 +17,29 @@ pub fn login_disconnect(reason: &str) -> Vec<u8> {
     out
 }
 
-/// A Status Response packet (id 0x00) whose description is `motd`, answering a client of `protocol`.
-pub fn status_response(protocol: i32, motd: &str, online: u32, max: u32) -> Vec<u8> {
-    let json = serde_json::json!({
+/// The longest string vanilla clients read in a Status Response or (before 1.20.3) a Login Disconnect, in
+/// UTF-16 code units: longer, and the client fails with a decode error instead of showing the text.
+pub const VANILLA_MAX_STRING: usize = 32767;
+
+fn status_json(protocol: i32, motd: &str, online: u32, max: u32) -> String {
+    serde_json::json!({
         "version": { "name": "nethergate", "protocol": protocol },
         "players": { "max": max, "online": online, "sample": [] },
         "description": { "text": motd },
     })
-    .to_string();
+    .to_string()
+}
+
+/// Whether every client can read `motd` as a status description and as a login disconnect reason: the
+/// longest status answer it can be part of fits [`VANILLA_MAX_STRING`].
+pub fn fits_vanilla_clients(motd: &str) -> bool {
+    let longest = status_json(i32::MIN, motd, u32::MAX, u32::MAX);
+    longest.encode_utf16().count() <= VANILLA_MAX_STRING
+}
+
+/// A Status Response packet (id 0x00) whose description is `motd`, answering a client of `protocol`.
+pub fn status_response(protocol: i32, motd: &str, online: u32, max: u32) -> Vec<u8> {
+    let json = status_json(protocol, motd, online, max);
     let mut body = Vec::with_capacity(json.len() + 3);
     codec::write_string(&mut body, &json);
     let mut out = Vec::with_capacity(body.len() + 4);

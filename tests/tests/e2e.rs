@@ -317,7 +317,13 @@ fn hung_backend_times_out_with_the_disconnect_message_in<F: Flavor>(mode: &str) 
     let proxy = start::<F>(&layout);
     let started = Instant::now();
     let what = format!("[{}] {mode}", F::NAME);
-    assert_login_refused(proxy.addr(), "mc.example.com", "Waiter", "Still starting", &what);
+    assert_login_refused(
+        proxy.addr(),
+        "mc.example.com",
+        "Waiter",
+        "Still starting",
+        &what,
+    );
     assert!(started.elapsed() >= Duration::from_millis(900), "{what}");
     assert!(wait_for_log(&["session ended", "b2c=0", "reason=Timeout"], IO_TIMEOUT).is_some());
     // A status ping is not a login: no Login Disconnect packet.
