@@ -877,6 +877,11 @@ impl MainConfig {
         let servers_dir = field(raw.servers_dir, &source, "servers_dir", &mut issues);
         let servers_dir_known = issues.len() == problems_before;
         let servers_dir = base.join(servers_dir.as_deref().unwrap_or("servers"));
+        // `servers_dir = ""` beside a main file given as a bare name: the current directory, as "." is.
+        let servers_dir = match servers_dir.as_os_str().is_empty() {
+            true => PathBuf::from("."),
+            false => servers_dir,
+        };
         let handshake_timeout = duration(
             &source,
             "handshake_timeout",
@@ -1231,7 +1236,11 @@ impl ServerFiles {
             })
             // A link to nowhere is listed too, so that reading it reports the missing target instead of
             // the server quietly vanishing; directories, sockets and FIFOs named `*.toml` are not.
-            .filter(|p| p.extension().is_some_and(|x| x == "toml") && (p.is_file() || dangling(p)))
+            .filter(|p| {
+                p.extension()
+                    .is_some_and(|x| x.eq_ignore_ascii_case("toml"))
+                    && (p.is_file() || dangling(p))
+            })
             .filter(|p| main_file.is_none() || p.canonicalize().ok() != main_file)
             .collect();
         paths.sort();
@@ -1891,13 +1900,28 @@ mod tests {
     #[test]
     fn hidden_files_are_not_server_files() {
         let good = "domains = [\"a.example.com\"]\naddresses = [\"10.0.0.1:1\"]";
-        let path = layout("hidden", "", &[("a.toml", good), (".hidden.toml", "")]);
+        let other = "domains = [\"b.example.com\"]\naddresses = [\"10.0.0.1:1\"]";
+        let path = layout(
+            "hidden",
+            "",
+            &[("a.toml", good), (".hidden.toml", ""), ("B.TOML", other)],
+        );
         let servers = path.with_file_name("servers");
         // Emacs' lock file while a.toml is being edited.
         std::os::unix::fs::symlink("root@host.1234:1700000000", servers.join(".#a.toml")).unwrap();
         let config = load_once(&path).unwrap();
-        assert_eq!(config.servers.len(), 1);
-        assert_eq!(config.servers[0].name, "a");
+        let names: Vec<&str> = config.servers.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, vec!["B", "a"]);
+    }
+
+    #[test]
+    fn an_empty_servers_dir_is_the_main_files_directory() {
+        let main =
+            MainConfig::from_toml(Path::new("nethergate.toml"), "servers_dir = \"\"").unwrap();
+        assert_eq!(main.servers_dir, Path::new("."));
+        let main =
+            MainConfig::from_toml(Path::new("/etc/ng/n.toml"), "servers_dir = \"\"").unwrap();
+        assert_eq!(main.servers_dir, Path::new("/etc/ng/"));
     }
 
     #[test]

@@ -144,9 +144,10 @@ impl RouteTable {
                         config.name, configs[other].source
                     ),
                 });
-                continue;
+                // Its domains are still checked: every problem is reported at once.
+            } else {
+                table.by_name.insert(config.name.clone(), index);
             }
-            table.by_name.insert(config.name.clone(), index);
             for domain in &config.domains {
                 match claimed.get(domain.as_str()) {
                     Some(&other) if other == index => continue,
@@ -340,6 +341,12 @@ mod tests {
         let mut b = cfg("one", &["b.example.com"]);
         b.source = "servers/other.toml".into();
         assert!(RouteTable::build(&[cfg("one", &["a.example.com"]), b]).is_err());
+        // A server with a taken name has its domains checked too.
+        let mut c = cfg("one", &["a.example.com"]);
+        c.source = "servers/third.toml".into();
+        let e = RouteTable::build(&[cfg("one", &["a.example.com"]), c]).unwrap_err();
+        let keys: Vec<&str> = e.0.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(keys, vec!["name", "domains"], "{e}");
     }
 
     #[test]

@@ -40,6 +40,22 @@ pub const LEGACY_LOGIN_KICK: &str = "Outdated client! Use Minecraft 1.7 or newer
 /// What a login is told when its server is full.
 pub const SERVER_FULL_MESSAGE: &str = "The server is full. Please try again later.";
 
+/// Longest client host logged whole: no longer name can be routed (DNS names are at most 253 bytes).
+const MAX_LOGGED_HOST: usize = 255;
+
+/// `host` for a log line: a longer one (up to the 16 KiB a handshake may hold) is cut, with its length
+/// noted, so a client cannot write a log byte for each byte it sends.
+fn logged_host(host: &str) -> std::borrow::Cow<'_, str> {
+    if host.len() <= MAX_LOGGED_HOST {
+        return host.into();
+    }
+    let cut = (0..=MAX_LOGGED_HOST)
+        .rev()
+        .find(|&i| host.is_char_boundary(i))
+        .unwrap_or(0);
+    format!("{}... ({} bytes)", &host[..cut], host.len()).into()
+}
+
 /// What a login is told when its host matches no server.
 pub const UNKNOWN_HOST_MESSAGE: &str = "Unknown server address";
 
@@ -503,6 +519,7 @@ impl Session {
 
     fn close(&mut self, reason: CloseReason) {
         self.admission = None;
+        let host = logged_host(ServerAddress::split(self.server_address()).host);
         macro_rules! closed {
             ($level:expr) => {
                 tracing::event!(
@@ -510,7 +527,7 @@ impl Session {
                     client = %self.client,
                     // A `&str`: the human format quotes and escapes it (a client-chosen host cannot forge
                     // other fields of the line) and JSON gets the plain string.
-                    host = ServerAddress::split(self.server_address()).host,
+                    host = &*host,
                     player = self.player().unwrap_or("-"),
                     server = self.server().unwrap_or("-"),
                     reason = %reason,
@@ -676,6 +693,23 @@ mod tests {
 
     const CLIENT: &str = "198.51.100.7:50000";
     const LOCAL: &str = "192.0.2.1:25565";
+
+    #[test]
+    fn a_long_host_is_cut_in_log_lines() {
+        let host = "a".repeat(MAX_LOGGED_HOST);
+        assert_eq!(logged_host(&host), host.as_str());
+        let long = format!("{}é{}", "a".repeat(MAX_LOGGED_HOST - 1), "b".repeat(16_000));
+        let logged = logged_host(&long);
+        // Cut before the two-byte character that straddles the limit.
+        assert_eq!(
+            logged,
+            format!(
+                "{}... ({} bytes)",
+                "a".repeat(MAX_LOGGED_HOST - 1),
+                long.len()
+            )
+        );
+    }
 
     fn server(name: &str, extra: &str) -> ServerConfig {
         ServerConfig::from_toml(

@@ -38,8 +38,17 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
     /// Threads that run sessions [default: one per CPU core].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse_threads)]
     pub threads: Option<std::num::NonZeroUsize>,
+}
+
+/// `--threads`: a whole number of at least 1.
+fn parse_threads(arg: &str) -> Result<std::num::NonZeroUsize, String> {
+    match arg.trim().parse::<usize>() {
+        Ok(n) => std::num::NonZeroUsize::new(n)
+            .ok_or_else(|| "must be at least 1 (0 threads could run no session)".to_owned()),
+        Err(_) => Err(format!("{arg:?} is not a whole number of threads")),
+    }
 }
 
 /// The number of session threads: `--threads`, or one per CPU core.
@@ -168,8 +177,10 @@ fn print_routes(config: &Config) {
     }
     if let Some(docker) = &config.main.docker {
         println!(
-            "  docker: containers labelled {}.enable = \"true\" at {:?}, polled every {:?}",
-            docker.label_prefix, docker.endpoint, docker.poll_interval
+            "  docker: containers labelled {}.enable = \"true\" at {}, polled every {}",
+            docker.label_prefix,
+            docker.endpoint,
+            humantime::format_duration(docker.poll_interval)
         );
     }
 }

@@ -307,6 +307,9 @@ async fn accept_loop<R: Runtime>(
             }
             Some(None) => report_held_floods(shared, false),
             Some(Some(Ok((accepted, peer)))) => {
+                // An IPv4 client of a dual-stack (`[::]`) listener is `::ffff:a.b.c.d`: logged, filtered
+                // and passed on in PROXY headers as the IPv4 address it is.
+                let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
                 let Some(guard) = Tasks::try_enter(control.clone(), shared.main.max_connections)
                 else {
                     if let Some(count) = shared.refusals.hit(Instant::now()) {

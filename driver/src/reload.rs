@@ -5,6 +5,7 @@ use crate::proxy::Handle;
 use nethergate_core::config::{Catalog, ConfigErrors, ConfigIssue, ServerFiles};
 use nethergate_core::{RouteTable, ServerConfig};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,8 @@ pub struct Reloader {
     dir: PathBuf,
     /// The main file, left out should `dir` be its own directory.
     main_file: Option<PathBuf>,
+    /// Whether the last reload was rejected or failed: the next clean one says so.
+    failing: AtomicBool,
     catalog: Mutex<Catalog>,
     handle: Handle,
 }
@@ -34,24 +37,39 @@ impl Reloader {
         Arc::new(Reloader {
             dir: dir.to_path_buf(),
             main_file: main_file.map(Path::to_path_buf),
+            failing: AtomicBool::new(false),
             catalog: Mutex::new(Catalog::new(initial)),
             handle,
         })
     }
 
     /// Applies `change` to a copy of the catalog; swaps the new table in only if it builds.
-    fn apply(&self, what: &str, change: impl FnOnce(&mut Catalog)) {
+    /// `change` says whether it met (and logged) problems of its own, such as a broken file.
+    fn apply(&self, what: &str, change: impl FnOnce(&mut Catalog) -> bool) {
         let mut catalog = self.catalog.lock().unwrap_or_else(PoisonError::into_inner);
-        match prepare(&catalog, change) {
-            Outcome::Unchanged => {}
+        let mut problems = false;
+        match prepare(&catalog, |c| problems = change(c)) {
+            Outcome::Unchanged if problems => self.failing.store(true, Ordering::Relaxed),
+            Outcome::Unchanged => {
+                if self.failing.swap(false, Ordering::Relaxed) {
+                    // The problem went away without changing what is live (e.g. the conflicting file was
+                    // removed): the admin who saw the error learns it is over.
+                    tracing::info!(
+                        source = what,
+                        "configuration valid again; the live routes are unchanged"
+                    );
+                }
+            }
             Outcome::Reloaded(reloaded) => {
                 let (next, table) = *reloaded;
                 let servers = table.servers().len();
                 self.handle.set_routes(table);
                 *catalog = next;
+                self.failing.store(problems, Ordering::Relaxed);
                 tracing::info!(servers, source = what, "configuration reloaded");
             }
             Outcome::Rejected(errors) => {
+                self.failing.store(true, Ordering::Relaxed);
                 for issue in &errors.0 {
                     log_issue(issue, "reload rejected, previous routes stay live");
                 }
@@ -65,6 +83,7 @@ impl Reloader {
         let fresh = match ServerFiles::read_dir(&self.dir, self.main_file.as_deref()) {
             Ok(f) => f,
             Err(errors) => {
+                self.failing.store(true, Ordering::Relaxed);
                 for issue in &errors.0 {
                     log_issue(issue, "reload failed, previous routes stay live");
                 }
@@ -76,7 +95,10 @@ impl Reloader {
 
     /// Replaces every server of `provider` (e.g. `"docker"`).
     pub fn set_provider(&self, provider: &str, servers: Vec<ServerConfig>) {
-        self.apply(provider, |catalog| catalog.set_provider(provider, servers));
+        self.apply(provider, |catalog| {
+            catalog.set_provider(provider, servers);
+            false
+        });
     }
 }
 
@@ -105,13 +127,16 @@ fn prepare(current: &Catalog, change: impl FnOnce(&mut Catalog)) -> Outcome {
 }
 
 /// Applies a fresh read of the server directory to `catalog`, logging the files that failed.
-fn update_files(catalog: &mut Catalog, fresh: ServerFiles) {
-    for issue in catalog.update_files(fresh) {
+/// Applies the files read; `true` when some were invalid (and logged).
+fn update_files(catalog: &mut Catalog, fresh: ServerFiles) -> bool {
+    let issues = catalog.update_files(fresh);
+    for issue in &issues {
         log_issue(
-            &issue,
+            issue,
             "server file invalid, its previous version stays live",
         );
     }
+    !issues.is_empty()
 }
 
 /// Logs a configuration problem with its file, key (when it has one: a syntax error may not) and reason.
@@ -298,7 +323,7 @@ mod tests {
     fn live(dir: &Path) -> Catalog {
         let mut catalog = Catalog::default();
         match prepare(&catalog, |c| {
-            update_files(c, ServerFiles::read_dir(dir, None).unwrap())
+            update_files(c, ServerFiles::read_dir(dir, None).unwrap());
         }) {
             Outcome::Reloaded(reloaded) => catalog = reloaded.0,
             Outcome::Unchanged => {}
@@ -309,7 +334,9 @@ mod tests {
 
     fn rejected(current: &Catalog, dir: &Path) -> ConfigErrors {
         let fresh = ServerFiles::read_dir(dir, None).unwrap();
-        match prepare(current, |c| update_files(c, fresh)) {
+        match prepare(current, |c| {
+            update_files(c, fresh);
+        }) {
             Outcome::Rejected(errors) => errors,
             Outcome::Reloaded(..) => panic!("the conflict was accepted"),
             Outcome::Unchanged => panic!("the change was not seen"),

@@ -344,6 +344,8 @@ fn threads_flag_sets_the_session_threads_and_rejects_zero() {
             Some(2),
             "{bin}: --threads 0 is a usage error"
         );
+        let said = String::from_utf8_lossy(&zero.stderr);
+        assert!(said.contains("must be at least 1"), "{bin}: {said}");
     }
 }
 

@@ -139,6 +139,18 @@ fn a_broken_file_is_reported_once<F: Flavor>() {
         routed_to(proxy.addr(), "alpha.example.com"),
         Some(a.addr().port())
     );
+    assert!(
+        !captured_logs().contains("configuration valid again"),
+        "[{}] the problem is not over yet",
+        F::NAME
+    );
+    // Removing the broken file changes no route, but ends the problem: the admin is told.
+    std::fs::remove_file(layout.dir().join("servers").join("broken.toml")).unwrap();
+    assert!(
+        wait_for_log(&["configuration valid again"], Duration::from_secs(10)).is_some(),
+        "[{}] the end of the problem was not logged",
+        F::NAME
+    );
     drop(proxy);
 }
 
