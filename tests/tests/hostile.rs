@@ -1396,15 +1396,16 @@ fn hostile_backends_give_the_client_a_clear_end<F: Rt>() {
     // (server, what the client must see, reason, by the read timeout)
     let mut expected_garbage = b"\xde\xad\xbe\xef garbage first".to_vec();
     expected_garbage.extend(login_bytes("garbage.example.com", "Steve"));
-    // A backend that ends before its first byte: the player is told `disconnect_message`.
+    // A backend that ends before its first byte, or says nothing until the read timeout: the player is
+    // told `disconnect_message`.
     let told = nethergate_core::response::login_disconnect(
         nethergate_core::config::DEFAULT_DISCONNECT_MESSAGE,
     );
     let cases: [(&str, Vec<u8>, &str, bool); 4] = [
         ("rst", told.clone(), "reason=BackendClosed", false),
-        ("closes", told, "reason=BackendClosed", false),
+        ("closes", told.clone(), "reason=BackendClosed", false),
         ("garbage", expected_garbage, "reason=ClientClosed", false),
-        ("mute", vec![], "reason=Timeout", true),
+        ("mute", told, "reason=Timeout", true),
     ];
     for (name, want, reason, by_timeout) in cases {
         let by_reset = name == "rst";
