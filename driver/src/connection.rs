@@ -134,6 +134,21 @@ fn read_now<S: Stream>(s: &S, buf: &mut [u8]) -> io::Result<(usize, bool)> {
     Ok((n, n < buf.len()))
 }
 
+/// Ends a connection we told nothing, without waiting: our FIN first, then what the client sent and we did
+/// not read is taken out of the socket, so that closing it sends no reset after the FIN (a client reading
+/// then sees a clean end of stream).
+fn close_at_once<S: Stream>(client: &S) {
+    copy::shutdown_write(client);
+    let mut buf = [0u8; 512];
+    let mut drained = 0;
+    while drained < CLOSE_DRAIN_BYTES {
+        match read_now(client, &mut buf) {
+            Ok((0, _)) | Err(_) => return,
+            Ok((n, _)) => drained += n,
+        }
+    }
+}
+
 /// Closes a client we refused: our last packet is already written; shut down our side and read what the
 /// client still sends for a moment, so the kernel does not answer with a reset that would destroy it.
 async fn linger<R: Runtime>(rt: &R, client: &R::Stream) {
@@ -274,10 +289,12 @@ async fn handshake<R: Runtime>(
                     return Some((backend, fwd));
                 }
                 Action::Close(_) => {
-                    // With nothing of ours to protect from a reset (a handshake timeout, garbage), the
-                    // socket closes at once and frees its `max_connections` slot with it.
                     if answered {
                         linger(rt, client).await; // abort: see `serve`
+                    } else {
+                        // Nothing of ours to protect (a handshake timeout, garbage): no waiting, so the
+                        // socket's `max_connections` slot is free at once.
+                        close_at_once(client);
                     }
                     return None;
                 }

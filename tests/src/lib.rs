@@ -169,6 +169,14 @@ impl Layout {
         }
     }
 
+    /// Listens on `bind` instead of `127.0.0.1:0`.
+    pub fn bind(mut self, bind: &str) -> Layout {
+        self.main = self
+            .main
+            .replacen("bind = \"127.0.0.1:0\"", &format!("bind = {bind:?}"), 1);
+        self
+    }
+
     /// Adds lines to the main file.
     pub fn main(mut self, extra: &str) -> Layout {
         self.main.push_str(extra);

@@ -763,6 +763,40 @@ fn max_connections_is_enforced<F: Flavor>() {
     drop(proxy);
 }
 
+/// An IPv4 client of a dual-stack `[::]` listener is an IPv4 address everywhere: the registry and the log
+/// line show `127.0.0.1`, not `::ffff:127.0.0.1`.
+fn ipv4_clients_of_a_dual_stack_listener_are_ipv4<F: Flavor>() {
+    let a = Backend::echo();
+    let layout = Layout::new()
+        .bind("[::]:0")
+        .server("a", &server_toml(&["mc.example.com"], &[a.addr()], ""));
+    let proxy = start::<F>(&layout);
+    let v4 = SocketAddr::from(([127, 0, 0, 1], proxy.addr().port()));
+    let c = login_echoed(v4, "mc.example.com", "Dual");
+    let port = c.local_addr().unwrap().port();
+    assert!(wait_until(IO_TIMEOUT, || proxy.registry().len() == 1));
+    let clients: Vec<SocketAddr> = proxy
+        .registry()
+        .sessions()
+        .iter()
+        .map(|s| s.client)
+        .collect();
+    assert_eq!(
+        clients,
+        vec![SocketAddr::from(([127, 0, 0, 1], port))],
+        "[{}]",
+        F::NAME
+    );
+    drop(c);
+    let line = format!("client=127.0.0.1:{port}");
+    assert!(
+        wait_for_log(&["session ended", &line], IO_TIMEOUT).is_some(),
+        "[{}] {line} not logged",
+        F::NAME
+    );
+    drop(proxy);
+}
+
 /// A connection closed for a handshake timeout was sent nothing, so it does not linger: its
 /// `max_connections` slot is free as soon as the client sees the close (a kick lingers up to 2 s).
 fn a_timed_out_handshake_frees_its_slot_at_once<F: Flavor>() {
@@ -990,6 +1024,7 @@ full_suite!(
     ip_filter_from_the_main_file,
     max_connections_is_enforced,
     a_timed_out_handshake_frees_its_slot_at_once,
+    ipv4_clients_of_a_dual_stack_listener_are_ipv4,
     five_hundred_concurrent_sessions,
     graceful_shutdown_lets_sessions_finish,
     shutdown_deadline_closes_sessions_with_reason_shutdown,
