@@ -630,12 +630,19 @@ fn opening_in_any_pieces_is_routed_and_loses_nothing<F: Flavor>() {
     drop(proxy);
 }
 
+/// `layout` with one server, `mc.example.com` → `backend`, and a proxy started on it.
+fn proxy_to<F: Flavor>(layout: Layout, backend: &Backend) -> (Layout, Box<dyn Started>) {
+    let layout = layout.server(
+        "a",
+        &server_toml(&["mc.example.com"], &[backend.addr()], ""),
+    );
+    let proxy = start::<F>(&layout);
+    (layout, proxy)
+}
+
 fn slow_handshake_is_closed<F: Flavor>() {
     let a = Backend::echo();
-    let layout = Layout::new()
-        .main("handshake_timeout = \"1s\"")
-        .server("a", &server_toml(&["mc.example.com"], &[a.addr()], ""));
-    let proxy = start::<F>(&layout);
+    let (_layout, proxy) = proxy_to::<F>(Layout::new().main("handshake_timeout = \"1s\""), &a);
     let started = Instant::now();
     let mut c = connect(proxy.addr());
     c.write_all(&login_bytes("mc.example.com", "Steve")[..5])
@@ -767,10 +774,7 @@ fn max_connections_is_enforced<F: Flavor>() {
 /// line show `127.0.0.1`, not `::ffff:127.0.0.1`.
 fn ipv4_clients_of_a_dual_stack_listener_are_ipv4<F: Flavor>() {
     let a = Backend::echo();
-    let layout = Layout::new()
-        .bind("[::]:0")
-        .server("a", &server_toml(&["mc.example.com"], &[a.addr()], ""));
-    let proxy = start::<F>(&layout);
+    let (_layout, proxy) = proxy_to::<F>(Layout::new().bind("[::]:0"), &a);
     let v4 = SocketAddr::from(([127, 0, 0, 1], proxy.addr().port()));
     let c = login_echoed(v4, "mc.example.com", "Dual");
     let port = c.local_addr().unwrap().port();
@@ -801,10 +805,8 @@ fn ipv4_clients_of_a_dual_stack_listener_are_ipv4<F: Flavor>() {
 /// `max_connections` slot is free as soon as the client sees the close (a kick lingers up to 2 s).
 fn a_timed_out_handshake_frees_its_slot_at_once<F: Flavor>() {
     let a = Backend::echo();
-    let layout = Layout::new()
-        .main("max_connections = 1\nhandshake_timeout = \"1s\"")
-        .server("a", &server_toml(&["mc.example.com"], &[a.addr()], ""));
-    let proxy = start::<F>(&layout);
+    let main = "max_connections = 1\nhandshake_timeout = \"1s\"";
+    let (_layout, proxy) = proxy_to::<F>(Layout::new().main(main), &a);
     let mut silent = connect(proxy.addr());
     assert!(reads_eof(&mut silent), "[{}] silent client closed", F::NAME);
     // `silent` stays open on our side: a lingering proxy would wait for its EOF.
