@@ -246,10 +246,10 @@ fn read_error(e: &io::Error) -> Step {
 /// (what one readiness lets through) starts with a buffer, and moves on to a pipe as soon as a read fills
 /// the whole buffer; after a burst that did, bursts start with the pipe until one moves less than
 /// [`SMALL_BURST`]. A resource pack or a world download is spliced, chat and movement packets are not.
-async fn pump<R: Runtime, S: Stream>(rt: &R, copy: &Shared<'_, S>, way: Way) -> Pumped {
+async fn pump<R: Runtime, S: Stream>(copy: &Shared<'_, R, S>, way: Way) -> Pumped {
     // Everything both directions share is behind one reference: the future of every idle session holds
     // two of these, so each word here is memory per session.
-    let (from, to) = copy.ends(way);
+    let (rt, (from, to)) = (copy.rt, copy.ends(way));
     let count = &copy.counts[way as usize];
     let (mode, timeouts) = (copy.mode, &copy.timeouts);
     let zero_copy = cfg!(target_os = "linux") && mode == ProxyMode::ZeroCopy;
@@ -338,7 +338,8 @@ impl Way {
 }
 
 /// What the two directions of [`bidirectional`] share.
-struct Shared<'a, S> {
+struct Shared<'a, R, S> {
+    rt: &'a R,
     client: &'a S,
     backend: &'a S,
     mode: ProxyMode,
@@ -351,7 +352,7 @@ struct Shared<'a, S> {
     if_backend_silent: &'a [u8],
 }
 
-impl<S> Shared<'_, S> {
+impl<R, S> Shared<'_, R, S> {
     /// (from, to) of `way`.
     fn ends(&self, way: Way) -> (&S, &S) {
         match way {
@@ -397,7 +398,11 @@ pub async fn bidirectional<R: Runtime, S: Stream>(
     if_backend_silent: &[u8],
     stop: &mut Watch<'_>,
 ) -> Copied {
+    // Everything the copy needs is moved into `copy` before the first await, and what the rare write at
+    // the end needs is taken back out of it after: an argument used on both sides of an await would be
+    // held for the whole session, and every idle session holds this future.
     let copy = Shared {
+        rt,
         client,
         backend,
         mode,
@@ -409,8 +414,8 @@ pub async fn bidirectional<R: Runtime, S: Stream>(
     let mut ending = Ending::default();
     {
         let (up_done, down_done) = (&copy.done[Way::Up as usize], &copy.done[Way::Down as usize]);
-        let mut up = pin!(pump(rt, &copy, Way::Up));
-        let mut down = pin!(pump(rt, &copy, Way::Down));
+        let mut up = pin!(pump(&copy, Way::Up));
+        let mut down = pin!(pump(&copy, Way::Down));
         future::poll_fn(|cx| {
             for (done, fut, reading) in [
                 (up_done, up.as_mut(), Side::Client),
@@ -443,10 +448,16 @@ pub async fn bidirectional<R: Runtime, S: Stream>(
         b2c: copy.counts[Way::Down as usize].load(Ordering::Relaxed),
         reason: ending.reason(),
     };
-    if copied.reason == EndReason::Timeout && copied.b2c == 0 && !if_backend_silent.is_empty() {
+    let (rt, client, kick, limit) = (
+        copy.rt,
+        copy.client,
+        copy.if_backend_silent,
+        copy.timeouts.write,
+    );
+    if copied.reason == EndReason::Timeout && copied.b2c == 0 && !kick.is_empty() {
         // A backend that accepted and then said nothing for the idle limit (one still starting, or hung)
         // is as unreachable to the player as one that closed at once. Best effort, and boxed: a rare path.
-        let _ = Box::pin(write_all(rt, client, if_backend_silent, timeouts.write)).await;
+        let _ = Box::pin(write_all(rt, client, kick, limit)).await;
     }
     copied
 }

@@ -281,7 +281,7 @@ mod tests {
                 &[],
                 &mut watch,
             );
-            // Every idle session holds this future: its size is memory per session (1,192 bytes with
+            // Every idle session holds this future: its size is memory per session (1,184 bytes with
             // rustc 1.95, the session's abort watch held outside it, by the caller; an inlined rare-path
             // write and a field in each direction once cost 0.75 KiB per session in the benchmark's idle
             // figure). Raise the bound only knowing that.
