@@ -19,11 +19,18 @@ function freePort () {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 
-/** Reject with `what timed out after Nms` if `promise` does not settle in time. */
+/**
+ * Reject with `what timed out after Nms` if `promise` does not settle in time.
+ *
+ * Node runs due timers before the I/O that arrived meanwhile, so after the event loop stalled (a loaded
+ * machine, another scenario compiling a protocol) a timer can fire although the answer is waiting in a
+ * socket: the rejection waits for the I/O phase that follows (setImmediate), and an answer that came in
+ * time wins.
+ */
 function withTimeout (promise, ms, what) {
   let timer
   const t = new Promise((resolve, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} timed out after ${ms}ms`)), ms)
+    timer = setTimeout(() => setImmediate(() => reject(new Error(`${what} timed out after ${ms}ms`))), ms)
   })
   return Promise.race([promise, t]).finally(() => clearTimeout(timer))
 }
@@ -37,26 +44,44 @@ function tcpProbe (port, host = HOST) {
   })
 }
 
-/** Poll until something accepts TCP connections on the port. */
+/** Milliseconds a `sleep(ms)` overslept by: how long node's event loop was stalled. */
+async function sleepMeasured (ms) {
+  const t0 = Date.now()
+  await sleep(ms)
+  return Math.max(0, Date.now() - t0 - ms)
+}
+
+/**
+ * Poll until something accepts TCP connections on the port.
+ *
+ * The deadline is judged after a probe, never after a sleep: when node's event loop stalls past the
+ * deadline during a sleep (seen on a loaded CI machine), the port is still probed before giving up.
+ */
 async function waitForPort (port, ms, isDead = () => null) {
   const deadline = Date.now() + ms
-  while (Date.now() < deadline) {
+  let probes = 0
+  let stall = 0
+  for (;;) {
     const dead = isDead()
     if (dead) throw new Error(dead)
     if (await tcpProbe(port)) return
-    await sleep(50)
+    probes++
+    if (Date.now() >= deadline) break
+    stall = Math.max(stall, await sleepMeasured(50))
   }
-  throw new Error(`nothing accepted connections on ${HOST}:${port} within ${ms}ms`)
+  throw new Error(`nothing accepted connections on ${HOST}:${port} within ${ms}ms (${probes} probes; node's event loop stalled up to ${stall}ms)`)
 }
 
-/** Wait until `pred()` is true, polling. */
+/** Wait until `pred()` is true, polling; like `waitForPort`, the deadline is judged right after a check. */
 async function waitFor (pred, ms, what) {
   const deadline = Date.now() + ms
-  while (Date.now() < deadline) {
+  let stall = 0
+  for (;;) {
     if (pred()) return
-    await sleep(25)
+    if (Date.now() >= deadline) break
+    stall = Math.max(stall, await sleepMeasured(25))
   }
-  throw new Error(`${what} (waited ${ms}ms)`)
+  throw new Error(`${what} (waited ${ms}ms${stall > 1000 ? `; node's event loop stalled up to ${stall}ms` : ''})`)
 }
 
 function assert (cond, msg) {
