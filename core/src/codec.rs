@@ -171,10 +171,8 @@ pub struct Frame<'a> {
     pub body: &'a [u8],
 }
 
-/// Reads one uncompressed frame (`VarInt length`, `VarInt id`, body) whose length is at most `max_len`.
-///
-/// A length over `max_len` is an error as soon as the prefix is read, so a hostile length is never waited for.
-pub fn read_frame(buf: &[u8], max_len: usize) -> Result<Parsed<Frame<'_>>, CodecError> {
+/// The length of the frame at the start of `buf` (checked against `max_len`), and the bytes its prefix takes.
+fn read_frame_length(buf: &[u8], max_len: usize) -> Result<Parsed<usize>, CodecError> {
     let (len, prefix) = match read_varint(buf)? {
         Parsed::Complete(len, used) => (len, used),
         Parsed::Incomplete => return Ok(Parsed::Incomplete),
@@ -186,6 +184,17 @@ pub fn read_frame(buf: &[u8], max_len: usize) -> Result<Parsed<Frame<'_>>, Codec
     if len == 0 {
         return Err(CodecError::EmptyFrame);
     }
+    Ok(Parsed::Complete(len, prefix))
+}
+
+/// Reads one uncompressed frame (`VarInt length`, `VarInt id`, body) whose length is at most `max_len`.
+///
+/// A length over `max_len` is an error as soon as the prefix is read, so a hostile length is never waited for.
+pub fn read_frame(buf: &[u8], max_len: usize) -> Result<Parsed<Frame<'_>>, CodecError> {
+    let (len, prefix) = match read_frame_length(buf, max_len)? {
+        Parsed::Complete(len, prefix) => (len, prefix),
+        Parsed::Incomplete => return Ok(Parsed::Incomplete),
+    };
     let Some(content) = buf.get(prefix..prefix + len) else {
         return Ok(Parsed::Incomplete);
     };
@@ -200,6 +209,24 @@ pub fn read_frame(buf: &[u8], max_len: usize) -> Result<Parsed<Frame<'_>>, Codec
         },
         prefix + len,
     ))
+}
+
+/// The packet id of the frame at the start of `buf`, as soon as its bytes are in (the rest of the frame
+/// may still be missing), with the bytes the length prefix and the id take. Errors are those of
+/// [`read_frame`] for the same prefix.
+pub fn read_frame_id(buf: &[u8], max_len: usize) -> Result<Parsed<i32>, CodecError> {
+    let (len, prefix) = match read_frame_length(buf, max_len)? {
+        Parsed::Complete(len, prefix) => (len, prefix),
+        Parsed::Incomplete => return Ok(Parsed::Incomplete),
+    };
+    let end = buf.len().min(prefix + len);
+    Ok(
+        match read_varint(buf.get(prefix..end).unwrap_or_default()) {
+            Ok(Parsed::Complete(id, used)) => Parsed::Complete(id, prefix + used),
+            // A VarInt cut by the frame's end or malformed: read_frame reports it once the frame is whole.
+            Ok(Parsed::Incomplete) | Err(_) => Parsed::Incomplete,
+        },
+    )
 }
 
 /// Appends a frame with the given id and body.

@@ -120,7 +120,15 @@ pub fn is_legacy_prefix(buf: &[u8]) -> bool {
 pub fn parse(buf: &[u8]) -> Result<Parsed<Handshake<'_>>, HandshakeError> {
     let (frame, used) = match codec::read_frame(buf, MAX_HANDSHAKE_FRAME)? {
         Parsed::Complete(frame, used) => (frame, used),
-        Parsed::Incomplete => return Ok(Parsed::Incomplete),
+        Parsed::Incomplete => {
+            // The packet id is known before the frame is whole: an HTTP request (`GET ` is a 71-byte
+            // frame of id 0x45), an SSH banner and the like are refused at once instead of being held
+            // until the handshake timeout.
+            return match codec::read_frame_id(buf, MAX_HANDSHAKE_FRAME)? {
+                Parsed::Complete(id, _) if id != 0 => Err(HandshakeError::UnexpectedPacket { id }),
+                _ => Ok(Parsed::Incomplete),
+            };
+        }
     };
     if frame.id != 0 {
         return Err(HandshakeError::UnexpectedPacket { id: frame.id });
@@ -245,6 +253,32 @@ mod tests {
     }
 
     #[test]
+    fn a_wrong_packet_id_is_refused_before_the_frame_is_whole() {
+        for opening in [
+            &b"GET / HTTP/1.1\r\n"[..],
+            b"SSH-2.0-OpenSSH_9.2\r\n",
+            b"POST /",
+        ] {
+            assert_eq!(
+                parse_opening(opening),
+                Err(HandshakeError::UnexpectedPacket {
+                    id: i32::from(opening[1])
+                }),
+                "{opening:?}"
+            );
+        }
+        // Id 0, whether encoded in one byte or (non-canonically) in two, waits for the rest.
+        for partial in [
+            &[0x10, 0x00][..],
+            &[0x10, 0x80],
+            &[0x10, 0x80, 0x00],
+            &[0x10],
+        ] {
+            assert_eq!(parse(partial), Ok(Parsed::Incomplete), "{partial:?}");
+        }
+    }
+
+    #[test]
     fn fields_past_the_frame_end_are_an_error() {
         // A frame of 3 bytes: id 0, protocol 47, then nothing: the address is missing.
         assert_eq!(
@@ -271,6 +305,19 @@ mod tests {
             prop_assert_ne!(out[0], LEGACY_LOGIN);
             for cut in 0..out.len() {
                 prop_assert_eq!(parse(&out[..cut]), Ok(Parsed::Incomplete));
+            }
+        }
+
+        #[test]
+        fn an_early_error_is_the_error_of_the_whole_frame(
+            bytes in proptest::collection::vec(any::<u8>(), 1..300),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            // Whatever a prefix is refused for, the whole input is refused for too: deciding early never
+            // turns a handshake away that would have parsed.
+            let prefix = &bytes[..cut.index(bytes.len())];
+            if let Err(early) = parse(prefix) {
+                prop_assert_eq!(parse(&bytes), Err(early));
             }
         }
 

@@ -34,7 +34,7 @@ pub struct Args {
     /// Validate the configuration, print the routes, and exit (non-zero on errors).
     #[arg(long)]
     pub check: bool,
-    /// Log format; the level comes from RUST_LOG (default "info").
+    /// Log format; the level comes from RUST_LOG (default "info,notify=warn").
     #[arg(long, value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
     /// Threads that run sessions [default: one per CPU core].
@@ -75,12 +75,18 @@ pub fn init_logging(format: LogFormat) -> Option<crate::log::Output> {
     }
 }
 
+/// The log filter when `RUST_LOG` is not set.
+const DEFAULT_LOG_FILTER: &str = "info,notify=warn";
+
 fn install_subscriber<W>(format: LogFormat, writer: W)
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
+    // Without RUST_LOG: `info`, except the `notify` crate's own info lines (e.g. "unable to remove watch
+    // descriptor" when a watched directory is replaced), which say nothing an admin can act on: the
+    // reload lines say what happened.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

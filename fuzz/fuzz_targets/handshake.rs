@@ -6,7 +6,8 @@
 //! parsing it again gives the same fields, in no more bytes than the original (non-minimal VarInts make the
 //! original longer; like vanilla, the excess bits of a 5th VarInt byte are ignored, so the same length does
 //! not mean the same bytes); bytes after the frame never change the result; a rewrite of the host part
-//! keeps the decoration.
+//! keeps the decoration; an error decided on a prefix (a wrong packet id seen before the frame is whole)
+//! is the error of the whole input too.
 
 #![no_main]
 
@@ -78,6 +79,15 @@ fn check_handshake(buf: &[u8], hs: &Handshake<'_>, used: usize) {
 
 fuzz_target!(|data: &[u8]| {
     let parsed = handshake::parse(data);
+    for cut in 0..data.len().min(64) {
+        if let Err(early) = handshake::parse(&data[..cut]) {
+            assert_eq!(
+                parsed,
+                Err(early),
+                "refused after {cut} bytes for another reason"
+            );
+        }
+    }
     match &parsed {
         Ok(Parsed::Complete(hs, used)) => check_handshake(data, hs, *used),
         Ok(Parsed::Incomplete) => assert!(

@@ -638,41 +638,59 @@ fn modern_handshake_whose_length_starts_with_0xfe_is_routed<F: Rt>() {
     }
 }
 
-fn non_minecraft_protocols_are_closed_at_the_handshake_timeout<F: Rt>() {
-    // These look like the start of a long frame, so the proxy can only wait for the deadline.
+fn non_minecraft_protocols_are_closed_at_once_or_at_the_handshake_timeout<F: Rt>() {
+    // HTTP and SSH look like the start of a long frame, but the byte after the length is the packet id,
+    // and it is not the handshake's: refused at once. A lone byte can only wait for the deadline.
     let echo = Backend::echo();
     let px = Px::start::<F>(
         Layout::new()
             .main("handshake_timeout = \"1s\"")
             .server("a", &server_toml(&["mc.example.com"], &[echo.addr()], "")),
     );
-    let cases: [(&str, &[u8]); 4] = [
+    let cases: [(&str, &[u8], Option<&str>); 4] = [
         (
             "HTTP request",
             b"GET / HTTP/1.1\r\nHost: mc.example.com\r\n\r\n",
+            Some("got packet 0x45"),
         ),
-        ("SSH banner", b"SSH-2.0-OpenSSH_9.6\r\n"),
-        ("one byte", &[0x10]),
-        ("nothing at all", &[]),
+        (
+            "SSH banner",
+            b"SSH-2.0-OpenSSH_9.6\r\n",
+            Some("got packet 0x53"),
+        ),
+        ("one byte", &[0x10], None),
+        ("nothing at all", &[], None),
     ];
     let addr = px.addr();
     let runs: Vec<_> = cases
         .iter()
-        .map(|&(what, bytes)| {
-            std::thread::spawn(move || (what, attack(addr, bytes, Duration::from_secs(4))))
+        .map(|&(what, bytes, refused)| {
+            std::thread::spawn(move || (what, refused, attack(addr, bytes, Duration::from_secs(4))))
         })
         .collect();
     for run in runs {
-        let (what, (seen, port)) = run.join().expect("attacker thread");
+        let (what, refused, (seen, port)) = run.join().expect("attacker thread");
+        let (earliest, latest) = match refused {
+            Some(_) => (Duration::ZERO, Duration::from_millis(500)),
+            None => (Duration::from_millis(900), Duration::from_millis(2500)),
+        };
         assert!(
             seen.end == End::Eof
                 && seen.bytes.is_empty()
-                && seen.after >= Duration::from_millis(900)
-                && seen.after < Duration::from_millis(2500),
-            "[{}] {what}: closed at the 1 s handshake timeout ({seen:?})",
+                && seen.after >= earliest
+                && seen.after < latest,
+            "[{}] {what}: closed after {earliest:?}..{latest:?} ({seen:?})",
             F::NAME
         );
-        assert!(log_about(port, &["reason=HandshakeTimeout"], IO_TIMEOUT).is_some());
+        let reason = match refused {
+            Some(packet) => vec!["reason=ProtocolError", packet],
+            None => vec!["reason=HandshakeTimeout"],
+        };
+        assert!(
+            log_about(port, &reason, IO_TIMEOUT).is_some(),
+            "[{}] {what}: logged with {reason:?}",
+            F::NAME
+        );
     }
     assert_eq!(echo.connections(), 0);
     px.assert_settles(F::NAME, Duration::from_secs(5));
@@ -2137,7 +2155,7 @@ both!(
     malformed_openings_are_closed_at_once_with_a_reason,
     legacy_pings_get_a_legacy_answer_and_are_closed,
     legacy_logins_are_told_to_update_and_closed,
-    non_minecraft_protocols_are_closed_at_the_handshake_timeout,
+    non_minecraft_protocols_are_closed_at_once_or_at_the_handshake_timeout,
     slowloris_and_trickled_frames_are_cut_at_the_handshake_timeout,
     odd_hosts_are_refused_or_forwarded_untouched,
     odd_but_valid_player_names_pass_through_untouched,
