@@ -346,3 +346,19 @@ pub fn main(name: &'static str, serve: impl FnOnce(Launch) -> io::Result<()>) ->
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::DEFAULT_LOG_FILTER;
+
+    #[test]
+    fn the_default_log_filter_is_valid() {
+        // `EnvFilter::new` drops a directive it cannot parse without a word; the builder says so.
+        let filter = tracing_subscriber::EnvFilter::builder().parse(DEFAULT_LOG_FILTER);
+        assert!(filter.is_ok(), "{DEFAULT_LOG_FILTER:?}: {filter:?}");
+        assert_eq!(
+            filter.map(|f| f.to_string()).ok().as_deref(),
+            Some("notify=warn,info")
+        );
+    }
+}
