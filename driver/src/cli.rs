@@ -330,6 +330,7 @@ pub fn main(name: &'static str, serve: impl FnOnce(Launch) -> io::Result<()>) ->
         print_routes(&config);
         return ExitCode::SUCCESS;
     }
+    crate::limits::raise_and_report(config.main.max_connections);
     let plugins = plugins(&config);
     let threads = threads(args.threads);
     match serve(Launch {

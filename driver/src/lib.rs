@@ -11,6 +11,7 @@
 //! - [`reload`]: live reload of server files (watch + SIGHUP) and provider servers.
 //! - [`docker`]: servers discovered from Docker container labels, on a thread of their own.
 //! - [`cli`]: the command line, logging and signals every binary shares.
+//! - [`limits`]: the open-file limit, raised at startup.
 
 #![warn(missing_docs)]
 
@@ -18,6 +19,7 @@ pub mod cli;
 mod connection;
 pub mod copy;
 pub mod docker;
+pub mod limits;
 pub mod log;
 pub mod pool;
 mod proxy;

@@ -1900,8 +1900,9 @@ struct Proc {
 }
 
 impl Proc {
-    /// Starts `bin` on `layout`, with the open-file limit `nofile` if given, and waits for it to listen.
-    fn start(bin: &str, layout: &Layout, nofile: Option<u64>) -> Proc {
+    /// Starts `bin` on `layout`, with the open-file limits `nofile` (soft, hard) if given, and waits for it
+    /// to listen.
+    fn start(bin: &str, layout: &Layout, nofile: Option<(u64, u64)>) -> Proc {
         use std::os::unix::process::CommandExt;
         let mut cmd = std::process::Command::new(binary(bin));
         cmd.arg("--config")
@@ -1909,13 +1910,13 @@ impl Proc {
             .env("RUST_LOG", "info")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
-        if let Some(n) = nofile {
+        if let Some((soft, hard)) = nofile {
             // SAFETY: setrlimit is async-signal-safe; the closure touches nothing else.
             unsafe {
                 cmd.pre_exec(move || {
                     let lim = libc::rlimit {
-                        rlim_cur: n as libc::rlim_t,
-                        rlim_max: n as libc::rlim_t,
+                        rlim_cur: soft as libc::rlim_t,
+                        rlim_max: hard as libc::rlim_t,
                     };
                     if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
                         Ok(())
@@ -2002,7 +2003,12 @@ impl Proc {
 
 /// Runs `attack` against a started binary; whatever happens, stops it, then checks it never panicked and
 /// exited 0 on SIGTERM.
-fn against_binary(bin: &str, layout: &Layout, nofile: Option<u64>, attack: impl FnOnce(&mut Proc)) {
+fn against_binary(
+    bin: &str,
+    layout: &Layout,
+    nofile: Option<(u64, u64)>,
+    attack: impl FnOnce(&mut Proc),
+) {
     let mut proc = Proc::start(bin, layout, nofile);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| attack(&mut proc)));
     let (status, lines) = proc.stop();
@@ -2102,7 +2108,7 @@ fn binary_out_of_file_descriptors_backs_off_and_recovers<F: Rt>() {
     let layout = Layout::new()
         .main("handshake_timeout = \"1s\"")
         .server("a", &server_toml(&["mc.example.com"], &[echo.addr()], ""));
-    against_binary(F::BIN, &layout, Some(48), |proc| {
+    against_binary(F::BIN, &layout, Some((48, 48)), |proc| {
         let addr = proc.addr;
         let idle: Vec<TcpStream> = (0..80).map(|_| connect(addr)).collect();
         std::thread::sleep(Duration::from_millis(300));
@@ -2130,6 +2136,95 @@ fn binary_out_of_file_descriptors_backs_off_and_recovers<F: Rt>() {
             w || hit
         }) || proc.lines.iter().any(|l| l.contains("accept failed"));
         assert!(warned, "[{}] the admin is told accept failed", F::BIN);
+    });
+}
+
+/// The soft and hard open-file limits of process `pid`, from `/proc/<pid>/limits`.
+fn open_file_limits(pid: u32) -> Option<(u64, u64)> {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    let mut numbers = line
+        .trim_start_matches("Max open files")
+        .split_whitespace()
+        .map(|w| w.parse::<u64>().ok());
+    Some((numbers.next()??, numbers.next()??))
+}
+
+/// Every line `proc` printed so far.
+fn printed(proc: &mut Proc) -> Vec<String> {
+    proc.lines.extend(proc.rx.try_iter());
+    proc.lines.clone()
+}
+
+fn binary_raises_its_open_file_limit_to_the_hard_limit<F: Rt>() {
+    // Started as a service often is (soft 1,024, here 64; hard much higher): 100 players need 200
+    // descriptors, which only the raised limit allows.
+    let echo = Backend::echo();
+    let layout = Layout::new().server("a", &server_toml(&["mc.example.com"], &[echo.addr()], ""));
+    against_binary(F::BIN, &layout, Some((64, 8_192)), |proc| {
+        assert_eq!(
+            open_file_limits(proc.pid()),
+            Some((8_192, 8_192)),
+            "[{}] soft limit raised to the hard limit",
+            F::BIN
+        );
+        let mut players = Vec::new();
+        for i in 0..100 {
+            match logs_in(proc.addr, "mc.example.com", &format!("Player{i}")) {
+                Ok(p) => players.push(p),
+                Err(e) => panic!("[{}] player {i} of 100: {e}", F::BIN),
+            }
+        }
+        for (i, p) in players.iter_mut().enumerate() {
+            let msg = format!("still here {i}");
+            p.write_all(msg.as_bytes()).expect("write");
+            let mut back = vec![0u8; msg.len()];
+            p.read_exact(&mut back).expect("echo");
+            assert_eq!(back, msg.as_bytes(), "[{}] player {i}", F::BIN);
+        }
+        let lines = printed(proc);
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("raised the open-file limit") && l.contains("to=8192")),
+            "[{}] the raise is logged: {lines:#?}",
+            F::BIN
+        );
+        assert!(
+            !lines
+                .iter()
+                .any(|l| l.contains("accept failed") || l.contains("WARN")),
+            "[{}] no warning: {lines:#?}",
+            F::BIN
+        );
+    });
+}
+
+fn binary_warns_when_the_hard_open_file_limit_is_too_low<F: Rt>() {
+    let echo = Backend::echo();
+    let layout = Layout::new()
+        .main("max_connections = 500")
+        .server("a", &server_toml(&["mc.example.com"], &[echo.addr()], ""));
+    against_binary(F::BIN, &layout, Some((64, 256)), |proc| {
+        assert_eq!(
+            open_file_limits(proc.pid()),
+            Some((256, 256)),
+            "[{}]",
+            F::BIN
+        );
+        assert!(
+            logs_in(proc.addr, "mc.example.com", "Steve").is_ok(),
+            "[{}] serves",
+            F::BIN
+        );
+        let lines = printed(proc);
+        assert!(
+            lines.iter().any(|l| l.contains("WARN")
+                && l.contains("max_connections is 500")
+                && l.contains("open-file limit of 256 allows about 112 connections")),
+            "[{}] the admin is told the limit is too low: {lines:#?}",
+            F::BIN
+        );
     });
 }
 
@@ -2169,6 +2264,8 @@ both!(
     half_close_after_login_start_and_early_bytes_lose_nothing,
     binary_survives_a_barrage,
     binary_out_of_file_descriptors_backs_off_and_recovers,
+    binary_raises_its_open_file_limit_to_the_hard_limit,
+    binary_warns_when_the_hard_open_file_limit_is_too_low,
     blackholed_backend_fails_over_at_the_connect_timeout,
     max_connections_holds_under_a_flood_of_idle_connections,
     modern_handshake_whose_length_starts_with_0xfe_is_routed,
