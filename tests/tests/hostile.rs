@@ -2156,18 +2156,28 @@ fn printed(proc: &mut Proc) -> Vec<String> {
     proc.lines.clone()
 }
 
+/// Starts `F`'s binary with an echo backend for `mc.example.com`, `main` in the main file and the
+/// open-file limits `soft` and `hard`, checks it raised its soft limit to `hard`, then runs `check`.
+fn with_open_file_limits<F: Rt>(main: &str, soft: u64, hard: u64, check: impl FnOnce(&mut Proc)) {
+    let echo = Backend::echo();
+    let layout = Layout::new()
+        .main(main)
+        .server("a", &server_toml(&["mc.example.com"], &[echo.addr()], ""));
+    against_binary(F::BIN, &layout, Some((soft, hard)), |proc| {
+        assert_eq!(
+            open_file_limits(proc.pid()),
+            Some((hard, hard)),
+            "[{}] soft limit {soft} raised to the hard limit",
+            F::BIN
+        );
+        check(proc)
+    });
+}
+
 fn binary_raises_its_open_file_limit_to_the_hard_limit<F: Rt>() {
     // Started as a service often is (soft 1,024, here 64; hard much higher): 100 players need 200
     // descriptors, which only the raised limit allows.
-    let echo = Backend::echo();
-    let layout = Layout::new().server("a", &server_toml(&["mc.example.com"], &[echo.addr()], ""));
-    against_binary(F::BIN, &layout, Some((64, 8_192)), |proc| {
-        assert_eq!(
-            open_file_limits(proc.pid()),
-            Some((8_192, 8_192)),
-            "[{}] soft limit raised to the hard limit",
-            F::BIN
-        );
+    with_open_file_limits::<F>("", 64, 8_192, |proc| {
         let mut players = Vec::new();
         for i in 0..100 {
             match logs_in(proc.addr, "mc.example.com", &format!("Player{i}")) {
@@ -2201,17 +2211,7 @@ fn binary_raises_its_open_file_limit_to_the_hard_limit<F: Rt>() {
 }
 
 fn binary_warns_when_the_hard_open_file_limit_is_too_low<F: Rt>() {
-    let echo = Backend::echo();
-    let layout = Layout::new()
-        .main("max_connections = 500")
-        .server("a", &server_toml(&["mc.example.com"], &[echo.addr()], ""));
-    against_binary(F::BIN, &layout, Some((64, 256)), |proc| {
-        assert_eq!(
-            open_file_limits(proc.pid()),
-            Some((256, 256)),
-            "[{}]",
-            F::BIN
-        );
+    with_open_file_limits::<F>("max_connections = 500", 64, 256, |proc| {
         assert!(
             logs_in(proc.addr, "mc.example.com", "Steve").is_ok(),
             "[{}] serves",
