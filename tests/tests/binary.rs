@@ -36,7 +36,7 @@ fn check_accepts_the_bundled_example() {
                 && stdout.contains("max_players 100, host sent to the backend: \"127.0.0.1\"")
                 && stdout.contains("timeouts connect 5s / read 30s / write 30s")
                 && stdout
-                    .contains("handshake_timeout 5s, max_connections 10000, shutdown_timeout 30s")
+                    .contains("handshake_timeout 5s, max_connections 5000, shutdown_timeout 30s")
                 && stdout.contains("disconnect_message \"The lobby is restarting."),
             "{stdout}"
         );
