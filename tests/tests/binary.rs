@@ -43,6 +43,61 @@ fn check_accepts_the_bundled_example() {
     }
 }
 
+/// The value of `key=` in the systemd unit `unit` (the first such line).
+fn unit_value<'u>(unit: &'u str, key: &str) -> Option<&'u str> {
+    unit.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+        .map(str::trim)
+}
+
+#[test]
+fn the_systemd_example_runs_the_binary_as_it_is_documented() {
+    let unit = std::fs::read_to_string(workspace().join("examples/systemd/nethergate.service"))
+        .expect("examples/systemd/nethergate.service");
+    let example = workspace().join("examples/nethergate.toml");
+    let example = example.to_str().unwrap_or_default();
+    // Both commands take flags the binary accepts: run them on the bundled example, with `--check` so
+    // that the service command validates instead of serving.
+    for key in ["ExecStartPre", "ExecStart"] {
+        let command = unit_value(&unit, key).unwrap_or_else(|| panic!("{key}= in the unit"));
+        let mut words = command.split_whitespace();
+        assert_eq!(words.next(), Some("/usr/local/bin/nethergate"), "{key}");
+        let mut args: Vec<&str> = words
+            .map(|w| {
+                if w == "/etc/nethergate/nethergate.toml" {
+                    example
+                } else {
+                    w
+                }
+            })
+            .collect();
+        if !args.contains(&"--check") {
+            args.push("--check");
+        }
+        let out = run("nethergate", &args);
+        assert!(
+            out.status.success()
+                && String::from_utf8_lossy(&out.stdout).contains("configuration OK"),
+            "{key}={command}: {out:?}"
+        );
+    }
+    // systemd must not kill the proxy before its graceful shutdown is over.
+    let stop = unit_value(&unit, "TimeoutStopSec").and_then(|v| humantime::parse_duration(v).ok());
+    let shutdown = nethergate_core::Config::load(std::path::Path::new(example))
+        .map(|c| c.main.shutdown_timeout)
+        .ok();
+    assert!(
+        stop.zip(shutdown)
+            .is_some_and(|(stop, shutdown)| stop > shutdown),
+        "TimeoutStopSec {stop:?} must exceed shutdown_timeout {shutdown:?}"
+    );
+    assert_eq!(
+        unit_value(&unit, "ExecReload"),
+        Some("/bin/kill -HUP $MAINPID")
+    );
+    assert_eq!(unit_value(&unit, "KillSignal"), Some("SIGTERM"));
+}
+
 #[test]
 fn invalid_config_lists_every_problem_and_exits_2() {
     let layout = Layout::new()
