@@ -125,6 +125,15 @@ fn print_routes(config: &Config) {
         },
         humantime::format_duration(main.shutdown_timeout),
     );
+    if let Some(hard) = crate::limits::hard() {
+        println!(
+            "  open files: {hard} once started (the hard limit), about {} connections",
+            crate::limits::connections_allowed(hard)
+        );
+        if let Some(why) = crate::limits::shortfall(hard, main.max_connections) {
+            println!("  warning: {why}");
+        }
+    }
     if let Some(f) = &main.ip_filter {
         let nets = |list: &[nethergate_core::plugin::IpNet]| {
             let v: Vec<String> = list.iter().map(ToString::to_string).collect();

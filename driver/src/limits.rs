@@ -37,6 +37,19 @@ pub fn raise() -> io::Result<OpenFiles> {
     Ok(OpenFiles { before, now })
 }
 
+/// The hard open-file limit, which [`raise`] makes the soft one at startup; `None` where there is none
+/// (or it cannot be read).
+pub fn hard() -> Option<u64> {
+    #[cfg(unix)]
+    return rlimit::Resource::NOFILE
+        .get()
+        .ok()
+        .map(|(_, hard)| hard)
+        .filter(|&h| h != rlimit::INFINITY);
+    #[cfg(not(unix))]
+    None
+}
+
 /// About how many concurrent connections `limit` descriptors allow.
 pub fn connections_allowed(limit: u64) -> u64 {
     limit.saturating_sub(RESERVED) / 2

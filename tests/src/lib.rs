@@ -149,6 +149,25 @@ pub fn raise_fd_limit() {
     }
 }
 
+/// Starts `cmd` with the open-file limits `soft` and `hard`.
+pub fn limit_open_files(cmd: &mut std::process::Command, soft: u64, hard: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setrlimit is async-signal-safe; the closure touches nothing else.
+    unsafe {
+        cmd.pre_exec(move || {
+            let lim = libc::rlimit {
+                rlim_cur: soft as libc::rlim_t,
+                rlim_max: hard as libc::rlim_t,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            }
+        });
+    }
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Configuration on disk
 

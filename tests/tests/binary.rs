@@ -43,6 +43,33 @@ fn check_accepts_the_bundled_example() {
     }
 }
 
+#[test]
+fn check_reports_an_open_file_limit_too_low_for_max_connections() {
+    let layout = Layout::new().main("max_connections = 500");
+    for (hard, warned) in [(256u64, true), (8_192, false)] {
+        for bin in BINARIES {
+            let mut cmd = Command::new(binary(bin));
+            cmd.arg("--config").arg(layout.path()).arg("--check");
+            limit_open_files(&mut cmd, 64, hard);
+            let out = cmd.output().expect("run binary");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let allowed = (hard - 32) / 2;
+            assert!(
+                out.status.success()
+                    && stdout.contains(&format!(
+                        "open files: {hard} once started (the hard limit), about {allowed} connections"
+                    )),
+                "{bin} hard {hard}: {out:?}"
+            );
+            assert_eq!(
+                stdout.contains("warning: max_connections is 500"),
+                warned,
+                "{bin} hard {hard}: {stdout}"
+            );
+        }
+    }
+}
+
 /// The value of `key=` in the systemd unit `unit` (the first such line).
 fn unit_value<'u>(unit: &'u str, key: &str) -> Option<&'u str> {
     unit.lines()

@@ -1903,7 +1903,6 @@ impl Proc {
     /// Starts `bin` on `layout`, with the open-file limits `nofile` (soft, hard) if given, and waits for it
     /// to listen.
     fn start(bin: &str, layout: &Layout, nofile: Option<(u64, u64)>) -> Proc {
-        use std::os::unix::process::CommandExt;
         let mut cmd = std::process::Command::new(binary(bin));
         cmd.arg("--config")
             .arg(layout.path())
@@ -1911,20 +1910,7 @@ impl Proc {
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
         if let Some((soft, hard)) = nofile {
-            // SAFETY: setrlimit is async-signal-safe; the closure touches nothing else.
-            unsafe {
-                cmd.pre_exec(move || {
-                    let lim = libc::rlimit {
-                        rlim_cur: soft as libc::rlim_t,
-                        rlim_max: hard as libc::rlim_t,
-                    };
-                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
-                        Ok(())
-                    } else {
-                        Err(io::Error::last_os_error())
-                    }
-                });
-            }
+            limit_open_files(&mut cmd, soft, hard);
         }
         let mut child = cmd.spawn().expect("spawn the binary");
         let (tx, rx) = mpsc::channel::<String>();
