@@ -93,3 +93,26 @@ fn parse_normalise_route_allocate_nothing() {
         );
     }
 }
+
+#[test]
+fn an_ipv6_address_host_allocates_nothing_either() {
+    // Normalising an IPv6 address to its one spelling writes it on the stack.
+    let config = nethergate_core::ServerConfig::from_toml(
+        "servers/v6.toml",
+        "v6",
+        "domains = [\"2001:db8::5\"]\naddresses = [\"127.0.0.1:30000\"]\n",
+    );
+    let table = config
+        .ok()
+        .and_then(|c| nethergate_core::RouteTable::build(&[c]).ok());
+    let Some(table) = table else {
+        panic!("the server file is valid");
+    };
+    for sent in ["2001:db8::5", "[2001:DB8:0:0:0:0:0:5]\0FML3\0"] {
+        let frame = fixtures::handshake_frame(sent);
+        let mut routed = false;
+        let n = allocations(|| routed = fixtures::route_connection(&table, &frame).is_some());
+        assert_eq!(n, 0, "{sent:?}: {n} allocation(s)");
+        assert!(routed, "{sent:?} routed");
+    }
+}

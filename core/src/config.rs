@@ -929,16 +929,26 @@ struct CheckedMain {
 
 /// Checks a `domains` entry and normalises it (lower case, no trailing dot).
 fn domain(source: &str, value: &str, issues: &mut Vec<ConfigIssue>) -> Option<String> {
+    // An IPv6 address (`2001:db8::1`, `[2001:db8::1]`), for players who connect by address: stored in the
+    // one spelling a connecting host is normalised to.
+    if let Some(ip) = crate::hostname::ipv6_literal(value.trim()) {
+        return Some(ip.to_string());
+    }
     let d = value.trim().strip_suffix('.').unwrap_or(value.trim());
     let bad = d.is_empty()
         || d.len() > crate::hostname::MAX_HOST_LEN
         || d.chars()
             .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '/' | ':' | '@'));
     if bad {
+        let hint = if d.contains(':') {
+            " (a domain has no port, and an IPv6 address is written like `2001:db8::1`)"
+        } else {
+            ""
+        };
         issues.push(ConfigIssue::new(
             source,
             "domains",
-            format!("{value:?} is not a domain name or `*.` pattern"),
+            format!("{value:?} is not a domain name or `*.` pattern{hint}"),
         ));
         return None;
     }
@@ -2116,6 +2126,23 @@ idle = "1m"
         )
         .unwrap();
         assert_eq!(cfg.domains, ["mc.example.com", "*.example.com"]);
+    }
+
+    #[test]
+    fn ipv6_address_domains_are_stored_in_one_spelling() {
+        let cfg = server(
+            "domains = [\"[2001:DB8:0::5]\", \"0:0:0:0:0:0:0:1\", \"::1\", \" ::ffff:203.0.113.7 \"]\naddresses = [\"a:1\"]",
+        )
+        .unwrap();
+        assert_eq!(cfg.domains, ["2001:db8::5", "::1", "::ffff:203.0.113.7"]);
+        for bad in ["mc.example.com:25565", "fe80::1%eth0", "[::1]:25565"] {
+            let e = server(&format!("domains = [{bad:?}]\naddresses = [\"a:1\"]")).unwrap_err();
+            assert!(
+                e.to_string()
+                    .contains("a domain has no port, and an IPv6 address is written like"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -62,10 +62,30 @@ impl<'a> Host<'a> {
                 .flatten();
         }
         let host = host.strip_suffix('.').unwrap_or(host);
-        match scan(host)? {
+        let scanned = scan(host)?;
+        if scanned.colon {
+            if let Some(ip) = ipv6_literal(host) {
+                return Host::ipv6(ip);
+            }
+        }
+        match scanned.upper {
             true => Host::copy(host),
             false => Some(Host(Repr::Sent(host))),
         }
+    }
+
+    /// The one spelling of `ip` that domains are stored in (lower case, zeros compressed: `::1`), written
+    /// on the stack.
+    fn ipv6(ip: std::net::Ipv6Addr) -> Option<Host<'static>> {
+        use std::io::Write;
+        let mut buf = [0u8; MAX_HOST_LEN];
+        let mut rest = &mut buf[..];
+        write!(rest, "{ip}").ok()?;
+        let len = MAX_HOST_LEN - rest.len();
+        Some(Host(Repr::Copied {
+            buf,
+            len: u8::try_from(len).ok()?,
+        }))
     }
 
     /// A lower-cased copy of the ASCII `host`, which [`scan`] accepted.
@@ -94,14 +114,32 @@ impl<'a> Host<'a> {
     }
 }
 
+/// An IPv6 address written as a host: `2001:db8::1` or `[2001:db8::1]`, in any spelling (a player who
+/// connects by IPv6 address sends it so).
+pub fn ipv6_literal(host: &str) -> Option<std::net::Ipv6Addr> {
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+        .parse()
+        .ok()
+}
+
+/// What [`scan`] found in a routable host.
+struct Scanned {
+    /// It has upper-case letters, and so needs a lower-cased copy.
+    upper: bool,
+    /// It has a colon: it may be an IPv6 address.
+    colon: bool,
+}
+
 /// One pass over an ASCII host, its trailing dot removed: `None` when it cannot be routed (empty, longer
-/// than [`MAX_HOST_LEN`], or with an empty label), otherwise whether it has upper-case letters (and so
-/// needs a lower-cased copy).
-fn scan(host: &str) -> Option<bool> {
+/// than [`MAX_HOST_LEN`], or with an empty label).
+fn scan(host: &str) -> Option<Scanned> {
     if host.len() > MAX_HOST_LEN {
         return None;
     }
     let mut upper = false;
+    let mut colon = false;
     let mut label_empty = true;
     for b in host.bytes() {
         if b == b'.' {
@@ -112,9 +150,10 @@ fn scan(host: &str) -> Option<bool> {
         } else {
             label_empty = false;
             upper |= b.is_ascii_uppercase();
+            colon |= b == b':';
         }
     }
-    (!label_empty).then_some(upper)
+    (!label_empty).then_some(Scanned { upper, colon })
 }
 
 impl std::fmt::Debug for Host<'_> {
@@ -189,6 +228,35 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_literals_are_normalised_to_one_spelling() {
+        for (sent, normal) in [
+            ("::1", "::1"),
+            ("0:0:0:0:0:0:0:1", "::1"),
+            ("[::1]", "::1"),
+            ("2001:DB8:0:0::5", "2001:db8::5"),
+            ("[2001:db8::5]", "2001:db8::5"),
+            ("::FFFF:203.0.113.7", "::ffff:203.0.113.7"),
+            (
+                "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255",
+                "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            ),
+            // Not addresses: routed as sent (lower case), as before.
+            ("mc.example.com:25565", "mc.example.com:25565"),
+            ("FE80::1%eth0", "fe80::1%eth0"),
+            ("[::1]:25565", "[::1]:25565"),
+            ("::1::", "::1::"),
+        ] {
+            assert_eq!(
+                Host::normalise(sent)
+                    .map(|h| h.as_str().to_owned())
+                    .as_deref(),
+                Some(normal),
+                "{sent:?}"
+            );
+        }
+    }
+
+    #[test]
     fn a_host_already_normal_is_borrowed_not_copied() {
         for sent in ["mc.example.com", "mc.example.com."] {
             let host = Host::normalise(sent).map(|h| h.as_str().as_ptr());
@@ -218,10 +286,29 @@ mod tests {
         }
 
         #[test]
+        fn ipv6_addresses_route_as_one_spelling(ip in any::<[u16; 8]>(), upper: bool, brackets: bool) {
+            let ip = std::net::Ipv6Addr::from(ip);
+            // The longest spelling: no compression, every group four digits.
+            let seg = ip.segments();
+            let mut sent = seg.iter().map(|g| format!("{g:04x}")).collect::<Vec<_>>().join(":");
+            if upper {
+                sent = sent.to_ascii_uppercase();
+            }
+            if brackets {
+                sent = format!("[{sent}]");
+            }
+            let normalised = Host::normalise(&sent).map(|h| h.as_str().to_owned());
+            prop_assert_eq!(normalised, Some(ip.to_string()));
+        }
+
+        #[test]
         fn normalise_never_panics(host in ".{0,300}") {
             if let Some(h) = Host::normalise(&host) {
-                if host.is_ascii() {
-                    prop_assert_eq!(h.as_str(), host.strip_suffix('.').unwrap_or(&host).to_ascii_lowercase());
+                let trimmed = host.strip_suffix('.').unwrap_or(&host);
+                if let Some(ip) = ipv6_literal(trimmed) {
+                    prop_assert_eq!(h.as_str(), ip.to_string());
+                } else if host.is_ascii() {
+                    prop_assert_eq!(h.as_str(), trimmed.to_ascii_lowercase());
                 } else {
                     prop_assert!(h.as_str().is_ascii());
                 }

@@ -79,19 +79,54 @@ fn unknown_host_is_refused_without_touching_a_backend<F: Flavor>() {
     drop(proxy);
 }
 
-fn forge_marker_trailing_dot_and_case_are_routed<F: Flavor>() {
+/// Starts a proxy whose one server claims `domains`, and checks a login at each of `hosts` reaches it
+/// with its host forwarded untouched.
+fn each_is_forwarded_untouched<F: Flavor>(domains: &[&str], hosts: &[&str]) -> Box<dyn Started> {
     let (a, rx) = Backend::recording(false);
-    let layout = Layout::new().server("a", &server_toml(&["mc.example.com"], &[a.addr()], ""));
+    let layout = Layout::new().server("a", &server_toml(domains, &[a.addr()], ""));
     let proxy = start::<F>(&layout);
-    for host in [
+    for host in hosts {
+        login_echoed(proxy.addr(), host, "Steve");
+        let r = rx.recv_timeout(IO_TIMEOUT).expect("routed");
+        assert_eq!(r.server_address, *host, "[{}] forwarded untouched", F::NAME);
+    }
+    proxy
+}
+
+fn forge_marker_trailing_dot_and_case_are_routed<F: Flavor>() {
+    let hosts = [
         "mc.example.com\0FML2\0",
         "MC.Example.COM.",
         "mc.example.com.\0FORGE",
         "mc.example.com\0FML\0",
-    ] {
-        login_echoed(proxy.addr(), host, "Steve");
-        let r = rx.recv_timeout(IO_TIMEOUT).expect("routed");
-        assert_eq!(r.server_address, host, "[{}] forwarded untouched", F::NAME);
+    ];
+    drop(each_is_forwarded_untouched::<F>(
+        &["mc.example.com"],
+        &hosts,
+    ));
+}
+
+fn ipv6_address_hosts_are_routed_in_any_spelling<F: Flavor>() {
+    // A player who connects by IPv6 address sends it as the host, in whatever spelling was typed.
+    let hosts = [
+        "2001:db8::5",
+        "2001:DB8:0:0:0:0:0:5",
+        "[2001:db8::5]",
+        "::1",
+        "0:0:0:0:0:0:0:1",
+        "::1\0FML3\0",
+    ];
+    let proxy = each_is_forwarded_untouched::<F>(&["2001:db8::5", "[::1]"], &hosts);
+    for unknown in ["2001:db8::6", "[::1]:25565"] {
+        let mut c = connect(proxy.addr());
+        c.write_all(&login_bytes(unknown, "Eve"))
+            .expect("send login");
+        let (_, json) = read_json_packet(&mut c).expect("a login disconnect");
+        assert!(
+            json["text"].as_str().unwrap_or("").contains("Unknown"),
+            "[{}] {unknown}: {json}",
+            F::NAME
+        );
     }
     drop(proxy);
 }
@@ -981,6 +1016,7 @@ suite!(blocking_example: nethergate_e2e::BlockingThreads =>
     routing_by_exact_and_wildcard_domain,
     unknown_host_is_refused_without_touching_a_backend,
     forge_marker_trailing_dot_and_case_are_routed,
+    ipv6_address_hosts_are_routed_in_any_spelling,
     domain_rewrite_modes_change_only_the_host,
     proxy_protocol_carries_the_real_client_address,
     failover_to_the_next_address,
@@ -1005,6 +1041,7 @@ full_suite!(
     routing_by_exact_and_wildcard_domain,
     unknown_host_is_refused_without_touching_a_backend,
     forge_marker_trailing_dot_and_case_are_routed,
+    ipv6_address_hosts_are_routed_in_any_spelling,
     domain_rewrite_modes_change_only_the_host,
     proxy_protocol_carries_the_real_client_address,
     failover_to_the_next_address,
