@@ -143,20 +143,7 @@ pub fn rss_kib(pid: u32) -> u64 {
 /// Raises this process's soft limit on open files to its hard limit; children inherit it. Returns the
 /// new soft limit.
 pub fn raise_nofile_limit() -> io::Result<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` is a valid rlimit for getrlimit/setrlimit to read and write.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    lim.rlim_cur = lim.rlim_max;
-    // SAFETY: as above.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(lim.rlim_cur)
+    rlimit::increase_nofile_limit(u64::MAX)
 }
 
 /// Restricts the calling thread, and the threads and processes it starts afterwards, to `cpus`

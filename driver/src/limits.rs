@@ -58,20 +58,21 @@ pub fn connections_allowed(limit: u64) -> u64 {
 /// Why `limit` open files are too few for `max_connections` (0: unlimited), if they are.
 pub fn shortfall(limit: u64, max_connections: usize) -> Option<String> {
     let allowed = connections_allowed(limit);
-    let wanted = u64::try_from(max_connections).unwrap_or(u64::MAX);
-    let why = if max_connections == 0 {
-        (limit < LOW).then(|| {
-            format!("max_connections is unlimited, but the open-file limit of {limit} allows about {allowed} connections")
-        })?
-    } else {
-        (wanted > allowed).then(|| {
-            format!("max_connections is {max_connections}, but the open-file limit of {limit} allows about {allowed} connections")
-        })?
+    let (short, wanted) = match max_connections {
+        0 => (limit < LOW, "unlimited".to_owned()),
+        n => (
+            u64::try_from(n).unwrap_or(u64::MAX) > allowed,
+            n.to_string(),
+        ),
     };
-    Some(format!(
-        "{why} (2 descriptors each, zero_copy 4 more while bytes are in flight); raise the hard limit \
-         (systemd: LimitNOFILE=, Docker: --ulimit nofile=, a shell: ulimit -Hn) or lower max_connections"
-    ))
+    short.then(|| {
+        format!(
+            "max_connections is {wanted}, but the open-file limit of {limit} allows about {allowed} \
+             connections (2 descriptors each, zero_copy 4 more while bytes are in flight); raise the hard \
+             limit (systemd: LimitNOFILE=, Docker: --ulimit nofile=, a shell: ulimit -Hn) or lower \
+             max_connections"
+        )
+    })
 }
 
 /// Raises the limit and logs what happened: an info line when it was raised, a warning when it is too

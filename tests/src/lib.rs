@@ -134,19 +134,10 @@ impl Flavor for BlockingThreads {
     }
 }
 
-/// Raises the soft open-file limit to the hard one (tests with hundreds of sessions need a few thousand).
+/// Raises the soft open-file limit to the hard one (tests with hundreds of sessions need a few thousand),
+/// as the binaries do at startup.
 pub fn raise_fd_limit() {
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
+    let _ = nethergate_driver::limits::raise();
 }
 
 /// Starts `cmd` with the open-file limits `soft` and `hard`.

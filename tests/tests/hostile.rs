@@ -2116,11 +2116,7 @@ fn binary_out_of_file_descriptors_backs_off_and_recovers<F: Rt>() {
             "[{}] serves players again once descriptors are back",
             F::BIN
         );
-        let warned = proc.rx.try_iter().fold(false, |w, l| {
-            let hit = l.contains("accept failed");
-            proc.lines.push(l);
-            w || hit
-        }) || proc.lines.iter().any(|l| l.contains("accept failed"));
+        let warned = printed(proc).iter().any(|l| l.contains("accept failed"));
         assert!(warned, "[{}] the admin is told accept failed", F::BIN);
     });
 }
