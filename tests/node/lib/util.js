@@ -54,22 +54,27 @@ async function sleepMeasured (ms) {
 /**
  * Poll until something accepts TCP connections on the port.
  *
- * The deadline is judged after a probe, never after a sleep: when node's event loop stalls past the
- * deadline during a sleep (seen on a loaded CI machine), the port is still probed before giving up.
+ * Gives up only after a probe that was started at or after the deadline has failed: when node's event
+ * loop stalls past the deadline during a sleep, or while a probe is in flight (seen on a loaded CI
+ * machine: one probe, refused while the proxy was still starting, whose error was handled 10 s later),
+ * the port is still probed once more before giving up.
  */
 async function waitForPort (port, ms, isDead = () => null) {
   const deadline = Date.now() + ms
   let probes = 0
   let stall = 0
+  let slowest = 0
   for (;;) {
     const dead = isDead()
     if (dead) throw new Error(dead)
+    const started = Date.now()
     if (await tcpProbe(port)) return
     probes++
-    if (Date.now() >= deadline) break
+    slowest = Math.max(slowest, Date.now() - started)
+    if (started >= deadline) break
     stall = Math.max(stall, await sleepMeasured(50))
   }
-  throw new Error(`nothing accepted connections on ${HOST}:${port} within ${ms}ms (${probes} probes; node's event loop stalled up to ${stall}ms)`)
+  throw new Error(`nothing accepted connections on ${HOST}:${port} within ${ms}ms (${probes} probes, the slowest ${slowest}ms; node's event loop stalled up to ${stall}ms in sleeps)`)
 }
 
 /** Wait until `pred()` is true, polling; like `waitForPort`, the deadline is judged right after a check. */
