@@ -152,16 +152,23 @@ fn close_at_once<S: Stream>(client: &S) {
 /// Closes a client we refused: our last packet is already written; shut down our side and read what the
 /// client still sends for a moment, so the kernel does not answer with a reset that would destroy it.
 async fn linger<R: Runtime>(rt: &R, client: &R::Stream) {
-    copy::shutdown_write(client);
-    let deadline = Instant::now() + CLOSE_LINGER;
+    close_gently(rt, client, Instant::now() + CLOSE_LINGER, CLOSE_DRAIN_BYTES).await;
+}
+
+/// Shuts down our write half of `s` (its peer gets a FIN after every byte queued for it), then reads and
+/// drops what the peer still sends until it closes, `deadline` passes or `cap` bytes came: closing a
+/// socket whose input was not read makes the kernel answer with a reset, which destroys what is still
+/// queued for the peer.
+async fn close_gently<R: Runtime>(rt: &R, s: &R::Stream, deadline: Instant, cap: usize) {
+    copy::shutdown_write(s);
     let drain = async {
         let mut drained = 0;
         let mut buf = [0u8; 512];
-        while drained < CLOSE_DRAIN_BYTES {
-            if client.readable().await.is_err() {
+        while drained < cap {
+            if s.readable().await.is_err() {
                 return;
             }
-            match client.try_read(&mut buf) {
+            match s.try_read(&mut buf) {
                 Ok(0) => return,
                 Ok(n) => drained += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -202,6 +209,26 @@ pub(crate) async fn serve<R: Runtime>(shared: &Shared<R>, client: R::Stream, pee
         copied.reason,
         Instant::now(),
     );
+    if copied.client_unread || copied.backend_unread {
+        // A side that may still be sending (its bytes had nowhere to go once the other side closed) gets
+        // everything queued for it and a FIN, not a reset that would destroy the last bytes: it has up to
+        // the idle limit to read them and close. Boxed: a rare path, kept out of every session's task.
+        let rt = &shared.rt;
+        let deadline = Instant::now() + fwd.timeouts.read;
+        let gently = future::zip(
+            async {
+                if copied.client_unread {
+                    close_gently(rt, &client, deadline, usize::MAX).await;
+                }
+            },
+            async {
+                if copied.backend_unread {
+                    close_gently(rt, &backend, deadline, usize::MAX).await;
+                }
+            },
+        );
+        let _ = abort.unless_set(Box::pin(gently)).await;
+    }
 }
 
 /// A session in its handshake phase. Dropped before it forwarded or closed, it was cut by an abort (see

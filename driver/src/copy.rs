@@ -48,11 +48,25 @@ async fn writable_within<R: Runtime, S: Stream>(
 pub async fn write_all<R: Runtime, S: Stream>(
     rt: &R,
     to: &S,
-    mut data: &[u8],
+    data: &[u8],
     limit: Duration,
 ) -> Result<(), Stop> {
+    write_all_counted(rt, to, data, limit, &AtomicU64::new(0)).await
+}
+
+/// [`write_all`], adding to `count` what the socket takes as it takes it: a write that stops part way
+/// (a timeout, a reset) leaves `count` at what was written.
+async fn write_all_counted<R: Runtime, S: Stream>(
+    rt: &R,
+    to: &S,
+    mut data: &[u8],
+    limit: Duration,
+    count: &AtomicU64,
+) -> Result<(), Stop> {
     loop {
-        data = &data[write_now(to, data)?..];
+        let done = write_now(to, data)?;
+        count.fetch_add(done as u64, Ordering::Relaxed);
+        data = &data[done..];
         if data.is_empty() {
             return Ok(());
         }
@@ -147,13 +161,15 @@ impl Carrier {
         !matches!(self, Carrier::Buffer(_))
     }
 
-    /// Reads one chunk from `from` and writes all of it to `to`.
+    /// Reads one chunk from `from` and writes all of it to `to`, adding to `count` what was written as it
+    /// is written (so a write cut part way is counted as far as it went).
     async fn step<R: Runtime, S: Stream>(
         &mut self,
         rt: &R,
         from: &S,
         to: &S,
         limit: Duration,
+        count: &AtomicU64,
     ) -> Step {
         match self {
             Carrier::Buffer(buf) => match read_chunk(from, buf) {
@@ -162,8 +178,15 @@ impl Carrier {
                 // (boxed, so it takes no room in an idle session's task) wait with its timer.
                 Ok((n, drained)) => {
                     let written = match write_now(to, &buf[..n]) {
-                        Ok(done) if done == n => Ok(()),
-                        Ok(done) => Box::pin(write_all(rt, to, &buf[done..n], limit)).await,
+                        Ok(done) => {
+                            count.fetch_add(done as u64, Ordering::Relaxed);
+                            if done == n {
+                                Ok(())
+                            } else {
+                                let rest = &buf[done..n];
+                                Box::pin(write_all_counted(rt, to, rest, limit, count)).await
+                            }
+                        }
                         Err(stop) => Err(stop),
                     };
                     match written {
@@ -183,7 +206,9 @@ impl Carrier {
                 while pipe.pending > 0 {
                     match to.try_io(Interest::Write, || pipe.drain(to)) {
                         Ok(0) => return Step::Stopped((Stop::Error, true)),
-                        Ok(_) => {}
+                        Ok(done) => {
+                            count.fetch_add(done as u64, Ordering::Relaxed);
+                        }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                             if let Err(stop) = Box::pin(writable_within(rt, to, limit)).await {
                                 return Step::Stopped((stop, true));
@@ -277,10 +302,9 @@ async fn pump<R: Runtime, S: Stream>(copy: &Shared<'_, R, S>, way: Way) -> Pumpe
         let mut carrier = Carrier::take(zero_copy && splice_first);
         let mut moved = 0usize;
         loop {
-            match carrier.step(rt, from, to, timeouts.write).await {
+            match carrier.step(rt, from, to, timeouts.write, count).await {
                 Step::Moved(n, drained) => {
                     last_read = Instant::now();
-                    count.fetch_add(n as u64, Ordering::Relaxed);
                     moved += n;
                     if drained {
                         break;
@@ -379,6 +403,12 @@ pub struct Copied {
     pub b2c: u64,
     /// Why it ended.
     pub reason: EndReason,
+    /// The session ended with a close while the client may still be sending: the direction reading it
+    /// stopped because the backend could not be written any more. Closing the client's socket now would
+    /// reset it and destroy the backend's last bytes still queued for it.
+    pub client_unread: bool,
+    /// The same for the backend: the client could not be written any more while the backend sent.
+    pub backend_unread: bool,
 }
 
 /// Copies both ways until both directions are done, one fails, or `stop` is set (reason Shutdown).
@@ -412,19 +442,22 @@ pub async fn bidirectional<R: Runtime, S: Stream>(
         if_backend_silent,
     };
     let mut ending = Ending::default();
+    // Per direction (`Way`), whether it stopped at a write: its source may still hold unread bytes.
+    let mut on_a_write = [false; 2];
     {
         let (up_done, down_done) = (&copy.done[Way::Up as usize], &copy.done[Way::Down as usize]);
         let mut up = pin!(pump(&copy, Way::Up));
         let mut down = pin!(pump(&copy, Way::Down));
         future::poll_fn(|cx| {
-            for (done, fut, reading) in [
-                (up_done, up.as_mut(), Side::Client),
-                (down_done, down.as_mut(), Side::Backend),
+            for (done, fut, reading, way) in [
+                (up_done, up.as_mut(), Side::Client, Way::Up),
+                (down_done, down.as_mut(), Side::Backend, Way::Down),
             ] {
                 if !done.load(Ordering::Relaxed) {
                     if let Poll::Ready((s, on_write)) = fut.poll(cx) {
                         tracing::debug!(reading = ?reading, stop = ?s, on_write, "direction finished");
                         done.store(true, Ordering::Relaxed);
+                        on_a_write[way as usize] = on_write;
                         ending.record_direction(reading, on_write, s);
                         if Ending::ends_session(s) {
                             return Poll::Ready(());
@@ -443,10 +476,15 @@ pub async fn bidirectional<R: Runtime, S: Stream>(
         })
         .await;
     }
+    let reason = ending.reason();
+    // Only after a close: an error, a timeout or a shutdown ends the session at once.
+    let closed = matches!(reason, EndReason::ClientClosed | EndReason::BackendClosed);
     let copied = Copied {
         c2b: copy.counts[Way::Up as usize].load(Ordering::Relaxed),
         b2c: copy.counts[Way::Down as usize].load(Ordering::Relaxed),
-        reason: ending.reason(),
+        reason,
+        client_unread: closed && on_a_write[Way::Up as usize],
+        backend_unread: closed && on_a_write[Way::Down as usize],
     };
     let (rt, client, kick, limit) = (
         copy.rt,

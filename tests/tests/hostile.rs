@@ -274,7 +274,13 @@ fn reset(s: TcpStream) {
 }
 
 fn small_receive_buffer(s: &TcpStream) {
-    let size: libc::c_int = 4096;
+    receive_buffer(s, 4096);
+}
+
+/// Sets `SO_RCVBUF`. A receive buffer far under loopback's 64 KiB segment size never opens a window the
+/// sender may use at once, so what is queued for it arrives only with the sender's persist probes, slowly:
+/// a client that is to read everything afterwards needs a few segments' worth.
+fn receive_buffer(s: &TcpStream, size: libc::c_int) {
     // SAFETY: setsockopt on a socket we own, with an int option.
     unsafe {
         libc::setsockopt(
@@ -1327,6 +1333,115 @@ fn client_that_never_reads_is_cut_by_the_write_timeout<F: Rt>() {
     }
 }
 
+/// The `b2c=` count of a `session ended` line.
+fn logged_b2c(line: &str) -> Option<u64> {
+    let digits = line.split("b2c=").nth(1)?;
+    digits
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// A write cut part way by the write limit still counts what it wrote: the client, reading after the
+/// session ended, gets exactly the `b2c` the log line says (the count used to move only per whole chunk,
+/// so a cut write of up to a buffer, or a pipe, was missing from it).
+fn bytes_counted_are_the_bytes_delivered_when_a_write_is_cut<F: Rt>() {
+    for mode in ["passthrough", "zero_copy"] {
+        let login = login_bytes("mc.example.com", "Sponge");
+        let (backend, _flood) = flooding_backend(login.len());
+        let px = Px::start::<F>(Layout::new().server(
+            "a",
+            &server_toml(
+                &["mc.example.com"],
+                &[backend.addr()],
+                &format!("proxy_mode = \"{mode}\"\n[timeouts]\nwrite = \"1s\"\nread = \"30s\""),
+            ),
+        ));
+        let (mut c, port) = connect_tagged(px.addr());
+        receive_buffer(&c, 256 * 1024);
+        c.write_all(&login).expect("send");
+        let line = log_about(
+            port,
+            &["session ended", "reason=Timeout"],
+            Duration::from_secs(8),
+        )
+        .unwrap_or_else(|| panic!("[{}] {mode}: the write limit ends the session", F::NAME));
+        let logged = logged_b2c(&line).unwrap_or_else(|| panic!("[{}] {mode}: {line}", F::NAME));
+        c.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let (mut got, mut buf) = (0u64, vec![0u8; 64 * 1024]);
+        loop {
+            match c.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got += n as u64,
+                Err(e) => panic!("[{}] {mode}: reading after {got} bytes: {e}", F::NAME),
+            }
+        }
+        assert_eq!(
+            got,
+            logged,
+            "[{}] {mode}: delivered vs logged: {line}",
+            F::NAME
+        );
+        px.assert_settles(F::NAME, Duration::from_secs(3));
+    }
+}
+
+/// A backend that sends its last bytes, closes, and then resets (it had not read what the client sent
+/// meanwhile, as a server that is shutting down does not): the client, still sending and reading only
+/// later, gets every byte and a clean end. The proxy used to close the client's socket with the client's
+/// last packets unread, so the kernel reset it and destroyed the backend's bytes still queued for it.
+fn backend_closing_while_the_client_still_sends_loses_none_of_its_bytes<F: Rt>() {
+    const TOTAL: usize = 1_000_000;
+    for mode in ["passthrough", "zero_copy"] {
+        let login = login_bytes("mc.example.com", "Sponge");
+        let len = login.len();
+        let backend = Backend::start(move |mut s| {
+            let mut head = vec![0u8; len];
+            if s.read_exact(&mut head).is_err() || send_noise(&mut s, 7, TOTAL).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+            reset(s);
+        });
+        let px = Px::start::<F>(Layout::new().server(
+            "a",
+            &server_toml(
+                &["mc.example.com"],
+                &[backend.addr()],
+                &format!("proxy_mode = \"{mode}\""),
+            ),
+        ));
+        let (mut c, port) = connect_tagged(px.addr());
+        c.write_all(&login).expect("send");
+        let until = Instant::now() + Duration::from_millis(1500);
+        while Instant::now() < until {
+            // Movement packets of a player who has not noticed yet; the backend is gone, so they go nowhere.
+            let _ = c.write_all(&[0x42; 100]);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        c.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let read = expect_noise(&mut c, 7, TOTAL);
+        assert!(
+            read.is_ok(),
+            "[{}] {mode}: the client got {read:?}",
+            F::NAME
+        );
+        let line = log_about(port, &["session ended"], Duration::from_secs(5));
+        assert!(
+            line.as_deref().is_some_and(
+                |l| l.contains("reason=BackendClosed") && logged_b2c(l) == Some(TOTAL as u64)
+            ),
+            "[{}] {mode}: {line:?}",
+            F::NAME
+        );
+        drop(c);
+        px.assert_settles(F::NAME, Duration::from_secs(3));
+    }
+}
+
 fn backend_that_never_reads_is_cut_by_the_write_timeout<F: Rt>() {
     let login = login_bytes("mc.example.com", "Flooder");
     let login_len = login.len();
@@ -2240,6 +2355,8 @@ both!(
     resets_mid_handshake_and_mid_forward_leak_nothing,
     reset_client_on_a_backend_that_ignores_eof_ends_by_the_read_timeout,
     client_that_never_reads_is_cut_by_the_write_timeout,
+    bytes_counted_are_the_bytes_delivered_when_a_write_is_cut,
+    backend_closing_while_the_client_still_sends_loses_none_of_its_bytes,
     backend_that_never_reads_is_cut_by_the_write_timeout,
     hostile_backends_give_the_client_a_clear_end,
     thousand_connections_opened_and_closed_rapidly,
