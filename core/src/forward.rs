@@ -63,6 +63,8 @@ pub fn classify_error(err: &io::Error) -> Stop {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Ending {
     first: Option<EndReason>,
+    /// Per side (client, backend): the direction reading it stopped at a write.
+    stopped_on_write: [bool; 2],
 }
 
 impl Ending {
@@ -79,6 +81,7 @@ impl Ending {
     /// other side's doing. A write limit that runs out is the reason even after a half-close: a client
     /// that closes its write half and then never reads ends with `Timeout`, not `ClientClosed`.
     pub fn record_direction(&mut self, reading: Side, on_write: bool, stop: Stop) {
+        self.stopped_on_write[reading as usize] |= on_write;
         let side = match (reading, on_write) {
             (Side::Client, true) => Side::Backend,
             (Side::Backend, true) => Side::Client,
@@ -119,6 +122,19 @@ impl Ending {
     /// The end reason (ClientClosed if nothing was recorded).
     pub fn reason(&self) -> EndReason {
         self.first.unwrap_or(EndReason::ClientClosed)
+    }
+
+    /// Whether `side` may still be sending when the session ends with a close: the direction reading it
+    /// stopped because the other side could not be written any more, so what it sent since is unread.
+    /// Closing its socket now would make the kernel answer with a reset that destroys what is still
+    /// queued for it; shut down its write half and drain it until it closes instead. After an error, a
+    /// timeout or a shutdown the session ends at once.
+    pub fn drain_before_close(&self, side: Side) -> bool {
+        let closed = matches!(
+            self.reason(),
+            EndReason::ClientClosed | EndReason::BackendClosed
+        );
+        closed && self.stopped_on_write[side as usize]
     }
 }
 
@@ -167,6 +183,25 @@ mod tests {
         let mut e = Ending::default();
         e.record_direction(Side::Client, true, Stop::Eof);
         assert_eq!(e.reason(), EndReason::BackendClosed);
+    }
+
+    #[test]
+    fn only_a_side_left_unread_by_a_close_is_drained() {
+        // The backend could not be written (it reset) while the client sent; the backend's EOF followed.
+        let mut e = Ending::default();
+        e.record_direction(Side::Client, true, Stop::Eof);
+        e.record_direction(Side::Backend, false, Stop::Eof);
+        assert!(e.drain_before_close(Side::Client));
+        assert!(!e.drain_before_close(Side::Backend));
+        // Both read to the end: nothing is unread.
+        let mut e = Ending::default();
+        e.record_direction(Side::Client, false, Stop::Eof);
+        e.record_direction(Side::Backend, false, Stop::Eof);
+        assert!(!e.drain_before_close(Side::Client) && !e.drain_before_close(Side::Backend));
+        // A stuck write ends the session at once.
+        let mut e = Ending::default();
+        e.record_direction(Side::Backend, true, Stop::Timeout);
+        assert!(!e.drain_before_close(Side::Backend));
     }
 
     #[test]

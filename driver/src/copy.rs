@@ -403,11 +403,10 @@ pub struct Copied {
     pub b2c: u64,
     /// Why it ended.
     pub reason: EndReason,
-    /// The session ended with a close while the client may still be sending: the direction reading it
-    /// stopped because the backend could not be written any more. Closing the client's socket now would
-    /// reset it and destroy the backend's last bytes still queued for it.
+    /// Drain the client before closing it ([`Ending::drain_before_close`]): it may still be sending, and a
+    /// reset would destroy the backend's last bytes still queued for it.
     pub client_unread: bool,
-    /// The same for the backend: the client could not be written any more while the backend sent.
+    /// The same for the backend.
     pub backend_unread: bool,
 }
 
@@ -442,22 +441,19 @@ pub async fn bidirectional<R: Runtime, S: Stream>(
         if_backend_silent,
     };
     let mut ending = Ending::default();
-    // Per direction (`Way`), whether it stopped at a write: its source may still hold unread bytes.
-    let mut on_a_write = [false; 2];
     {
         let (up_done, down_done) = (&copy.done[Way::Up as usize], &copy.done[Way::Down as usize]);
         let mut up = pin!(pump(&copy, Way::Up));
         let mut down = pin!(pump(&copy, Way::Down));
         future::poll_fn(|cx| {
-            for (done, fut, reading, way) in [
-                (up_done, up.as_mut(), Side::Client, Way::Up),
-                (down_done, down.as_mut(), Side::Backend, Way::Down),
+            for (done, fut, reading) in [
+                (up_done, up.as_mut(), Side::Client),
+                (down_done, down.as_mut(), Side::Backend),
             ] {
                 if !done.load(Ordering::Relaxed) {
                     if let Poll::Ready((s, on_write)) = fut.poll(cx) {
                         tracing::debug!(reading = ?reading, stop = ?s, on_write, "direction finished");
                         done.store(true, Ordering::Relaxed);
-                        on_a_write[way as usize] = on_write;
                         ending.record_direction(reading, on_write, s);
                         if Ending::ends_session(s) {
                             return Poll::Ready(());
@@ -476,15 +472,12 @@ pub async fn bidirectional<R: Runtime, S: Stream>(
         })
         .await;
     }
-    let reason = ending.reason();
-    // Only after a close: an error, a timeout or a shutdown ends the session at once.
-    let closed = matches!(reason, EndReason::ClientClosed | EndReason::BackendClosed);
     let copied = Copied {
         c2b: copy.counts[Way::Up as usize].load(Ordering::Relaxed),
         b2c: copy.counts[Way::Down as usize].load(Ordering::Relaxed),
-        reason,
-        client_unread: closed && on_a_write[Way::Up as usize],
-        backend_unread: closed && on_a_write[Way::Down as usize],
+        reason: ending.reason(),
+        client_unread: ending.drain_before_close(Side::Client),
+        backend_unread: ending.drain_before_close(Side::Backend),
     };
     let (rt, client, kick, limit) = (
         copy.rt,

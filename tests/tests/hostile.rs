@@ -1293,21 +1293,48 @@ fn flooding_backend(login_len: usize) -> (Backend, mpsc::Receiver<(u64, Duration
     (b, rx)
 }
 
+/// A player logged in through a proxy in `mode` (`write = "1s"`) to a [`flooding_backend`], with a
+/// receive buffer of `rcvbuf` bytes and reading nothing yet; the backend is in the tuple to keep it alive.
+struct Flooded {
+    client: TcpStream,
+    tag: Tag,
+    px: Px,
+    flood: mpsc::Receiver<(u64, Duration)>,
+    _backend: Backend,
+}
+
+fn flooded<F: Rt>(mode: &str, rcvbuf: libc::c_int) -> Flooded {
+    let login = login_bytes("mc.example.com", "Sponge");
+    let (backend, flood) = flooding_backend(login.len());
+    let px = Px::start::<F>(Layout::new().server(
+        "a",
+        &server_toml(
+            &["mc.example.com"],
+            &[backend.addr()],
+            &format!("proxy_mode = \"{mode}\"\n[timeouts]\nwrite = \"1s\"\nread = \"30s\""),
+        ),
+    ));
+    let (client, tag) = connect_tagged(px.addr());
+    receive_buffer(&client, rcvbuf);
+    (&client).write_all(&login).expect("send");
+    Flooded {
+        client,
+        tag,
+        px,
+        flood,
+        _backend: backend,
+    }
+}
+
 fn client_that_never_reads_is_cut_by_the_write_timeout<F: Rt>() {
     for mode in ["passthrough", "zero_copy"] {
-        let login = login_bytes("mc.example.com", "Sponge");
-        let (backend, rx) = flooding_backend(login.len());
-        let px = Px::start::<F>(Layout::new().server(
-            "a",
-            &server_toml(
-                &["mc.example.com"],
-                &[backend.addr()],
-                &format!("proxy_mode = \"{mode}\"\n[timeouts]\nwrite = \"1s\"\nread = \"30s\""),
-            ),
-        ));
-        let (c, port) = connect_tagged(px.addr());
-        small_receive_buffer(&c);
-        (&c).write_all(&login).expect("send");
+        let Flooded {
+            client: c,
+            tag: port,
+            px,
+            flood: rx,
+            _backend,
+        } = flooded::<F>(mode, 4096);
         let line =
             log_about(port, &["session ended"], Duration::from_secs(8)).unwrap_or_else(|| {
                 panic!(
@@ -1348,19 +1375,13 @@ fn logged_b2c(line: &str) -> Option<u64> {
 /// so a cut write of up to a buffer, or a pipe, was missing from it).
 fn bytes_counted_are_the_bytes_delivered_when_a_write_is_cut<F: Rt>() {
     for mode in ["passthrough", "zero_copy"] {
-        let login = login_bytes("mc.example.com", "Sponge");
-        let (backend, _flood) = flooding_backend(login.len());
-        let px = Px::start::<F>(Layout::new().server(
-            "a",
-            &server_toml(
-                &["mc.example.com"],
-                &[backend.addr()],
-                &format!("proxy_mode = \"{mode}\"\n[timeouts]\nwrite = \"1s\"\nread = \"30s\""),
-            ),
-        ));
-        let (mut c, port) = connect_tagged(px.addr());
-        receive_buffer(&c, 256 * 1024);
-        c.write_all(&login).expect("send");
+        let Flooded {
+            client: mut c,
+            tag: port,
+            px,
+            _backend,
+            ..
+        } = flooded::<F>(mode, 256 * 1024);
         let line = log_about(
             port,
             &["session ended", "reason=Timeout"],
@@ -1370,16 +1391,16 @@ fn bytes_counted_are_the_bytes_delivered_when_a_write_is_cut<F: Rt>() {
         let logged = logged_b2c(&line).unwrap_or_else(|| panic!("[{}] {mode}: {line}", F::NAME));
         c.set_read_timeout(Some(Duration::from_secs(10)))
             .expect("timeout");
-        let (mut got, mut buf) = (0u64, vec![0u8; 64 * 1024]);
-        loop {
-            match c.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => got += n as u64,
-                Err(e) => panic!("[{}] {mode}: reading after {got} bytes: {e}", F::NAME),
-            }
+        let mut got = Vec::new();
+        if let Err(e) = c.read_to_end(&mut got) {
+            panic!(
+                "[{}] {mode}: reading after {} bytes: {e}",
+                F::NAME,
+                got.len()
+            );
         }
         assert_eq!(
-            got,
+            got.len() as u64,
             logged,
             "[{}] {mode}: delivered vs logged: {line}",
             F::NAME
