@@ -273,9 +273,8 @@ fn reset(s: TcpStream) {
     drop(s);
 }
 
-fn small_receive_buffer(s: &TcpStream) {
-    receive_buffer(s, 4096);
-}
+/// A receive buffer that a flood fills at once, for clients that are not to read yet.
+const SMALL_RECEIVE_BUFFER: libc::c_int = 4096;
 
 /// Sets `SO_RCVBUF`. A receive buffer far under loopback's 64 KiB segment size never opens a window the
 /// sender may use at once, so what is queued for it arrives only with the sender's persist probes, slowly:
@@ -1294,7 +1293,7 @@ fn flooding_backend(login_len: usize) -> (Backend, mpsc::Receiver<(u64, Duration
 }
 
 /// A player logged in through a proxy in `mode` (`write = "1s"`) to a [`flooding_backend`], with a
-/// receive buffer of `rcvbuf` bytes and reading nothing yet; the backend is in the tuple to keep it alive.
+/// receive buffer of `rcvbuf` bytes and reading nothing yet; the backend is held to keep it alive.
 struct Flooded {
     client: TcpStream,
     tag: Tag,
@@ -1334,7 +1333,7 @@ fn client_that_never_reads_is_cut_by_the_write_timeout<F: Rt>() {
             px,
             flood: rx,
             _backend,
-        } = flooded::<F>(mode, 4096);
+        } = flooded::<F>(mode, SMALL_RECEIVE_BUFFER);
         let line =
             log_about(port, &["session ended"], Duration::from_secs(8)).unwrap_or_else(|| {
                 panic!(
@@ -2202,7 +2201,7 @@ fn binary_survives_a_barrage<F: Rt>() {
         // Never-reading clients on a flooding backend, and slowloris connections.
         for _ in 0..8 {
             let c = connect(addr);
-            small_receive_buffer(&c);
+            receive_buffer(&c, SMALL_RECEIVE_BUFFER);
             let _ = (&c).write_all(&login);
             open.push(c);
         }
