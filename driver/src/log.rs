@@ -17,6 +17,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+mod format;
+pub use format::{HumanFields, Time};
+
 /// Batched, non-blocking log output: a [`tracing_subscriber::fmt::MakeWriter`] plus its writer thread.
 /// Dropping it (or [`Output::finish`]) writes out what is waiting and stops the thread.
 pub struct Output {
