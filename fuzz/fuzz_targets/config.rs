@@ -118,7 +118,8 @@ fuzz_target!(|data: &[u8]| {
     let path = Path::new("/etc/nethergate/nethergate.toml");
     match MainConfig::from_toml(path, main_text) {
         Ok(m) => {
-            assert!(m.servers_dir.starts_with("/etc/nethergate"));
+            // Resolved against the main file's directory; an absolute `servers_dir` (e.g. "/33") stays as given.
+            assert!(m.servers_dir.is_absolute());
             assert!(!m.handshake_timeout.is_zero());
             // An accepted handshake timeout must be usable by a session and its deadlines.
             let ctx = Context {
