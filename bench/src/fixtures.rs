@@ -4,7 +4,7 @@
 use nethergate_core::hostname::{Host, ServerAddress};
 use nethergate_core::login::LoginStart;
 use nethergate_core::{
-    handshake, Action, Context, Decision, Parsed, Registry, RouteTable, Server, ServerConfig,
+    handshake, Action, Context, Parsed, Plugins, Registry, RouteTable, Server, ServerConfig,
 };
 use nethergate_core::{Handshake, NextState, Session};
 use std::net::SocketAddr;
@@ -88,7 +88,7 @@ pub fn context(table: Arc<RouteTable>) -> Context {
 }
 
 /// Runs one [`Session`] from its first byte to [`Action::Forward`] (plugins allow, the first dial
-/// succeeds) and returns the bytes it asked to send to the backend; `None` if it did not reach Forward.
+/// succeeds, asked as the binaries ask) and returns the bytes it asked to send to the backend; `None` if it did not reach Forward.
 pub fn session_to_forward(ctx: &Context, bytes: &[u8]) -> Option<usize> {
     let client: SocketAddr = SocketAddr::from(([198, 51, 100, 7], 50_000));
     let local: SocketAddr = SocketAddr::from(([192, 0, 2, 1], 25_565));
@@ -98,7 +98,11 @@ pub fn session_to_forward(ctx: &Context, bytes: &[u8]) -> Option<usize> {
     let mut sent = 0;
     while let Some(action) = session.poll_action() {
         match action {
-            Action::PreConnect(_) => session.pre_connect_result(Decision::Allow),
+            Action::PreConnect => {
+                // As the binaries do with no plugin configured.
+                let decision = Plugins::new().decide(&session.pre_connect_event());
+                session.pre_connect_result(decision)
+            }
             Action::Connect(_) => {
                 session.backend_connected(SocketAddr::from(([127, 0, 0, 1], 30_000)), now)
             }

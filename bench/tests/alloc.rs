@@ -112,3 +112,32 @@ fn an_ipv6_address_host_allocates_nothing_either() {
         assert!(routed, "{sent:?} routed");
     }
 }
+
+/// A login from its first byte to `Forward` allocates three times: the session's copy of what the client
+/// sent (which becomes the bytes sent to the backend), and the registry entry with the player's name in
+/// it; a fourth when the host had to be normalised (here: upper case and a trailing dot), for the copy the
+/// pre-connect event shows. The server's name and address, the event, the queue of actions and the
+/// opening sent to the backend are shared, lent or kept in place.
+#[test]
+fn a_session_allocates_three_times_up_to_forward() {
+    let ctx = fixtures::context(std::sync::Arc::new(fixtures::route_table()));
+    for (label, address, expected) in fixtures::CASES {
+        if expected.is_none() {
+            continue;
+        }
+        let most = if label == "exact, decorated" { 4 } else { 3 };
+        let bytes = fixtures::login_bytes(address);
+        // The first session of a server also sets up its player count in the registry.
+        assert!(
+            fixtures::session_to_forward(&ctx, &bytes).is_some(),
+            "{label}"
+        );
+        let mut forwarded = None;
+        let n = allocations(|| forwarded = fixtures::session_to_forward(&ctx, &bytes));
+        assert_eq!(forwarded, Some(bytes.len()), "{label}: not forwarded whole");
+        assert!(
+            n <= most,
+            "{label}: {n} allocations from first byte to Forward (at most {most})"
+        );
+    }
+}

@@ -105,6 +105,14 @@ impl<'a> Host<'a> {
         }))
     }
 
+    /// The host as sent, when it was normal already (then nothing was copied).
+    pub fn as_sent(&self) -> Option<&'a str> {
+        match self.0 {
+            Repr::Sent(host) => Some(host),
+            Repr::Copied { .. } => None,
+        }
+    }
+
     /// The normalised host.
     pub fn as_str(&self) -> &str {
         match &self.0 {

@@ -28,10 +28,14 @@
 //! session.handle_client_data(&bytes);
 //!
 //! // The driving loop: the same few lines in every runtime.
+//! let plugins = nethergate_core::Plugins::new(); // none: everything is allowed
 //! let mut sent_to_backend = Vec::new();
 //! while let Some(action) = session.poll_action() {
 //!     match action {
-//!         Action::PreConnect(event) => session.pre_connect_result(Decision::Allow),
+//!         Action::PreConnect => {
+//!             let decision = plugins.decide(&session.pre_connect_event());
+//!             session.pre_connect_result(decision)
+//!         }
 //!         Action::Connect(req) => {
 //!             // dial req.address within req.timeout, then:
 //!             session.backend_connected("127.0.0.1:25566".parse().unwrap(), now)

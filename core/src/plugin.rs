@@ -4,17 +4,19 @@ use crate::handshake::NextState;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-/// What plugins are told before any backend is contacted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PreConnectEvent {
+/// What plugins are told before any backend is contacted. Borrowed from the connection's session
+/// ([`crate::Session::pre_connect_event`]): building it copies nothing. A plugin that keeps something of it
+/// copies that part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PreConnectEvent<'a> {
     /// The client's address.
     pub client: SocketAddr,
     /// The normalised host the client asked for (empty when it could not be normalised).
-    pub host: String,
+    pub host: &'a str,
     /// The server the route table picked, if any.
-    pub server: Option<String>,
+    pub server: Option<&'a str>,
     /// The player name (logins only).
-    pub player: Option<String>,
+    pub player: Option<&'a str>,
     /// The client's protocol version.
     pub protocol_version: i32,
     /// Status, login or transfer.
@@ -36,7 +38,7 @@ pub enum Decision {
 /// quick and must not block.
 pub trait PreConnect: Send + Sync {
     /// Decides about one connection.
-    fn pre_connect(&self, event: &PreConnectEvent) -> Decision;
+    fn pre_connect(&self, event: &PreConnectEvent<'_>) -> Decision;
 }
 
 /// Plugins in order; the first answer that is not [`Decision::Allow`] wins.
@@ -56,7 +58,7 @@ impl Plugins {
     }
 
     /// Asks each plugin in turn.
-    pub fn decide(&self, event: &PreConnectEvent) -> Decision {
+    pub fn decide(&self, event: &PreConnectEvent<'_>) -> Decision {
         self.0
             .iter()
             .map(|p| p.pre_connect(event))
@@ -99,7 +101,7 @@ fn canonical(ip: IpAddr) -> IpAddr {
 }
 
 impl PreConnect for IpFilter {
-    fn pre_connect(&self, event: &PreConnectEvent) -> Decision {
+    fn pre_connect(&self, event: &PreConnectEvent<'_>) -> Decision {
         let ip = canonical(event.client.ip());
         let denied = self.deny.iter().any(|n| n.contains(&ip))
             || (!self.allow.is_empty() && !self.allow.iter().any(|n| n.contains(&ip)));
@@ -115,12 +117,12 @@ impl PreConnect for IpFilter {
 mod tests {
     use super::*;
 
-    fn event(client: &str) -> PreConnectEvent {
+    fn event(client: &str) -> PreConnectEvent<'static> {
         PreConnectEvent {
             client: client.parse().unwrap(),
-            host: "mc.example.com".into(),
-            server: Some("lobby".into()),
-            player: Some("Steve".into()),
+            host: "mc.example.com",
+            server: Some("lobby"),
+            player: Some("Steve"),
             protocol_version: 765,
             next_state: NextState::Login,
         }
@@ -162,7 +164,7 @@ mod tests {
     fn first_non_allow_answer_wins() {
         struct Fixed(Decision);
         impl PreConnect for Fixed {
-            fn pre_connect(&self, _: &PreConnectEvent) -> Decision {
+            fn pre_connect(&self, _: &PreConnectEvent<'_>) -> Decision {
                 self.0.clone()
             }
         }

@@ -9,7 +9,7 @@
 //! labels in the host and not with the number of servers. Other globs (`mc?.example.com`, `*mc*`) are
 //! tried in precedence order, and only those that would beat the indexed match.
 
-use crate::config::{ConfigErrors, ConfigIssue, ServerConfig};
+use crate::config::{BackendAddress, ConfigErrors, ConfigIssue, ServerConfig};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -21,6 +21,10 @@ pub struct Server {
     pub config: ServerConfig,
     next_address: AtomicUsize,
     login_disconnect: bytes::Bytes,
+    /// The name and addresses again, shared: what a connection keeps of them (a dial request, its
+    /// registry entry) is a reference count, not a copy of the string.
+    name: Arc<str>,
+    addresses: Box<[Arc<BackendAddress>]>,
 }
 
 impl Server {
@@ -28,6 +32,8 @@ impl Server {
     pub fn new(config: ServerConfig) -> Self {
         Server {
             login_disconnect: crate::response::login_disconnect(&config.disconnect_message).into(),
+            name: config.name.as_str().into(),
+            addresses: config.addresses.iter().cloned().map(Arc::new).collect(),
             config,
             next_address: AtomicUsize::new(0),
         }
@@ -40,7 +46,18 @@ impl Server {
 
     /// The name.
     pub fn name(&self) -> &str {
-        &self.config.name
+        &self.name
+    }
+
+    /// The name, shared.
+    pub fn shared_name(&self) -> Arc<str> {
+        Arc::clone(&self.name)
+    }
+
+    /// Address `i` of `addresses`, counted round (`None` when there are none), shared.
+    pub fn address(&self, i: usize) -> Option<Arc<BackendAddress>> {
+        let n = self.addresses.len();
+        (n > 0).then(|| Arc::clone(&self.addresses[i % n]))
     }
 
     /// The index of the address a new connection should try first (round robin).

@@ -15,7 +15,7 @@ use crate::registry::{Admission, LiveSession, Registry, SessionInfo};
 use crate::route::{RouteTable, Server};
 use crate::{proxy_protocol, response};
 use bytes::Bytes;
-use std::collections::VecDeque;
+use smallvec::SmallVec;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -115,9 +115,9 @@ impl fmt::Display for CloseReason {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectRequest {
     /// The server it belongs to.
-    pub server: String,
+    pub server: Arc<str>,
     /// `host:port` to resolve and dial.
-    pub address: crate::config::BackendAddress,
+    pub address: Arc<crate::config::BackendAddress>,
     /// Limit on the dial.
     pub timeout: Duration,
 }
@@ -143,8 +143,8 @@ pub struct Forward {
 /// What the driver must do next, in order.
 #[derive(Debug)]
 pub enum Action {
-    /// Ask the plugins, then call [`Session::pre_connect_result`].
-    PreConnect(PreConnectEvent),
+    /// Ask the plugins about [`Session::pre_connect_event`], then call [`Session::pre_connect_result`].
+    PreConnect,
     /// Dial, then call [`Session::backend_connected`] or [`Session::backend_failed`].
     Connect(ConnectRequest),
     /// Write these bytes to the backend.
@@ -191,6 +191,8 @@ pub struct Session {
     player: Option<(usize, usize)>,
     /// End of the bytes consumed by parsing (handshake, login start, answered status frames).
     parsed: usize,
+    /// The handshake's host normalised, once the pre-connect event is due.
+    host: NormalHost,
     /// Where the handshake's host routes, found once for the pre-connect event and used if it allows.
     routed: Option<Arc<Server>>,
     server: Option<Arc<Server>>,
@@ -198,7 +200,18 @@ pub struct Session {
     first_address: usize,
     attempts: usize,
     status_requested: bool,
-    actions: VecDeque<Action>,
+    /// Rarely more than two at a time, so they live in the session (no allocation).
+    actions: SmallVec<[Action; 2]>,
+}
+
+/// The normalised host of the pre-connect event: most hosts arrive normal, and are then a range of the
+/// session's buffer; one that normalising changed (upper case, a trailing dot, an IPv6 spelling, Unicode)
+/// is a copy.
+#[derive(Debug)]
+enum NormalHost {
+    None,
+    InBuf(usize, usize),
+    Copied(String),
 }
 
 impl Session {
@@ -217,19 +230,38 @@ impl Session {
             handshake: None,
             player: None,
             parsed: 0,
+            host: NormalHost::None,
             routed: None,
             server: None,
             admission: None,
             first_address: 0,
             attempts: 0,
             status_requested: false,
-            actions: VecDeque::new(),
+            actions: SmallVec::new(),
         }
     }
 
     /// The next thing to do, if any.
     pub fn poll_action(&mut self) -> Option<Action> {
-        self.actions.pop_front()
+        // Front first; the queue holds a handful at most, so shifting the rest costs nothing.
+        (!self.actions.is_empty()).then(|| self.actions.remove(0))
+    }
+
+    /// What the plugins are asked about at [`Action::PreConnect`]: borrowed from the session, so building
+    /// it allocates nothing. Before the pre-connect event is due, `host` is empty and `server` is `None`.
+    pub fn pre_connect_event(&self) -> PreConnectEvent<'_> {
+        PreConnectEvent {
+            client: self.client,
+            host: match &self.host {
+                NormalHost::None => "",
+                NormalHost::InBuf(a, b) => self.str_at(*a, *b).unwrap_or(""),
+                NormalHost::Copied(h) => h,
+            },
+            server: self.routed.as_deref().map(Server::name),
+            player: self.player(),
+            protocol_version: self.handshake.map_or(0, |h| h.protocol_version),
+            next_state: self.handshake.map_or(NextState::Status, |h| h.next_state),
+        }
     }
 
     /// When [`Session::handle_timeout`] must be called if nothing else happens first.
@@ -267,12 +299,13 @@ impl Session {
         self.state == State::Done && self.actions.is_empty()
     }
 
-    /// Bytes from the client held by the session (never more than [`MAX_BUFFERED`]).
+    /// Bytes from the client held by the session (never more than [`MAX_BUFFERED`]; none once forwarded).
     pub fn buffered(&self) -> usize {
         self.buf.len()
     }
 
-    /// The player name, once the login start has been read.
+    /// The player name, once the login start has been read (and until forwarding starts: the buffer it is
+    /// read from then becomes the opening sent to the backend).
     pub fn player(&self) -> Option<&str> {
         self.player.and_then(|(a, b)| self.str_at(a, b))
     }
@@ -348,7 +381,7 @@ impl Session {
             Some(0x01) => response::LegacyPing::V1_4,
             _ => response::LegacyPing::Beta,
         };
-        self.actions.push_back(Action::SendToClient(
+        self.actions.push(Action::SendToClient(
             response::legacy_ping_answer(ping, LEGACY_PING_MOTD).into(),
         ));
         self.close(CloseReason::LegacyPing);
@@ -410,30 +443,11 @@ impl Session {
             return;
         };
         let cfg = &server.config;
-        let mut out = Vec::with_capacity(self.buf.len() + 64);
-        if cfg.send_proxy_protocol {
-            out.extend(proxy_protocol::header(
-                cfg.proxy_protocol_version,
-                self.client,
-                self.local,
-            ));
-        }
-        match cfg.domain_rewrite.apply(self.server_address()) {
-            Some(address) => handshake::Handshake {
-                protocol_version: hs.protocol_version,
-                server_address: &address,
-                port: hs.port,
-                next_state: hs.next_state,
-            }
-            .encode(&mut out),
-            None => out.extend_from_slice(&self.buf[..hs.frame_end]),
-        }
-        out.extend_from_slice(&self.buf[hs.frame_end..]);
-        let c2b_initial = out.len() as u64;
+        let rewritten = cfg.domain_rewrite.apply(self.server_address());
         let info = SessionInfo {
             id: 0,
             player: self.player().map(str::to_owned),
-            server: server.name().to_owned(),
+            server: server.shared_name(),
             client: self.client,
             backend,
             active: false,
@@ -443,18 +457,46 @@ impl Session {
         let live = self.ctx.registry.register(info, self.admission.take());
         tracing::debug!(client = %self.client, backend = %backend, server = %server.name(),
             player = self.player().unwrap_or("-"), "forwarding");
+        let opening = if !cfg.send_proxy_protocol && rewritten.is_none() {
+            // What the client sent is what the backend gets: the buffer itself, no copy (and, read in one
+            // piece as it usually is, no allocation either).
+            std::mem::take(&mut self.buf)
+        } else {
+            let mut out = Vec::with_capacity(self.buf.len() + 64);
+            if cfg.send_proxy_protocol {
+                out.extend(proxy_protocol::header(
+                    cfg.proxy_protocol_version,
+                    self.client,
+                    self.local,
+                ));
+            }
+            match rewritten {
+                Some(address) => handshake::Handshake {
+                    protocol_version: hs.protocol_version,
+                    server_address: &address,
+                    port: hs.port,
+                    next_state: hs.next_state,
+                }
+                .encode(&mut out),
+                None => out.extend_from_slice(&self.buf[..hs.frame_end]),
+            }
+            out.extend_from_slice(&self.buf[hs.frame_end..]);
+            out
+        };
+        let c2b_initial = opening.len() as u64;
+        let if_backend_silent = if self.is_login() {
+            server.login_disconnect()
+        } else {
+            Bytes::new()
+        };
         self.actions
-            .push_back(Action::SendToBackend(Bytes::from(out)));
-        self.actions.push_back(Action::Forward(Forward {
+            .push(Action::SendToBackend(Bytes::from(opening)));
+        self.actions.push(Action::Forward(Forward {
             mode: cfg.proxy_mode,
             timeouts: cfg.timeouts,
             c2b_initial,
             live,
-            if_backend_silent: if self.is_login() {
-                server.login_disconnect()
-            } else {
-                Bytes::new()
-            },
+            if_backend_silent,
         }));
         self.state = State::Done;
     }
@@ -476,14 +518,14 @@ impl Session {
         if self.is_login() {
             // Built once per server (also what a backend that closes silently gets the player).
             self.actions
-                .push_back(Action::SendToClient(server.login_disconnect()));
+                .push(Action::SendToClient(server.login_disconnect()));
             self.close(CloseReason::BackendUnreachable);
         } else {
             tracing::debug!(client = %self.client, server = %server.name(), "backend unreachable, answering status");
             // A Status Request read before routing is answered now; then the ping.
             if self.status_requested {
                 let status = self.offline_status();
-                self.actions.push_back(Action::SendToClient(status.into()));
+                self.actions.push(Action::SendToClient(status.into()));
             }
             self.state = State::OfflineStatus;
             self.deadline = now.checked_add(self.ctx.handshake_timeout);
@@ -493,13 +535,11 @@ impl Session {
 
     fn connect_next(&mut self) {
         let Some(server) = &self.server else { return };
-        let addrs = &server.config.addresses;
-        if addrs.is_empty() {
+        let Some(address) = server.address(self.first_address + self.attempts) else {
             return self.close(CloseReason::BackendUnreachable);
-        }
-        let address = addrs[(self.first_address + self.attempts) % addrs.len()].clone();
-        self.actions.push_back(Action::Connect(ConnectRequest {
-            server: server.name().to_owned(),
+        };
+        self.actions.push(Action::Connect(ConnectRequest {
+            server: server.shared_name(),
             address,
             timeout: server.config.timeouts.connect,
         }));
@@ -511,7 +551,7 @@ impl Session {
 
     fn send_login_disconnect(&mut self, reason: &str) {
         if self.is_login() {
-            self.actions.push_back(Action::SendToClient(
+            self.actions.push(Action::SendToClient(
                 response::login_disconnect(reason).into(),
             ));
         }
@@ -524,7 +564,7 @@ impl Session {
             ($level:expr) => {
                 tracing::event!(
                     $level,
-                    client = %self.client,
+                    client = %crate::registry::LoggedAddr(self.client),
                     // A `&str`: the human format quotes and escapes it (a client-chosen host cannot forge
                     // other fields of the line) and JSON gets the plain string.
                     host = &*host,
@@ -541,7 +581,7 @@ impl Session {
         } else {
             closed!(tracing::Level::INFO);
         }
-        self.actions.push_back(Action::Close(reason));
+        self.actions.push(Action::Close(reason));
         self.state = State::Done;
     }
 
@@ -554,7 +594,7 @@ impl Session {
                         return self.answer_legacy_ping();
                     }
                     Ok(Parsed::Complete(Opening::LegacyLogin, _)) => {
-                        self.actions.push_back(Action::SendToClient(
+                        self.actions.push(Action::SendToClient(
                             response::legacy_kick(LEGACY_LOGIN_KICK).into(),
                         ));
                         return self.close(CloseReason::LegacyLogin);
@@ -628,7 +668,7 @@ impl Session {
                     match (frame.id, frame.body.len()) {
                         (0x01, 8) => {
                             let pong = response::pong(frame.body);
-                            self.actions.push_back(Action::SendToClient(pong.into()));
+                            self.actions.push(Action::SendToClient(pong.into()));
                             return self.close(CloseReason::StatusServed);
                         }
                         (id, _) => {
@@ -657,27 +697,30 @@ impl Session {
     }
 
     fn request_pre_connect(&mut self) {
-        let Some(hs) = self.handshake else { return };
+        if self.handshake.is_none() {
+            return;
+        }
         // Normalised and routed once, for the event and for `pre_connect_result`.
         let (host, routed) = match Host::normalise(ServerAddress::split(self.server_address()).host)
         {
-            Some(h) => (
-                h.as_str().to_owned(),
-                self.ctx.routes.route(h.as_str()).cloned(),
-            ),
-            None => (String::new(), None),
+            Some(h) => {
+                let routed = self.ctx.routes.route(h.as_str()).cloned();
+                let host = match h.as_sent() {
+                    // A part of the handshake's address, so of `buf`.
+                    Some(sent) => {
+                        let start = sent.as_ptr() as usize - self.buf.as_ptr() as usize;
+                        NormalHost::InBuf(start, start + sent.len())
+                    }
+                    None => NormalHost::Copied(h.as_str().to_owned()),
+                };
+                (host, routed)
+            }
+            None => (NormalHost::None, None),
         };
-        let server = routed.as_ref().map(|s| s.name().to_owned());
+        self.host = host;
         self.routed = routed;
         self.state = State::PreConnect;
-        self.actions.push_back(Action::PreConnect(PreConnectEvent {
-            client: self.client,
-            host,
-            server,
-            player: self.player().map(str::to_owned),
-            protocol_version: hs.protocol_version,
-            next_state: hs.next_state,
-        }));
+        self.actions.push(Action::PreConnect);
     }
 }
 
@@ -762,7 +805,8 @@ mod tests {
     /// A comparable record of what a driver did.
     #[derive(Debug, Clone, PartialEq, Eq)]
     enum Did {
-        PreConnect(PreConnectEvent),
+        /// The event's host, server and player.
+        PreConnect(String, Option<String>, Option<String>),
         Connect(String),
         ToBackend(Vec<u8>),
         ToClient(Vec<u8>),
@@ -793,8 +837,13 @@ mod tests {
             let now = Instant::now();
             while let Some(action) = s.poll_action() {
                 match action {
-                    Action::PreConnect(e) => {
-                        did.push(Did::PreConnect(e));
+                    Action::PreConnect => {
+                        let e = s.pre_connect_event();
+                        did.push(Did::PreConnect(
+                            e.host.to_owned(),
+                            e.server.map(str::to_owned),
+                            e.player.map(str::to_owned),
+                        ));
                         s.pre_connect_result(self.decision.clone());
                     }
                     Action::Connect(req) => {
@@ -885,15 +934,37 @@ mod tests {
         let mut s = session(&[server("lobby", "")]);
         let bytes = login_bytes("LOBBY.example.com.\0FML2\0", "Steve", NextState::Login);
         let did = Script::new(Decision::Allow, 0).run(&mut s, &[&bytes]);
-        let Did::PreConnect(event) = &did[0] else {
-            panic!("{did:?}")
-        };
-        assert_eq!(event.host, "lobby.example.com");
-        assert_eq!(event.server.as_deref(), Some("lobby"));
-        assert_eq!(event.player.as_deref(), Some("Steve"));
+        assert_eq!(
+            did[0],
+            Did::PreConnect(
+                "lobby.example.com".into(), // normalised: a copy
+                Some("lobby".into()),
+                Some("Steve".into())
+            )
+        );
         assert_eq!(did[1], Did::Connect("10.0.0.1:1".into()));
         assert_eq!(did[2], Did::Forward);
         assert_eq!(did[3], Did::ToBackend(bytes.clone()));
+    }
+
+    /// A host sent in its normal spelling is lent from the session's buffer, decoration cut off; before
+    /// the handshake the event has no host and no server.
+    #[test]
+    fn the_event_lends_a_normal_host_from_the_buffer() {
+        let mut s = session(&[server("lobby", "")]);
+        let early = s.pre_connect_event();
+        assert_eq!((early.host, early.server, early.player), ("", None, None));
+        let bytes = login_bytes("eu.lobby.example.com\0FML3\0", "Alex", NextState::Transfer);
+        s.handle_client_data(&bytes);
+        assert!(matches!(s.poll_action(), Some(Action::PreConnect)));
+        let e = s.pre_connect_event();
+        assert_eq!(e.host, "eu.lobby.example.com");
+        assert_eq!((e.server, e.player), (Some("lobby"), Some("Alex")));
+        assert_eq!(
+            (e.protocol_version, e.next_state),
+            (765, NextState::Transfer)
+        );
+        assert_eq!(e.client, CLIENT.parse().unwrap());
     }
 
     #[test]
@@ -1096,7 +1167,7 @@ mod tests {
         let mut script = Script::new(Decision::Redirect("limbo".into()), 0);
         let did = script.run(&mut s, &[&bytes]);
         assert!(matches!(did[2], Did::Forward));
-        assert_eq!(script.live[0].info().server, "limbo");
+        assert_eq!(&*script.live[0].info().server, "limbo");
 
         let mut s = session(&[server("lobby", "")]);
         let did = Script::new(Decision::Redirect("nowhere".into()), 0).run(&mut s, &[&bytes]);
@@ -1248,7 +1319,7 @@ mod tests {
         assert!(s.poll_action().is_none());
         assert!(s.poll_timeout().is_some());
         s.handle_client_data(&status[hs_len..]);
-        assert!(matches!(s.poll_action(), Some(Action::PreConnect(_))));
+        assert!(matches!(s.poll_action(), Some(Action::PreConnect)));
     }
 
     #[test]
@@ -1304,7 +1375,7 @@ mod tests {
         let mut s = session(&[server("lobby", "")]);
         let bytes = login_bytes("lobby.example.com", "Steve", NextState::Login);
         s.handle_client_data(&bytes);
-        assert!(matches!(s.poll_action(), Some(Action::PreConnect(_))));
+        assert!(matches!(s.poll_action(), Some(Action::PreConnect)));
         for _ in 0..(MAX_BUFFERED / 1024 + 1) {
             s.handle_client_data(&[0u8; 1024]);
         }

@@ -111,7 +111,7 @@ fn drive(bytes: &[u8], rewrite: &str) -> (Vec<u8>, bool) {
     let mut forwarded = false;
     while let Some(a) = s.poll_action() {
         match a {
-            Action::PreConnect(_) => s.pre_connect_result(Decision::Allow),
+            Action::PreConnect => s.pre_connect_result(Decision::Allow),
             Action::Connect(_) => s.backend_connected("127.0.0.1:1".parse().unwrap(), now),
             Action::SendToBackend(b) => sent.extend_from_slice(&b),
             Action::Forward(_) => forwarded = true,

@@ -4,6 +4,7 @@ use crate::copy::{self, write_all_fresh};
 use crate::pool::Buffer;
 use crate::proxy::Shared;
 use crate::runtime::{Runtime, Stream};
+use bytes::Bytes;
 use futures_lite::future;
 use nethergate_core::forward::{Ending, Side};
 use nethergate_core::{Action, ConnectRequest, Context, EndReason, Forward, Session};
@@ -264,15 +265,16 @@ async fn handshake<R: Runtime>(
     let mut session = Handshaking(Session::new(ctx, peer, local, Instant::now()));
     let session = &mut session.0;
     let mut backend: Option<R::Stream> = None;
-    let mut to_backend = Vec::new();
+    // What goes to the backend before the copy starts (the core sends it in one piece).
+    let mut opening = Bytes::new();
     let mut first = true;
     // Whether we wrote the client anything (a kick, a status answer): only then does a close linger.
     let mut answered = false;
     loop {
         while let Some(action) = session.poll_action() {
             match action {
-                Action::PreConnect(event) => {
-                    let decision = shared.plugins.decide(&event);
+                Action::PreConnect => {
+                    let decision = shared.plugins.decide(&session.pre_connect_event());
                     session.pre_connect_result(decision);
                 }
                 Action::Connect(req) => match dial(rt, &req).await {
@@ -286,7 +288,10 @@ async fn handshake<R: Runtime>(
                         session.backend_failed(Instant::now());
                     }
                 },
-                Action::SendToBackend(bytes) => to_backend.push(bytes),
+                Action::SendToBackend(bytes) if opening.is_empty() => opening = bytes,
+                Action::SendToBackend(bytes) => {
+                    opening = [&opening[..], &bytes[..]].concat().into()
+                }
                 Action::SendToClient(bytes) => {
                     // A client that does not read our answer is closed by the next action anyway.
                     answered = true;
@@ -297,21 +302,19 @@ async fn handshake<R: Runtime>(
                         fwd.live.finish(0, 0, EndReason::Error, Instant::now());
                         return None;
                     };
-                    for bytes in &to_backend {
-                        if let Err(stop) =
-                            write_all_fresh(rt, &backend, bytes, fwd.timeouts.write).await
-                        {
-                            // The opening could not be written (the backend closed, reset or stopped
-                            // reading): it has sent nothing. Tell the player, then close as a refusal
-                            // does (drain what the client sent, so no reset destroys the message).
-                            let silent = &fwd.if_backend_silent;
-                            let _ = write_all_fresh(rt, client, silent, fwd.timeouts.write).await;
-                            linger(rt, client).await;
-                            let mut ending = Ending::default();
-                            ending.record(Side::Backend, stop);
-                            fwd.live.finish(0, 0, ending.reason(), Instant::now());
-                            return None;
-                        }
+                    if let Err(stop) =
+                        write_all_fresh(rt, &backend, &opening, fwd.timeouts.write).await
+                    {
+                        // The opening could not be written (the backend closed, reset or stopped
+                        // reading): it has sent nothing. Tell the player, then close as a refusal
+                        // does (drain what the client sent, so no reset destroys the message).
+                        let silent = &fwd.if_backend_silent;
+                        let _ = write_all_fresh(rt, client, silent, fwd.timeouts.write).await;
+                        linger(rt, client).await;
+                        let mut ending = Ending::default();
+                        ending.record(Side::Backend, stop);
+                        fwd.live.finish(0, 0, ending.reason(), Instant::now());
+                        return None;
                     }
                     return Some((backend, fwd));
                 }
@@ -474,7 +477,7 @@ mod tests {
         );
         assert_eq!(session.buffered(), login_bytes().len(), "bytes were lost");
         assert!(
-            matches!(session.poll_action(), Some(Action::PreConnect(_))),
+            matches!(session.poll_action(), Some(Action::PreConnect)),
             "the session did not move on to its pre-connect event"
         );
         Ok(())

@@ -185,8 +185,9 @@ fn serve(shared: &Shared, client: TcpStream, peer: SocketAddr) {
     loop {
         while let Some(action) = session.poll_action() {
             match action {
-                Action::PreConnect(event) => {
-                    session.pre_connect_result(shared.plugins.decide(&event));
+                Action::PreConnect => {
+                    let decision = shared.plugins.decide(&session.pre_connect_event());
+                    session.pre_connect_result(decision);
                 }
                 Action::Connect(req) => match dial(&req) {
                     Ok((stream, addr)) => {

@@ -161,7 +161,7 @@ fn routed_login_reaches_its_backend_byte_for_byte() {
     let sessions = proxy.registry().sessions();
     assert_eq!(sessions.len(), 1);
     assert_eq!(sessions[0].player.as_deref(), Some("Steve"));
-    assert_eq!(sessions[0].server, "survival");
+    assert_eq!(&*sessions[0].server, "survival");
 
     client.shutdown(Shutdown::Write).unwrap();
     let mut rest = Vec::new();

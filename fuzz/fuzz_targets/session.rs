@@ -35,7 +35,7 @@ use nethergate_core::rewrite::Rewrite;
 use nethergate_core::session::{MAX_BUFFERED, SERVER_FULL_MESSAGE, UNKNOWN_HOST_MESSAGE};
 use nethergate_core::{
     login, proxy_protocol, Action, CloseReason, ConnectRequest, Context, Decision, LiveSession,
-    NextState, Parsed, PreConnectEvent, Registry, RouteTable, ServerConfig, Session,
+    NextState, Parsed, Registry, RouteTable, ServerConfig, Session,
 };
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -243,7 +243,8 @@ struct Run<'a> {
     fed: Vec<u8>,
     to_backend: Vec<u8>,
     to_client: Vec<Vec<u8>>,
-    pending_pre: Option<PreConnectEvent>,
+    /// A pre-connect answer held back: the server the event named.
+    pending_pre: Option<Option<String>>,
     pending_connect: Option<ConnectRequest>,
     /// The plugin answer the session acted on.
     decision: Option<Decision>,
@@ -310,7 +311,7 @@ impl Run<'_> {
             );
             self.actions += 1;
             match action {
-                Action::PreConnect(event) => self.on_pre_connect(event),
+                Action::PreConnect => self.on_pre_connect(),
                 Action::Connect(req) => self.on_connect(req),
                 Action::SendToBackend(bytes) => {
                     assert!(
@@ -328,7 +329,7 @@ impl Run<'_> {
                         "c2b_initial must count what was sent"
                     );
                     let server = f.live.info().server.clone();
-                    assert_eq!(self.target.as_deref(), Some(server.as_str()));
+                    assert_eq!(self.target.as_deref(), Some(&*server));
                     let cfg = &self
                         .routes
                         .by_name(&server)
@@ -349,12 +350,13 @@ impl Run<'_> {
         self.check_buffer();
     }
 
-    fn on_pre_connect(&mut self, event: PreConnectEvent) {
+    fn on_pre_connect(&mut self) {
         self.pre_connects += 1;
         assert_eq!(self.pre_connects, 1, "a second PreConnect");
         let hs = self
             .client_handshake()
             .expect("PreConnect before a handshake");
+        let event = self.s.pre_connect_event();
         let host = match expected_host(&hs.address) {
             Ok(host) => {
                 assert_eq!(event.host, host.clone().unwrap_or_default());
@@ -365,33 +367,35 @@ impl Run<'_> {
                     event.host.is_ascii(),
                     "a Unicode host is routed as punycode"
                 );
-                (!event.host.is_empty()).then(|| event.host.clone())
+                (!event.host.is_empty()).then(|| event.host.to_owned())
             }
         };
         let routed = host
             .as_deref()
             .and_then(|h| self.routes.route(h))
-            .map(|s| s.name().to_owned());
+            .map(|s| s.name());
         assert_eq!(event.server, routed);
         assert_eq!(event.client, self.client);
         assert_eq!(event.protocol_version, hs.protocol_version);
         assert_eq!(event.next_state, hs.next_state);
         if hs.next_state.is_login() {
-            let player = event.player.as_deref().expect("a login has a player");
+            let player = event.player.expect("a login has a player");
             assert!(player.chars().count() <= 16);
             assert_eq!(Some(player), self.s.player());
         } else {
             assert_eq!(event.player, None);
         }
         assert!(!self.s.wants_client_data() || self.s.is_done());
+        let server = event.server.map(str::to_owned);
         if !self.finishing && self.ctl.byte() & 1 == 1 {
-            self.pending_pre = Some(event);
+            self.pending_pre = Some(server);
         } else {
-            self.answer_pre_connect(event);
+            self.answer_pre_connect(server);
         }
     }
 
-    fn answer_pre_connect(&mut self, event: PreConnectEvent) {
+    /// `server`: what the event named.
+    fn answer_pre_connect(&mut self, server: Option<String>) {
         let names: Vec<String> = self
             .routes
             .servers()
@@ -406,7 +410,7 @@ impl Run<'_> {
         };
         if self.end.is_none() {
             self.target = match &decision {
-                Decision::Allow => event.server.clone(),
+                Decision::Allow => server,
                 Decision::Deny(_) => None,
                 Decision::Redirect(n) => self.routes.by_name(n).map(|s| s.name().to_owned()),
             };
@@ -430,13 +434,13 @@ impl Run<'_> {
         let Some(target) = self.target.clone() else {
             panic!("Connect to {req:?} although the plugins answered {decision:?} (unknown host, denial or missing redirect)")
         };
-        assert_eq!(req.server, target, "Connect names another server");
+        assert_eq!(&*req.server, target, "Connect names another server");
         if self.is_login() {
             assert!(!self.is_full(&target), "Connect to a full server");
         }
         let cfg = &self.routes.by_name(&target).expect("known").config;
         assert!(
-            cfg.addresses.contains(&req.address),
+            cfg.addresses.contains(&*req.address),
             "{} is not an address of {target}",
             req.address
         );
@@ -477,8 +481,8 @@ impl Run<'_> {
     }
 
     fn answer_pending(&mut self) {
-        if let Some(event) = self.pending_pre.take() {
-            self.answer_pre_connect(event);
+        if let Some(server) = self.pending_pre.take() {
+            self.answer_pre_connect(server);
         } else if self.pending_connect.take().is_some() {
             self.answer_connect();
         }

@@ -720,8 +720,8 @@ fn garbage_and_legacy_pings_are_closed_cleanly<F: Flavor>() {
 
 struct Rules;
 impl PreConnect for Rules {
-    fn pre_connect(&self, e: &PreConnectEvent) -> Decision {
-        match e.player.as_deref() {
+    fn pre_connect(&self, e: &PreConnectEvent<'_>) -> Decision {
+        match e.player {
             Some("Banned") => Decision::Deny("You are banned".into()),
             Some("Lost") => Decision::Redirect("limbo".into()),
             _ => Decision::Allow,
