@@ -679,7 +679,9 @@ impl Run<'_> {
             let Ok(Parsed::Complete(ls, _)) = login::parse(&stream[used..]) else {
                 panic!("the login start does not follow the handshake")
             };
-            assert_eq!(Some(ls.name), self.s.player());
+            // The session hands its buffer to the backend: the registry entry keeps the name.
+            let live = self.live.as_ref().expect("live");
+            assert_eq!(Some(ls.name), live.info().player.as_deref());
         }
     }
 
