@@ -705,14 +705,12 @@ impl Session {
         {
             Some(h) => {
                 let routed = self.ctx.routes.route(h.as_str()).cloned();
-                let host = match h.as_sent() {
-                    // A part of the handshake's address, so of `buf`.
-                    Some(sent) => {
-                        let start = sent.as_ptr() as usize - self.buf.as_ptr() as usize;
-                        NormalHost::InBuf(start, start + sent.len())
-                    }
-                    None => NormalHost::Copied(h.as_str().to_owned()),
-                };
+                // The host as sent is a part of the handshake's address, so of `buf`.
+                let in_buf = h.as_sent().and_then(|sent| {
+                    let start = (sent.as_ptr() as usize).checked_sub(self.buf.as_ptr() as usize)?;
+                    Some(NormalHost::InBuf(start, start + sent.len()))
+                });
+                let host = in_buf.unwrap_or_else(|| NormalHost::Copied(h.as_str().to_owned()));
                 (host, routed)
             }
             None => (NormalHost::None, None),
