@@ -28,7 +28,7 @@ pub struct Server {
 }
 
 impl Server {
-    /// Wraps a configuration.
+    /// Wraps a configuration (its name and addresses are read once, here).
     pub fn new(config: ServerConfig) -> Self {
         Server {
             login_disconnect: crate::response::login_disconnect(&config.disconnect_message).into(),
@@ -60,9 +60,14 @@ impl Server {
         (n > 0).then(|| Arc::clone(&self.addresses[i % n]))
     }
 
+    /// How many addresses it has (what [`Server::address`] counts round).
+    pub fn address_count(&self) -> usize {
+        self.addresses.len()
+    }
+
     /// The index of the address a new connection should try first (round robin).
     pub fn first_address(&self) -> usize {
-        let n = self.config.addresses.len().max(1);
+        let n = self.addresses.len().max(1);
         self.next_address.fetch_add(1, Ordering::Relaxed) % n
     }
 }

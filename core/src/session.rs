@@ -248,7 +248,9 @@ impl Session {
     }
 
     /// What the plugins are asked about at [`Action::PreConnect`]: borrowed from the session, so building
-    /// it allocates nothing. Before the pre-connect event is due, `host` is empty and `server` is `None`.
+    /// it allocates nothing. It describes that event from when the action is polled until
+    /// [`Session::pre_connect_result`] is called, whatever happens meanwhile; before, `host` is empty and
+    /// `server` is `None`; after, it describes nothing (a driver that keeps the event copies it first).
     pub fn pre_connect_event(&self) -> PreConnectEvent<'_> {
         PreConnectEvent {
             client: self.client,
@@ -511,7 +513,7 @@ impl Session {
         let Some(server) = self.server.clone() else {
             return;
         };
-        if self.attempts < server.config.addresses.len() {
+        if self.attempts < server.address_count() {
             return self.connect_next();
         }
         self.admission = None;
@@ -708,7 +710,8 @@ impl Session {
                 // The host as sent is a part of the handshake's address, so of `buf`.
                 let in_buf = h.as_sent().and_then(|sent| {
                     let start = (sent.as_ptr() as usize).checked_sub(self.buf.as_ptr() as usize)?;
-                    Some(NormalHost::InBuf(start, start + sent.len()))
+                    let end = start + sent.len();
+                    (end <= self.buf.len()).then_some(NormalHost::InBuf(start, end))
                 });
                 let host = in_buf.unwrap_or_else(|| NormalHost::Copied(h.as_str().to_owned()));
                 (host, routed)

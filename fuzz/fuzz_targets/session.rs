@@ -35,7 +35,7 @@ use nethergate_core::rewrite::Rewrite;
 use nethergate_core::session::{MAX_BUFFERED, SERVER_FULL_MESSAGE, UNKNOWN_HOST_MESSAGE};
 use nethergate_core::{
     login, proxy_protocol, Action, CloseReason, ConnectRequest, Context, Decision, LiveSession,
-    NextState, Parsed, Registry, RouteTable, ServerConfig, Session,
+    NextState, Parsed, PreConnectEvent, Registry, RouteTable, ServerConfig, Session,
 };
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -243,8 +243,8 @@ struct Run<'a> {
     fed: Vec<u8>,
     to_backend: Vec<u8>,
     to_client: Vec<Vec<u8>>,
-    /// A pre-connect answer held back: the server the event named.
-    pending_pre: Option<Option<String>>,
+    /// A pre-connect answer held back, with the event it answers.
+    pending_pre: Option<Event>,
     pending_connect: Option<ConnectRequest>,
     /// The plugin answer the session acted on.
     decision: Option<Decision>,
@@ -261,6 +261,24 @@ struct Run<'a> {
     end: Option<End>,
     ends: usize,
     live: Option<LiveSession>,
+}
+
+/// A pre-connect event copied out of the session (which lends it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Event {
+    host: String,
+    server: Option<String>,
+    player: Option<String>,
+}
+
+impl Event {
+    fn of(e: &PreConnectEvent<'_>) -> Event {
+        Event {
+            host: e.host.to_owned(),
+            server: e.server.map(str::to_owned),
+            player: e.player.map(str::to_owned),
+        }
+    }
 }
 
 impl Run<'_> {
@@ -304,6 +322,8 @@ impl Run<'_> {
     }
 
     fn drain(&mut self) {
+        // Lent in any state, without panicking.
+        let _ = self.s.pre_connect_event();
         while let Some(action) = self.s.poll_action() {
             assert!(
                 self.end.is_none(),
@@ -381,16 +401,23 @@ impl Run<'_> {
         if hs.next_state.is_login() {
             let player = event.player.expect("a login has a player");
             assert!(player.chars().count() <= 16);
-            assert_eq!(Some(player), self.s.player());
+            // The name the client sent in its login start.
+            let Ok(Parsed::Complete(_, hs_used)) = handshake::parse(&self.fed) else {
+                unreachable!("the handshake parsed above")
+            };
+            let Ok(Parsed::Complete(ls, _)) = login::parse(&self.fed[hs_used..]) else {
+                panic!("PreConnect for a login before its login start")
+            };
+            assert_eq!(player, ls.name);
         } else {
             assert_eq!(event.player, None);
         }
         assert!(!self.s.wants_client_data() || self.s.is_done());
-        let server = event.server.map(str::to_owned);
+        let event = Event::of(&event);
         if !self.finishing && self.ctl.byte() & 1 == 1 {
-            self.pending_pre = Some(server);
+            self.pending_pre = Some(event);
         } else {
-            self.answer_pre_connect(server);
+            self.answer_pre_connect(event.server);
         }
     }
 
@@ -481,8 +508,11 @@ impl Run<'_> {
     }
 
     fn answer_pending(&mut self) {
-        if let Some(server) = self.pending_pre.take() {
-            self.answer_pre_connect(server);
+        if let Some(event) = self.pending_pre.take() {
+            // Until it is answered the session lends the same event, whatever came in meanwhile (more
+            // bytes, the client's end, an abort).
+            assert_eq!(Event::of(&self.s.pre_connect_event()), event);
+            self.answer_pre_connect(event.server);
         } else if self.pending_connect.take().is_some() {
             self.answer_connect();
         }
