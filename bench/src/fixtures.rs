@@ -87,8 +87,9 @@ pub fn context(table: Arc<RouteTable>) -> Context {
     }
 }
 
-/// Runs one [`Session`] from its first byte to [`Action::Forward`] (plugins allow, the first dial
-/// succeeds, asked as the binaries ask) and returns the bytes it asked to send to the backend; `None` if it did not reach Forward.
+/// Runs one [`Session`] from its first byte to [`Action::Forward`] (plugins allow, asked as the binaries
+/// ask them; the first dial succeeds) and returns the bytes it asked to send to the backend; `None` if it
+/// did not reach Forward.
 pub fn session_to_forward(ctx: &Context, bytes: &[u8]) -> Option<usize> {
     let client: SocketAddr = SocketAddr::from(([198, 51, 100, 7], 50_000));
     let local: SocketAddr = SocketAddr::from(([192, 0, 2, 1], 25_565));

@@ -115,37 +115,23 @@ impl fmt::Display for LoggedAddr {
         if f.width().is_some() || f.precision().is_some() {
             return self.0.fmt(f); // padding: std's own
         }
-        let mut buf = [0u8; 21]; // 255.255.255.255:65535
-        let mut at = 0;
-        for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+        let mut text = [0u8; 21]; // 255.255.255.255:65535
+        let mut len = 0;
+        let mut digits = itoa::Buffer::new();
+        let [a, b, c, d] = v4.ip().octets();
+        let numbers = [a, b, c, d].map(u16::from).into_iter().chain([v4.port()]);
+        for (i, n) in numbers.enumerate() {
             if i > 0 {
-                buf[at] = b'.';
-                at += 1;
+                text[len] = if i == 4 { b':' } else { b'.' };
+                len += 1;
             }
-            at += decimal(u16::from(octet), &mut buf[at..]);
+            let part = digits.format(n).as_bytes();
+            text[len..len + part.len()].copy_from_slice(part);
+            len += part.len();
         }
-        buf[at] = b':';
-        at += 1;
-        at += decimal(v4.port(), &mut buf[at..]);
         // Digits, dots and a colon: ASCII.
-        f.write_str(std::str::from_utf8(&buf[..at]).unwrap_or_default())
+        f.write_str(std::str::from_utf8(&text[..len]).unwrap_or_default())
     }
-}
-
-/// Writes `n` in decimal at the start of `out` (which has room for 5 digits); returns the length.
-fn decimal(n: u16, out: &mut [u8]) -> usize {
-    let mut digits = [0u8; 5];
-    let (mut n, mut len) = (n, 0);
-    loop {
-        digits[4 - len] = b'0' + (n % 10) as u8;
-        len += 1;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out[..len].copy_from_slice(&digits[5 - len..]);
-    len
 }
 
 /// A session's entry in the registry, removed when dropped; [`LiveSession::finish`] logs the end line.
