@@ -226,7 +226,7 @@ mod tests {
             .filter_map(|_| rx.recv_timeout(std::time::Duration::from_secs(5)).ok())
             .collect();
         assert_eq!(seen.len(), 4, "{seen:?}");
-        nethergate_driver::runtime::assert_tasks_kept_to_two_threads(&seen);
+        nethergate_driver::runtime::assert_tasks_started_on_two_threads(&seen, true);
         Ok(())
     }
 
