@@ -270,8 +270,9 @@ impl AsRef<Tasks> for Arc<Accepting> {
 }
 
 /// Accepts on `std` (listener number `index`) until the proxy stops accepting. With a listener per
-/// thread (`per_thread`), runs on thread `index` and serves its clients there; otherwise deals them to the
-/// threads in turn.
+/// thread (`per_thread`), starts on thread `index` and spawns its clients' sessions on thread `index` (on
+/// smol, on whichever thread the loop runs at that moment: see [`Runtime::spawn_on`]); otherwise deals
+/// them to the threads in turn.
 async fn accept_loop<R: Runtime>(
     shared: &Arc<Shared<R>>,
     std: std::net::TcpListener,

@@ -75,9 +75,10 @@ pub trait Runtime: Clone + Send + Sync + 'static {
         1
     }
     /// Runs a task in the background, started on session thread `thread` (taken modulo
-    /// [`Runtime::threads`]). A runtime with a reactor per thread keeps the task there (tokio); one with a
-    /// reactor for the process may run it wherever its wake-up is taken (smol). Spawning on the calling
-    /// thread's own number wakes no other thread.
+    /// [`Runtime::threads`]). A runtime with a reactor per thread keeps the task there (tokio), and
+    /// spawning on the calling thread's own number wakes no other thread. One with a reactor for the
+    /// process (smol) runs a task wherever its wake-up is taken: it starts a task spawned from one of its
+    /// threads on that thread, and uses `thread` only for tasks spawned from outside.
     fn spawn_on<F: Future<Output = ()> + Send + 'static>(&self, thread: usize, future: F);
     /// Lets other tasks run before this one goes on (a saturated session gives up its turn).
     ///

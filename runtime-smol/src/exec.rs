@@ -5,9 +5,9 @@
 //! another thread's task costs a cross-thread wake-up, and a thread that only takes events for others hands
 //! the reactor to async-io's own thread after 500 µs, which then wakes a worker for every event. Here a task
 //! woken on a worker thread is queued on that thread, so the thread that polled the reactor runs what it woke
-//! and no other thread is disturbed. A thread with more than one task queued wakes an idle sibling, which
-//! takes half of them; a busy thread leaves the reactor to the others, so under load the work spreads over
-//! every thread.
+//! and no other thread is disturbed. A thread with more than [`SPREAD_ABOVE`] tasks queued wakes an idle
+//! sibling, which takes half of them; a busy thread leaves the reactor to the others, so under load the work
+//! spreads over every thread. A task spawned from a worker thread starts on that thread.
 //!
 //! Built from smol's own parts: `async-task` tasks, `concurrent-queue` queues and `atomic-waker`, with
 //! async-io's `block_on` and reactor.
@@ -15,7 +15,7 @@
 use async_task::{Runnable, ScheduleInfo, Task, WithInfo};
 use atomic_waker::AtomicWaker;
 use concurrent_queue::ConcurrentQueue;
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::future::Future;
 use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -38,10 +38,14 @@ pub(crate) struct Pool {
     shared: ConcurrentQueue<Runnable>,
     /// How many workers have a thread (the first ones); new tasks go only to those.
     running: AtomicUsize,
+    /// A [`Pool::enter`] is under way.
+    entered: AtomicBool,
 }
 
 struct Worker {
     queue: ConcurrentQueue<Runnable>,
+    /// Tasks that woke themselves while running (they yielded): queued again once the reactor was polled.
+    yielded: ConcurrentQueue<Runnable>,
     /// The waker of the `block_on` running this worker.
     waker: AtomicWaker,
     /// The worker found nothing to run and waits to be woken.
@@ -59,8 +63,6 @@ struct Current {
 
 thread_local! {
     static CURRENT: Cell<Option<Current>> = const { Cell::new(None) };
-    /// Tasks that woke themselves while running (they yielded): queued again after the reactor is polled.
-    static YIELDED: RefCell<Vec<Runnable>> = const { RefCell::new(Vec::new()) };
 }
 
 impl Pool {
@@ -69,12 +71,14 @@ impl Pool {
             workers: (0..threads.max(1))
                 .map(|_| Worker {
                     queue: ConcurrentQueue::unbounded(),
+                    yielded: ConcurrentQueue::unbounded(),
                     waker: AtomicWaker::new(),
                     idle: AtomicBool::new(false),
                 })
                 .collect(),
             shared: ConcurrentQueue::unbounded(),
             running: AtomicUsize::new(1),
+            entered: AtomicBool::new(false),
         })
     }
 
@@ -86,7 +90,13 @@ impl Pool {
         self.running.store(threads.max(1), Ordering::Release);
     }
 
-    /// Spawns `future`, first queued on worker `thread` (modulo the running ones).
+    /// Marks the pool as run by a `block_on`; says `false` if one is already under way.
+    pub(crate) fn enter(&self) -> bool {
+        !self.entered.swap(true, Ordering::AcqRel)
+    }
+
+    /// Spawns `future`: on this thread's worker when called from one of the pool's threads, otherwise
+    /// first queued on worker `thread` (modulo the running ones).
     pub(crate) fn spawn<T: Send + 'static>(
         self: &Arc<Self>,
         thread: usize,
@@ -98,8 +108,17 @@ impl Pool {
         let (runnable, task) = async_task::Builder::new()
             .propagate_panic(true)
             .spawn(move |_| future, schedule);
-        let running = self.running.load(Ordering::Acquire).max(1);
-        let worker = &self.workers[thread % running.min(self.workers.len())];
+        let index = match self.current() {
+            Some(current) => current.index,
+            None => {
+                thread
+                    % self
+                        .running
+                        .load(Ordering::Acquire)
+                        .clamp(1, self.workers.len())
+            }
+        };
+        let worker = &self.workers[index];
         // An unbounded queue refuses only once closed, and these are never closed.
         let _ = worker.queue.push(runnable);
         worker.wake();
@@ -120,14 +139,11 @@ impl Pool {
             self.wake_idle(None);
             return;
         };
-        let mut runnable = Some(runnable);
-        if current.running && info.woken_while_running {
-            let _ = YIELDED.try_with(|y| y.borrow_mut().extend(runnable.take()));
-        }
         let worker = &self.workers[current.index];
-        let Some(runnable) = runnable else {
+        if current.running && info.woken_while_running {
+            let _ = worker.yielded.push(runnable);
             return;
-        };
+        }
         let _ = worker.queue.push(runnable);
         if !current.running {
             // Woken while this thread polled the reactor: make its `block_on` poll the worker again.
@@ -151,18 +167,23 @@ impl Pool {
     }
 
     /// Runs worker `index`'s tasks on this thread; never completes. Await it inside `async_io::block_on`.
-    pub(crate) fn run<T>(self: &Arc<Self>, index: usize) -> impl Future<Output = T> + '_ {
-        let _ = CURRENT.try_with(|c| {
-            c.set(Some(Current {
-                pool: Arc::as_ptr(self),
-                index,
-                running: false,
-            }))
-        });
-        std::future::poll_fn(move |cx| {
-            self.poll_worker(index, cx);
-            Poll::Pending
-        })
+    pub(crate) fn run<T>(&self, index: usize) -> Run<'_, T> {
+        let previous = CURRENT
+            .try_with(|c| {
+                c.replace(Some(Current {
+                    pool: self,
+                    index,
+                    running: false,
+                }))
+            })
+            .ok()
+            .flatten();
+        Run {
+            pool: self,
+            index,
+            previous,
+            output: std::marker::PhantomData,
+        }
     }
 
     fn set_running_flag(&self, index: usize, running: bool) {
@@ -180,11 +201,9 @@ impl Pool {
         w.waker.register(cx.waker());
         w.idle.store(false, Ordering::SeqCst);
         // Tasks that yielded in the last turn go on now that `block_on` has polled the reactor.
-        let _ = YIELDED.try_with(|y| {
-            for r in y.borrow_mut().drain(..) {
-                let _ = w.queue.push(r);
-            }
-        });
+        while let Ok(r) = w.yielded.pop() {
+            let _ = w.queue.push(r);
+        }
         self.set_running_flag(index, true);
         for n in 0..BUDGET {
             let next = if n % SHARED_EVERY == SHARED_EVERY - 1 {
@@ -198,17 +217,14 @@ impl Pool {
                 }
                 None => {
                     self.set_running_flag(index, false);
-                    if YIELDED
-                        .try_with(|y| !y.borrow().is_empty())
-                        .unwrap_or(false)
-                    {
+                    if !w.yielded.is_empty() {
                         cx.waker().wake_by_ref();
                         return;
                     }
                     // Idle first, then look again: a task queued after the look sees `idle` and wakes us.
                     w.idle.store(true, Ordering::SeqCst);
                     fence(Ordering::SeqCst);
-                    if w.queue.is_empty() && self.shared.is_empty() {
+                    if w.queue.is_empty() && self.shared.is_empty() && !self.backlog(index) {
                         return;
                     }
                     w.idle.store(false, Ordering::SeqCst);
@@ -246,14 +262,68 @@ impl Pool {
         None
     }
 
-    /// Drops every queued task (after the threads stopped): their futures are dropped, not run.
-    pub(crate) fn clear(&self) {
-        for w in self.workers.iter() {
-            while w.queue.pop().is_ok() {}
+    /// A sibling of `index` has more than [`SPREAD_ABOVE`] tasks queued (its wake-up may have come before
+    /// this worker went idle).
+    fn backlog(&self, index: usize) -> bool {
+        let running = self.running.load(Ordering::Acquire).min(self.workers.len());
+        (0..running).any(|i| i != index && self.workers[i].queue.len() > SPREAD_ABOVE)
+    }
+
+    /// Ends a [`Pool::enter`] once the threads stopped: drops every queued task (their futures are dropped,
+    /// not run). Dropping one may wake another, which is queued and dropped in turn.
+    pub(crate) fn leave(&self) {
+        self.set_running(1);
+        let _ = CURRENT.try_with(|c| {
+            if c.get().is_some_and(|c| std::ptr::eq(c.pool, self)) {
+                c.set(None);
+            }
+        });
+        loop {
+            let mut dropped = false;
+            for q in self
+                .workers
+                .iter()
+                .flat_map(|w| [&w.queue, &w.yielded])
+                .chain([&self.shared])
+            {
+                while q.pop().is_ok() {
+                    dropped = true;
+                }
+            }
+            if !dropped {
+                break;
+            }
         }
-        while self.shared.pop().is_ok() {}
-        let _ = YIELDED.try_with(|y| y.borrow_mut().clear());
-        let _ = CURRENT.try_with(|c| c.set(None));
+        self.entered.store(false, Ordering::Release);
+    }
+}
+
+/// Worker `index` of a pool, run on the current thread: never completes. Dropping it (when its
+/// `block_on` ends) requeues its yielded tasks, so that [`Pool::leave`] drops them, and restores the
+/// thread's previous worker.
+pub(crate) struct Run<'a, T> {
+    pool: &'a Pool,
+    index: usize,
+    previous: Option<Current>,
+    output: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T> Future for Run<'_, T> {
+    type Output = T;
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        self.pool.poll_worker(self.index, cx);
+        Poll::Pending
+    }
+}
+
+impl<T> Drop for Run<'_, T> {
+    fn drop(&mut self) {
+        let w = &self.pool.workers[self.index];
+        while let Ok(r) = w.yielded.pop() {
+            let _ = self.pool.shared.push(r);
+        }
+        let previous = self.previous;
+        let _ = CURRENT.try_with(|c| c.set(previous));
     }
 }
 

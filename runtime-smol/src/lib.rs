@@ -128,23 +128,35 @@ impl Smol {
     }
 
     /// Runs `future` to completion on this thread, as worker 0, while the runtime's other threads run the
-    /// other workers.
+    /// other workers. When it returns (or unwinds) the other threads stop, and tasks still queued are
+    /// dropped.
     ///
     /// The future runs as a task of its own: it is polled only when it is woken, not whenever the thread
     /// wakes for any task.
+    ///
+    /// # Panics
+    /// If another `block_on` of this runtime (or of a clone) is under way: the workers have one set of
+    /// threads.
     pub fn block_on<T: Send + 'static>(
         &self,
         future: impl Future<Output = T> + Send + 'static,
     ) -> T {
-        let done = Arc::new(Flag::default());
-        let mut workers = Vec::new();
+        assert!(
+            self.pool.enter(),
+            "Smol::block_on called while another block_on of the same runtime runs"
+        );
+        let mut threads = Threads {
+            pool: &self.pool,
+            done: Arc::new(Flag::default()),
+            workers: Vec::new(),
+        };
         for i in 1..self.pool.threads() {
-            let (pool, done) = (self.pool.clone(), done.clone());
+            let (pool, done) = (self.pool.clone(), threads.done.clone());
             match std::thread::Builder::new()
                 .name(format!("nethergate-smol-{i}"))
                 .spawn(move || smol::block_on(smol::future::or(done.wait(), pool.run(i))))
             {
-                Ok(worker) => workers.push(worker),
+                Ok(worker) => threads.workers.push(worker),
                 Err(e) => {
                     tracing::warn!(error = %e, threads = i, "could not start another thread");
                     break;
@@ -152,16 +164,27 @@ impl Smol {
             }
         }
         // Until now every task went to worker 0, which this thread runs.
-        self.pool.set_running(workers.len() + 1);
+        self.pool.set_running(threads.workers.len() + 1);
         let task = self.pool.spawn(0, future);
-        let out = smol::block_on(smol::future::or(task, self.pool.run(0)));
+        smol::block_on(smol::future::or(task, self.pool.run(0)))
+    }
+}
+
+/// The worker threads of one [`Smol::block_on`]: stopped and joined when it ends, however it ends.
+struct Threads<'a> {
+    pool: &'a exec::Pool,
+    done: Arc<Flag>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Threads<'_> {
+    fn drop(&mut self) {
         self.pool.set_running(1);
-        done.set();
-        for w in workers {
+        self.done.set();
+        for w in self.workers.drain(..) {
             let _ = w.join();
         }
-        self.pool.clear();
-        out
+        self.pool.leave();
     }
 }
 
@@ -201,35 +224,58 @@ mod tests {
         })
     }
 
-    /// `spawn_on(i)` starts a task on thread `i % threads` (where it goes on afterwards depends on which
-    /// thread takes its wake-up).
-    #[test]
-    fn spawn_on_starts_a_task_on_its_thread() {
+    /// Spawns 4 tasks (`spawn_on(i)` for i in 0..4, from a thread outside the runtime when `outside`,
+    /// else from a task) that each note the thread they start and finish on.
+    fn spawn_four(outside: bool) -> Vec<(usize, std::thread::ThreadId, std::thread::ThreadId)> {
         let rt = Smol::with_threads(2);
         let seen = Arc::new(Mutex::new(Vec::new()));
         let all_done = Arc::new(Flag::default());
         let spawner = rt.clone();
         let (tasks_seen, tasks_done) = (seen.clone(), all_done.clone());
         rt.block_on(async move {
-            let left = Arc::new(AtomicUsize::new(4));
-            for i in 0..4 {
-                let (seen, left, done) = (tasks_seen.clone(), left.clone(), tasks_done.clone());
-                spawner.spawn_on(i, async move {
-                    let before = std::thread::current().id();
-                    Timer::after(Duration::from_millis(5)).await;
-                    if let Ok(mut seen) = seen.lock() {
-                        seen.push((i, before, std::thread::current().id()));
-                    }
-                    if left.fetch_sub(1, Ordering::AcqRel) == 1 {
-                        done.set();
-                    }
-                });
+            let spawn_all = move || {
+                let left = Arc::new(AtomicUsize::new(4));
+                for i in 0..4 {
+                    let (seen, left, done) = (tasks_seen.clone(), left.clone(), tasks_done.clone());
+                    spawner.spawn_on(i, async move {
+                        let before = std::thread::current().id();
+                        Timer::after(Duration::from_millis(5)).await;
+                        if let Ok(mut seen) = seen.lock() {
+                            seen.push((i, before, std::thread::current().id()));
+                        }
+                        if left.fetch_sub(1, Ordering::AcqRel) == 1 {
+                            done.set();
+                        }
+                    });
+                }
+            };
+            if outside {
+                let _ = std::thread::spawn(spawn_all).join();
+            } else {
+                spawn_all();
             }
-            tasks_done.wait().await;
+            all_done.wait().await;
         });
         let seen = seen.lock().map(|s| s.clone()).unwrap_or_default();
         assert_eq!(seen.len(), 4);
-        nethergate_driver::runtime::assert_tasks_started_on_two_threads(&seen, false);
+        seen
+    }
+
+    /// From outside the runtime, `spawn_on(i)` starts a task on thread `i % threads` (where it goes on
+    /// afterwards depends on which thread takes its wake-up).
+    #[test]
+    fn spawn_on_from_outside_starts_a_task_on_its_thread() {
+        nethergate_driver::runtime::assert_tasks_started_on_two_threads(&spawn_four(true), false);
+    }
+
+    /// From one of the runtime's threads, a task is spawned on that thread, whatever `i` says: it starts
+    /// at once, with no other thread woken.
+    #[test]
+    fn spawn_on_from_a_task_starts_the_task_on_the_same_thread() {
+        let seen = spawn_four(false);
+        let starts: std::collections::HashSet<_> =
+            seen.iter().map(|(_, before, _)| before).collect();
+        assert_eq!(starts.len(), 1, "{seen:?}");
     }
 
     /// Runs `f` on a two-thread runtime on its own thread; fails the test if it does not finish in time
@@ -298,28 +344,36 @@ mod tests {
         assert_eq!(delivered, (0..TOKENS).collect::<Vec<_>>());
     }
 
-    /// A task that keeps yielding does not keep its thread from the reactor: a timer on the same thread
-    /// fires, and the yielding task sees it.
+    /// A task that yields lets the reactor be polled before it goes on: on one thread, a task reading a
+    /// socket with data already waiting runs after the yielding task's first yield or two, not after a
+    /// whole budget of its turns.
     #[test]
-    fn a_yielding_task_does_not_starve_the_reactor() {
-        let yields = within(20, |rt| {
-            let spawner = rt.clone();
-            rt.block_on(async move {
-                let fired = Arc::new(Flag::default());
-                let set = fired.clone();
-                spawner.spawn_on(0, async move {
-                    Timer::after(Duration::from_millis(20)).await;
+    fn a_yielding_task_goes_on_after_the_reactor_is_polled() -> io::Result<()> {
+        let (mut ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+        ours.write_all(b"x")?;
+        let theirs = Async::new(theirs)?;
+        let rt = Smol::with_threads(1);
+        let spawner = rt.clone();
+        let yields = rt.block_on(async move {
+            let read = Arc::new(Flag::default());
+            let set = read.clone();
+            spawner.spawn_on(0, async move {
+                if theirs.readable().await.is_ok() {
                     set.set();
-                });
-                let mut yields = 0u64;
-                while !fired.is_set() {
-                    smol::future::yield_now().await;
-                    yields += 1;
                 }
-                yields
-            })
+            });
+            let mut yields = 0u32;
+            while !read.is_set() && yields < 10_000 {
+                smol::future::yield_now().await;
+                yields += 1;
+            }
+            yields
         });
-        assert!(yields > 0);
+        assert!(
+            (1..=4).contains(&yields),
+            "the reader ran after {yields} yields"
+        );
+        Ok(())
     }
 
     /// A task that panics is dropped; the thread that ran it goes on running the others.
