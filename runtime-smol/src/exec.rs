@@ -4,15 +4,17 @@
 //! `async_executor`'s executors, a task woken by an I/O event still runs where it was queued: every event for
 //! another thread's task costs a cross-thread wake-up, and a thread that only takes events for others hands
 //! the reactor to async-io's own thread after 500 µs, which then wakes a worker for every event. Here a task
-//! woken on a worker thread is queued on that thread, so the thread that polled the reactor runs what it woke
-//! and no other thread is disturbed. A thread with more than [`SPREAD_ABOVE`] tasks queued wakes an idle
+//! woken on a worker thread while its own thread (the one it last ran on) is idle is queued on the waking
+//! thread, so the thread that polled the reactor runs what it woke and no other thread is disturbed. A task
+//! whose thread is busy goes back to it, which will get to it without a wake-up and with its buffers warm
+//! (running everything where it was woken cost 11–17 % of bulk throughput). A thread with more than [`SPREAD_ABOVE`] tasks queued wakes an idle
 //! sibling, which takes half of them; a busy thread leaves the reactor to the others, so under load the work
 //! spreads over every thread. A task spawned from a worker thread starts on that thread.
 //!
 //! Built from smol's own parts: `async-task` tasks, `concurrent-queue` queues and `atomic-waker`, with
 //! async-io's `block_on` and reactor.
 
-use async_task::{Runnable, ScheduleInfo, Task, WithInfo};
+use async_task::{ScheduleInfo, WithInfo};
 use atomic_waker::AtomicWaker;
 use concurrent_queue::ConcurrentQueue;
 use std::cell::Cell;
@@ -51,6 +53,11 @@ struct Worker {
     /// The worker found nothing to run and waits to be woken.
     idle: AtomicBool,
 }
+
+/// A task, with the worker it last ran on (its home).
+type Runnable = async_task::Runnable<AtomicUsize>;
+/// The handle of a task spawned on the pool.
+pub(crate) type Task<T> = async_task::Task<T, AtomicUsize>;
 
 /// The worker the current thread runs, if any.
 #[derive(Clone, Copy)]
@@ -104,20 +111,16 @@ impl Pool {
     ) -> Task<T> {
         let pool = self.clone();
         let schedule = WithInfo(move |r, info| pool.schedule(r, info));
-        // A panicking task is caught in it (as async-executor does), not unwound through the worker.
-        let (runnable, task) = async_task::Builder::new()
-            .propagate_panic(true)
-            .spawn(move |_| future, schedule);
+        let running = self.running.load(Ordering::Acquire);
         let index = match self.current() {
             Some(current) => current.index,
-            None => {
-                thread
-                    % self
-                        .running
-                        .load(Ordering::Acquire)
-                        .clamp(1, self.workers.len())
-            }
+            None => thread % running.clamp(1, self.workers.len()),
         };
+        // A panicking task is caught in it (as async-executor does), not unwound through the worker.
+        let (runnable, task) = async_task::Builder::new()
+            .metadata(AtomicUsize::new(index))
+            .propagate_panic(true)
+            .spawn(move |_| future, schedule);
         let worker = &self.workers[index];
         // An unbounded queue refuses only once closed, and these are never closed.
         let _ = worker.queue.push(runnable);
@@ -142,6 +145,20 @@ impl Pool {
         let worker = &self.workers[current.index];
         if current.running && info.woken_while_running {
             let _ = worker.yielded.push(runnable);
+            return;
+        }
+        // A task whose home thread is busy goes back there (it will get to it without being woken, and
+        // its buffers are warm there); one whose home is idle runs here, so no thread is woken for it.
+        let running = self.running.load(Ordering::Acquire).min(self.workers.len());
+        let home = runnable.metadata().load(Ordering::Relaxed);
+        if home != current.index
+            && home < running
+            && !self.workers[home].idle.load(Ordering::SeqCst)
+        {
+            let home = &self.workers[home];
+            let _ = home.queue.push(runnable);
+            // It may have gone idle since it was looked at.
+            home.wake();
             return;
         }
         let _ = worker.queue.push(runnable);
@@ -213,6 +230,7 @@ impl Pool {
             };
             match next.or_else(|| self.steal(index)) {
                 Some(r) => {
+                    r.metadata().store(index, Ordering::Relaxed);
                     r.run();
                 }
                 None => {

@@ -344,36 +344,90 @@ mod tests {
         assert_eq!(delivered, (0..TOKENS).collect::<Vec<_>>());
     }
 
-    /// A task that yields lets the reactor be polled before it goes on: on one thread, a task reading a
-    /// socket with data already waiting runs after the yielding task's first yield or two, not after a
-    /// whole budget of its turns.
+    /// A task that yields goes on only after the tasks queued on its thread before it ran (a saturated
+    /// session gives up its turn to the others).
     #[test]
-    fn a_yielding_task_goes_on_after_the_reactor_is_polled() -> io::Result<()> {
-        let (mut ours, theirs) = std::os::unix::net::UnixStream::pair()?;
-        ours.write_all(b"x")?;
-        let theirs = Async::new(theirs)?;
+    fn a_yielding_task_lets_the_queued_tasks_run_first() {
         let rt = Smol::with_threads(1);
         let spawner = rt.clone();
-        let yields = rt.block_on(async move {
-            let read = Arc::new(Flag::default());
-            let set = read.clone();
-            spawner.spawn_on(0, async move {
-                if theirs.readable().await.is_ok() {
-                    set.set();
-                }
-            });
-            let mut yields = 0u32;
-            while !read.is_set() && yields < 10_000 {
-                smol::future::yield_now().await;
-                yields += 1;
+        let ran_before_first_resume = rt.block_on(async move {
+            let ran = Arc::new(AtomicUsize::new(0));
+            for _ in 0..3 {
+                let ran = ran.clone();
+                spawner.spawn_on(0, async move {
+                    ran.fetch_add(1, Ordering::AcqRel);
+                });
             }
-            yields
+            smol::future::yield_now().await;
+            ran.load(Ordering::Acquire)
         });
-        assert!(
-            (1..=4).contains(&yields),
-            "the reader ran after {yields} yields"
-        );
-        Ok(())
+        assert_eq!(ran_before_first_resume, 3);
+    }
+
+    /// Task T waits on worker 0; task C, on worker 1, spins for 20 ms and then wakes T, while task B keeps
+    /// worker 0 busy for 100 ms when `home_busy`. Returns (T's thread before, T's thread after, C's thread).
+    fn wake_from_the_other_thread(
+        home_busy: bool,
+    ) -> (
+        std::thread::ThreadId,
+        std::thread::ThreadId,
+        std::thread::ThreadId,
+    ) {
+        within(20, move |rt| {
+            let spawner = rt.clone();
+            rt.block_on(async move {
+                let (tx, rx) = smol::channel::bounded::<()>(1);
+                let (t_seen, t_report) = smol::channel::bounded(1);
+                let (c_seen, c_report) = smol::channel::bounded(1);
+                let spin = |ms| {
+                    let until = Instant::now() + Duration::from_millis(ms);
+                    while Instant::now() < until {
+                        std::hint::spin_loop();
+                    }
+                };
+                let t = async move {
+                    let before = std::thread::current().id();
+                    let _ = rx.recv().await;
+                    let _ = t_seen.send((before, std::thread::current().id())).await;
+                };
+                let b = async move {
+                    if home_busy {
+                        spin(100);
+                    }
+                };
+                let c = async move {
+                    spin(20);
+                    let _ = tx.send(()).await;
+                    let _ = c_seen.send(std::thread::current().id()).await;
+                };
+                let _ = std::thread::spawn(move || {
+                    spawner.spawn_on(0, t);
+                    spawner.spawn_on(0, b);
+                    spawner.spawn_on(1, c);
+                })
+                .join();
+                match (t_report.recv().await, c_report.recv().await) {
+                    (Ok((before, after)), Ok(c)) => (before, after, c),
+                    other => panic!("the tasks did not report: {other:?}"),
+                }
+            })
+        })
+    }
+
+    /// A task woken while its home thread is idle runs on the waking thread (no thread is woken for it).
+    #[test]
+    fn a_task_woken_while_its_thread_is_idle_runs_where_it_was_woken() {
+        let (before, after, waker) = wake_from_the_other_thread(false);
+        assert_ne!(before, waker);
+        assert_eq!(after, waker);
+    }
+
+    /// A task woken while its home thread is busy goes back to that thread.
+    #[test]
+    fn a_task_woken_while_its_thread_is_busy_goes_back_there() {
+        let (before, after, waker) = wake_from_the_other_thread(true);
+        assert_ne!(before, waker);
+        assert_eq!(after, before);
     }
 
     /// A task that panics is dropped; the thread that ran it goes on running the others.
