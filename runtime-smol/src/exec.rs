@@ -155,10 +155,13 @@ impl Pool {
             && home < running
             && !self.workers[home].idle.load(Ordering::SeqCst)
         {
-            let home = &self.workers[home];
-            let _ = home.queue.push(runnable);
+            let worker = &self.workers[home];
+            let _ = worker.queue.push(runnable);
             // It may have gone idle since it was looked at.
-            home.wake();
+            worker.wake();
+            if worker.queue.len() > SPREAD_ABOVE {
+                self.wake_idle(Some(home));
+            }
             return;
         }
         let _ = worker.queue.push(runnable);
@@ -278,6 +281,12 @@ impl Pool {
             return Some(first);
         }
         None
+    }
+
+    /// Worker `index` found nothing to run and waits to be woken.
+    #[cfg(test)]
+    pub(crate) fn is_idle(&self, index: usize) -> bool {
+        self.workers[index].idle.load(Ordering::SeqCst)
     }
 
     /// A sibling of `index` has more than [`SPREAD_ABOVE`] tasks queued (its wake-up may have come before

@@ -364,8 +364,9 @@ mod tests {
         assert_eq!(ran_before_first_resume, 3);
     }
 
-    /// Task T waits on worker 0; task C, on worker 1, spins for 20 ms and then wakes T, while task B keeps
-    /// worker 0 busy for 100 ms when `home_busy`. Returns (T's thread before, T's thread after, C's thread).
+    /// Task T waits on worker 0; task C, on worker 1, wakes it. When `home_busy`, task B keeps worker 0
+    /// busy until C has sent; otherwise C waits until worker 0 is idle. Returns (T's thread before, T's
+    /// thread after, C's thread).
     fn wake_from_the_other_thread(
         home_busy: bool,
     ) -> (
@@ -375,13 +376,16 @@ mod tests {
     ) {
         within(20, move |rt| {
             let spawner = rt.clone();
+            let pool = rt.pool.clone();
             rt.block_on(async move {
                 let (tx, rx) = smol::channel::bounded::<()>(1);
                 let (t_seen, t_report) = smol::channel::bounded(1);
                 let (c_seen, c_report) = smol::channel::bounded(1);
-                let spin = |ms| {
-                    let until = Instant::now() + Duration::from_millis(ms);
-                    while Instant::now() < until {
+                let (started, sent) = (Arc::new(Flag::default()), Arc::new(Flag::default()));
+                // Spins (keeping its thread busy) until `done` says so, for 10 s at most.
+                let spin_until = |done: &dyn Fn() -> bool| {
+                    let give_up = Instant::now() + Duration::from_secs(10);
+                    while !done() && Instant::now() < give_up {
                         std::hint::spin_loop();
                     }
                 };
@@ -390,14 +394,21 @@ mod tests {
                     let _ = rx.recv().await;
                     let _ = t_seen.send((before, std::thread::current().id())).await;
                 };
+                let (b_started, b_sent) = (started.clone(), sent.clone());
                 let b = async move {
                     if home_busy {
-                        spin(100);
+                        b_started.set();
+                        spin_until(&|| b_sent.is_set());
                     }
                 };
                 let c = async move {
-                    spin(20);
+                    if home_busy {
+                        spin_until(&|| started.is_set());
+                    } else {
+                        spin_until(&|| pool.is_idle(0));
+                    }
                     let _ = tx.send(()).await;
+                    sent.set();
                     let _ = c_seen.send(std::thread::current().id()).await;
                 };
                 let _ = std::thread::spawn(move || {
