@@ -1,15 +1,18 @@
 //! The smol runtime's executor: tasks run on the thread that takes their wake-up, leader/followers style.
 //!
-//! async-io has one reactor per process, and whichever thread is idle in `async_io::block_on` polls it. With
-//! `async_executor`'s executors, a task woken by an I/O event still runs where it was queued: every event for
-//! another thread's task costs a cross-thread wake-up, and a thread that only takes events for others hands
-//! the reactor to async-io's own thread after 500 µs, which then wakes a worker for every event. Here a task
-//! woken on a worker thread while its own thread (the one it last ran on) is idle is queued on the waking
-//! thread, so the thread that polled the reactor runs what it woke and no other thread is disturbed. A task
-//! whose thread is busy goes back to it, which will get to it without a wake-up and with its buffers warm
-//! (running everything where it was woken cost 11–17 % of bulk throughput). A thread with more than [`SPREAD_ABOVE`] tasks queued wakes an idle
-//! sibling, which takes half of them; a busy thread leaves the reactor to the others, so under load the work
-//! spreads over every thread. A task spawned from a worker thread starts on that thread.
+//! async-io has one reactor per process, and whichever thread is idle in `async_io::block_on` polls it.
+//! With `async_executor`'s executors, a task woken by an I/O event still runs where it was queued: every
+//! event for another thread's task costs a cross-thread wake-up, and a thread that only takes events for
+//! others hands the reactor to async-io's own thread after 500 µs, which then wakes a worker for every
+//! event.
+//!
+//! Here a task woken on a worker thread while its own thread (the one it last ran on) is idle is queued on
+//! the waking thread, so the thread that polled the reactor runs what it woke and no other thread is
+//! disturbed. A task whose thread is busy goes back to it, which will get to it without a wake-up and with
+//! its buffers warm (running everything where it was woken cost 11–17 % of bulk throughput). A thread with
+//! more than [`SPREAD_ABOVE`] tasks queued wakes an idle sibling, which takes half of them; a busy thread
+//! leaves the reactor to the others, so under load the work spreads over every thread. A task spawned
+//! from a worker thread starts on that thread.
 //!
 //! Built from smol's own parts: `async-task` tasks, `concurrent-queue` queues and `atomic-waker`, with
 //! async-io's `block_on` and reactor.
@@ -27,8 +30,8 @@ use std::task::{Context, Poll};
 const BUDGET: usize = 64;
 /// A thread with more tasks queued than this wakes an idle sibling to take half of them. Waking on the
 /// second task already spread game traffic (one small packet per wake-up) over both threads of a 2-core
-/// machine and cost 24 % more CPU per message than tokio; above 4 the cost was level with tokio's, and
-/// bulk throughput the same within 2 %.
+/// machine and cost 24 % more CPU per message than tokio; above 4 the cost was level with tokio's, for
+/// 3 % less throughput with 32 bulk sessions (one round each).
 const SPREAD_ABOVE: usize = 4;
 /// How often (in tasks run) a thread looks at the shared queue before its own.
 const SHARED_EVERY: usize = 31;
@@ -176,7 +179,8 @@ impl Pool {
 
     /// Wakes one idle worker other than `except`.
     fn wake_idle(&self, except: Option<usize>) {
-        // Pairs with the fence in `poll_worker`: either that worker sees the task queued, or this sees it idle.
+        // Pairs with the fence in `poll_worker`: either that worker sees the task queued, or this sees it
+        // idle.
         fence(Ordering::SeqCst);
         let running = self.running.load(Ordering::Acquire).min(self.workers.len());
         for (i, w) in self.workers[..running].iter().enumerate() {
