@@ -116,8 +116,8 @@ fn an_ipv6_address_host_allocates_nothing_either() {
 /// A login from its first byte to `Forward` allocates three times: the session's copy of what the client
 /// sent (which becomes the bytes sent to the backend), and the registry entry with the player's name in
 /// it; a fourth when the host had to be normalised (among the cases: upper case and a trailing dot), for
-/// the copy the pre-connect event shows. The server's name and address, the event, the queue of actions and the
-/// opening sent to the backend are shared, lent or kept in place.
+/// the copy the pre-connect event shows. The server's name and address, the event, the queue of actions
+/// and the opening sent to the backend are shared, lent or kept in place.
 #[test]
 fn a_session_allocates_three_times_up_to_forward() {
     let ctx = fixtures::context(std::sync::Arc::new(fixtures::route_table()));

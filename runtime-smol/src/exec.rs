@@ -114,10 +114,9 @@ impl Pool {
     ) -> Task<T> {
         let pool = self.clone();
         let schedule = WithInfo(move |r, info| pool.schedule(r, info));
-        let running = self.running.load(Ordering::Acquire);
         let index = match self.current() {
             Some(current) => current.index,
-            None => thread % running.clamp(1, self.workers.len()),
+            None => thread % self.running_workers().len(),
         };
         // A panicking task is caught in it (as async-executor does), not unwound through the worker.
         let (runnable, task) = async_task::Builder::new()
@@ -152,29 +151,26 @@ impl Pool {
         }
         // A task whose home thread is busy goes back there (it will get to it without being woken, and
         // its buffers are warm there); one whose home is idle runs here, so no thread is woken for it.
-        let running = self.running.load(Ordering::Acquire).min(self.workers.len());
         let home = runnable.metadata().load(Ordering::Relaxed);
-        if home != current.index
-            && home < running
-            && !self.workers[home].idle.load(Ordering::SeqCst)
-        {
-            let worker = &self.workers[home];
-            let _ = worker.queue.push(runnable);
-            // It may have gone idle since it was looked at.
-            worker.wake();
-            if worker.queue.len() > SPREAD_ABOVE {
-                self.wake_idle(Some(home));
-            }
-            return;
-        }
+        let busy = |w: &Worker| !w.idle.load(Ordering::SeqCst);
+        let to = match self.running_workers().get(home) {
+            Some(w) if home != current.index && busy(w) => home,
+            _ => current.index,
+        };
+        let worker = &self.workers[to];
         let _ = worker.queue.push(runnable);
-        if !current.running {
-            // Woken while this thread polled the reactor: make its `block_on` poll the worker again.
-            worker.wake();
-        }
+        // The home may have gone idle since it was looked at; this thread, if it was woken while it polled
+        // the reactor, has its `block_on` poll the worker again.
+        worker.wake();
         if worker.queue.len() > SPREAD_ABOVE {
-            self.wake_idle(Some(current.index));
+            self.wake_idle(Some(to));
         }
+    }
+
+    /// The workers that have a thread.
+    fn running_workers(&self) -> &[Worker] {
+        let running = self.running.load(Ordering::Acquire);
+        &self.workers[..running.clamp(1, self.workers.len())]
     }
 
     /// Wakes one idle worker other than `except`.
@@ -182,8 +178,7 @@ impl Pool {
         // Pairs with the fence in `poll_worker`: either that worker sees the task queued, or this sees it
         // idle.
         fence(Ordering::SeqCst);
-        let running = self.running.load(Ordering::Acquire).min(self.workers.len());
-        for (i, w) in self.workers[..running].iter().enumerate() {
+        for (i, w) in self.running_workers().iter().enumerate() {
             if Some(i) != except && w.idle.load(Ordering::SeqCst) && w.wake() {
                 return;
             }
@@ -265,9 +260,8 @@ impl Pool {
     /// run. A shorter queue is left to its thread, which is awake or being woken: so a task spawned on a
     /// thread starts there.
     fn steal(&self, index: usize) -> Option<Runnable> {
-        let running = self.running.load(Ordering::Acquire).min(self.workers.len());
         let own = &self.workers[index].queue;
-        for (i, w) in self.workers[..running].iter().enumerate() {
+        for (i, w) in self.running_workers().iter().enumerate() {
             if i == index || w.queue.len() <= SPREAD_ABOVE {
                 continue;
             }
@@ -296,14 +290,16 @@ impl Pool {
     /// A sibling of `index` has more than [`SPREAD_ABOVE`] tasks queued (its wake-up may have come before
     /// this worker went idle).
     fn backlog(&self, index: usize) -> bool {
-        let running = self.running.load(Ordering::Acquire).min(self.workers.len());
-        (0..running).any(|i| i != index && self.workers[i].queue.len() > SPREAD_ABOVE)
+        let workers = self.running_workers().iter().enumerate();
+        workers
+            .filter(|&(i, _)| i != index)
+            .any(|(_, w)| w.queue.len() > SPREAD_ABOVE)
     }
 
-    /// Ends a [`Pool::enter`] once the threads stopped: drops every queued task (their futures are dropped,
-    /// not run). Dropping one may wake another, which is queued and dropped in turn.
+    /// Ends a [`Pool::enter`] once the threads stopped (and [`Pool::set_running`] went back to 1): drops
+    /// every queued task (their futures are dropped, not run). Dropping one may wake another, which is
+    /// queued and dropped in turn.
     pub(crate) fn leave(&self) {
-        self.set_running(1);
         let _ = CURRENT.try_with(|c| {
             if c.get().is_some_and(|c| std::ptr::eq(c.pool, self)) {
                 c.set(None);

@@ -109,7 +109,7 @@ impl Runtime for Smol {
         self.pool.threads()
     }
     fn spawn_on<F: Future<Output = ()> + Send + 'static>(&self, thread: usize, future: F) {
-        // A thread that could not be started leaves its share to the running ones.
+        // Placed among the threads that run (one that could not be started leaves its share to them).
         self.pool.spawn(thread, future).detach();
     }
 }
@@ -194,7 +194,7 @@ impl Default for Smol {
     }
 }
 
-/// Binds and runs a proxy for `config` on new threads with their own smol executor.
+/// Binds and runs a proxy for `config` on the threads of a new smol runtime.
 pub fn spawn(config: Config, plugins: Plugins) -> io::Result<Running> {
     let rt = Smol::new();
     let proxy = Proxy::bind(rt.clone(), config, plugins)?;
