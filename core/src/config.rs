@@ -179,6 +179,63 @@ impl Default for Timeouts {
     }
 }
 
+/// A time limit shorter than this is valid but almost surely a mistake (a unit slip, `"1ms"` for
+/// `"1m"`): it would close players who did nothing wrong. Such a value is warned about, not refused.
+struct Floor {
+    key: &'static str,
+    floor: Duration,
+    why: &'static str,
+}
+
+const HANDSHAKE_FLOOR: Floor = Floor {
+    key: "handshake_timeout",
+    floor: Duration::from_secs(1),
+    why:
+        "a handshake held up by one lost packet (a resend takes at least 200 ms) or by a slow link \
+          arrives after it, and that player is closed before logging in",
+};
+
+const TIMEOUT_FLOORS: [Floor; 3] = [
+    Floor {
+        key: "timeouts.connect",
+        floor: Duration::from_millis(100),
+        why: "a dial to a backend across a network takes a round trip, so every dial to a distant \
+              backend times out and the player is told the server is unreachable",
+    },
+    Floor {
+        key: "timeouts.read",
+        floor: Duration::from_secs(15),
+        why: "a vanilla server sends a keep-alive only every 15 s, and a client is silent while it logs \
+              in with Mojang or sits on a loading screen, so sessions in a quiet moment are cut off with \
+              reason Timeout",
+    },
+    Floor {
+        key: "timeouts.write",
+        floor: Duration::from_secs(1),
+        why: "a player whose connection stalls for a moment (Wi-Fi, a world download filling the \
+              socket) is cut off",
+    },
+];
+
+impl Floor {
+    /// A warning when `value` is under the floor; `default` is the key's default, named as the way out.
+    fn check(&self, source: &str, value: Duration, default: Duration) -> Option<ConfigIssue> {
+        (value < self.floor).then(|| {
+            ConfigIssue::new(
+                source,
+                self.key,
+                format!(
+                    "{} is very short: {} (the default is {}; under {} is warned about)",
+                    humantime_serde::re::humantime::format_duration(value),
+                    self.why,
+                    humantime_serde::re::humantime::format_duration(default),
+                    humantime_serde::re::humantime::format_duration(self.floor),
+                ),
+            )
+        })
+    }
+}
+
 /// A backend address as configured: a host (name or IP) and a port, resolved when dialled.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct BackendAddress {
@@ -807,7 +864,19 @@ fn read_main_file(path: &Path) -> Result<String, ConfigErrors> {
     })
 }
 
+/// `handshake_timeout` when the main file has none.
+const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl MainConfig {
+    /// Valid settings that are almost surely mistakes (see [`ServerConfig::warnings`]); `source` names
+    /// the main file.
+    pub fn warnings(&self, source: &str) -> Vec<ConfigIssue> {
+        HANDSHAKE_FLOOR
+            .check(source, self.handshake_timeout, DEFAULT_HANDSHAKE_TIMEOUT)
+            .into_iter()
+            .collect()
+    }
+
     /// Reads, parses and validates the main file at `path` alone (its server files are not read).
     pub fn read(path: &Path) -> Result<MainConfig, ConfigErrors> {
         MainConfig::from_toml(path, &read_main_file(path)?)
@@ -886,7 +955,7 @@ impl MainConfig {
             &source,
             "handshake_timeout",
             raw.handshake_timeout,
-            Duration::from_secs(5),
+            DEFAULT_HANDSHAKE_TIMEOUT,
             &mut issues,
         );
         let shutdown_timeout = duration(
@@ -1015,6 +1084,23 @@ fn domain(source: &str, value: &str, issues: &mut Vec<ConfigIssue>) -> Option<St
 }
 
 impl ServerConfig {
+    /// Valid settings that are almost surely mistakes: time limits so short they would close players
+    /// who did nothing wrong (`read = "1s"`). Each names its key and says why; the server works as
+    /// configured.
+    pub fn warnings(&self) -> Vec<ConfigIssue> {
+        let (t, default) = (&self.timeouts, Timeouts::default());
+        let pairs = [
+            (t.connect, default.connect),
+            (t.read, default.read),
+            (t.write, default.write),
+        ];
+        TIMEOUT_FLOORS
+            .iter()
+            .zip(pairs)
+            .filter_map(|(floor, (value, default))| floor.check(&self.source, value, default))
+            .collect()
+    }
+
     /// Parses and validates one server file. `source` names it in errors; `stem` is the default name.
     pub fn from_toml(source: &str, stem: &str, text: &str) -> Result<ServerConfig, ConfigErrors> {
         let raw: RawServer =
@@ -1352,11 +1438,7 @@ impl Catalog {
 
     /// Every server, files first (by path), then providers (by name).
     pub fn servers(&self) -> Vec<ServerConfig> {
-        self.files
-            .values()
-            .chain(self.providers.values().flatten())
-            .cloned()
-            .collect()
+        self.all().cloned().collect()
     }
 
     /// Builds the route table of every server.
@@ -1377,23 +1459,34 @@ impl Catalog {
             return built;
         }
         // A conflict is reported against the later of the two servers: put the unchanged ones first.
-        let before: std::collections::HashMap<&str, Vec<&ServerConfig>> = previous
-            .files
-            .values()
-            .chain(previous.providers.values().flatten())
-            .fold(std::collections::HashMap::new(), |mut by_source, s| {
-                by_source.entry(s.source.as_str()).or_default().push(s);
-                by_source
-            });
-        let unchanged = |s: &ServerConfig| {
-            before
-                .get(s.source.as_str())
-                .is_some_and(|old| old.contains(&s))
-        };
+        let changed = self.new_or_changed(previous);
         let (mut ordered, changed): (Vec<ServerConfig>, Vec<ServerConfig>) =
-            servers.into_iter().partition(|s| unchanged(s));
+            servers.into_iter().partition(|s| !changed.contains(&s));
         ordered.extend(changed);
         crate::route::RouteTable::build(&ordered).and(built)
+    }
+
+    /// The servers that are new or changed since `previous`: not in it, from the same source, as they are.
+    pub fn new_or_changed(&self, previous: &Catalog) -> Vec<&ServerConfig> {
+        let before: std::collections::HashMap<&str, Vec<&ServerConfig>> =
+            previous
+                .all()
+                .fold(std::collections::HashMap::new(), |mut by_source, s| {
+                    by_source.entry(s.source.as_str()).or_default().push(s);
+                    by_source
+                });
+        self.all()
+            .filter(|s| {
+                !before
+                    .get(s.source.as_str())
+                    .is_some_and(|old| old.contains(s))
+            })
+            .collect()
+    }
+
+    /// Every server, in the order of [`Catalog::servers`].
+    fn all(&self) -> impl Iterator<Item = &ServerConfig> {
+        self.files.values().chain(self.providers.values().flatten())
     }
 }
 
@@ -1407,6 +1500,13 @@ pub struct Config {
 }
 
 impl Config {
+    /// The warnings of the main file at `main_file` and of every server ([`ServerConfig::warnings`]).
+    pub fn warnings(&self, main_file: &Path) -> Vec<ConfigIssue> {
+        let mut warnings = self.main.warnings(&main_file.display().to_string());
+        warnings.extend(self.servers.iter().flat_map(ServerConfig::warnings));
+        warnings
+    }
+
     /// Loads the main file at `path` and every server file of its `servers_dir`; reports every problem.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         let text = read_main_file(path)?;
@@ -1463,6 +1563,77 @@ mod tests {
         assert_eq!(s.disconnect_message, DEFAULT_DISCONNECT_MESSAGE);
         assert_eq!(s.timeouts, Timeouts::default());
         assert_eq!(s.timeouts.connect, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_time_limit_under_its_floor_is_a_warning_naming_key_and_value() {
+        let with = |timeouts: &str| {
+            server(&format!(
+                "domains = [\"a.example\"]\naddresses = [\"10.0.0.1:25565\"]\n[timeouts]\n{timeouts}"
+            ))
+            .unwrap()
+            .warnings()
+        };
+        assert!(with("").is_empty(), "the defaults are not warned about");
+        // At each floor: still plausible.
+        assert!(with("connect = \"100ms\"\nread = \"15s\"\nwrite = \"1s\"").is_empty());
+        let warned = with("connect = \"99ms\"\nread = \"14s\"\nwrite = \"999ms\"");
+        let keys: Vec<&str> = warned.iter().map(|w| w.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["timeouts.connect", "timeouts.read", "timeouts.write"]
+        );
+        assert!(warned.iter().all(|w| w.source == "servers/lobby.toml"));
+        assert!(
+            warned[1].reason.starts_with("14s is very short")
+                && warned[1].reason.contains("keep-alive")
+                && warned[1]
+                    .reason
+                    .ends_with("(the default is 30s; under 15s is warned about)"),
+            "{}",
+            warned[1]
+        );
+
+        let main = |text: &str| {
+            MainConfig::from_toml(Path::new("nethergate.toml"), text)
+                .unwrap()
+                .warnings("nethergate.toml")
+        };
+        assert!(main("").is_empty() && main("handshake_timeout = \"1s\"").is_empty());
+        let warned = main("handshake_timeout = \"1ms\"");
+        assert_eq!(warned.len(), 1, "{warned:?}");
+        assert_eq!(
+            warned[0].to_string().split(" (the default").next(),
+            Some(
+                "nethergate.toml: `handshake_timeout`: 1ms is very short: a handshake held up by one \
+                 lost packet (a resend takes at least 200 ms) or by a slow link arrives after it, and \
+                 that player is closed before logging in"
+            )
+        );
+    }
+
+    #[test]
+    fn new_or_changed_servers_are_those_not_live_as_they_are() {
+        let at = |source: &str, domain: &str| {
+            let mut s = server(&format!(
+                "domains = [\"{domain}\"]\naddresses = [\"10.0.0.1:25565\"]"
+            ))
+            .unwrap();
+            s.source = source.to_owned();
+            s
+        };
+        let live = Catalog::new(&[at("a.toml", "a.example"), at("b.toml", "b.example")]);
+        let mut next = live.clone();
+        assert!(next.new_or_changed(&live).is_empty());
+        next.set_provider("docker", vec![at("container x", "x.example")]);
+        let changed = Catalog::new(&[at("a.toml", "a.example"), at("b.toml", "b2.example")]);
+        let names = |c: Vec<&ServerConfig>| -> Vec<String> {
+            c.iter().map(|s| s.domains.join(",")).collect()
+        };
+        assert_eq!(names(next.new_or_changed(&live)), ["x.example"]);
+        assert_eq!(names(changed.new_or_changed(&live)), ["b2.example"]);
+        // A removed server is not new or changed.
+        assert!(live.new_or_changed(&next).is_empty());
     }
 
     #[test]

@@ -110,7 +110,7 @@ pub fn plugins(config: &Config) -> Plugins {
 }
 
 /// Prints what `--check` reports: every server with its domains and addresses.
-fn print_routes(config: &Config) {
+fn print_routes(config: &Config, main_file: &Path) {
     println!(
         "configuration OK: listening on {}, {} server(s) from {}",
         config.main.bind,
@@ -157,6 +157,9 @@ fn print_routes(config: &Config) {
             "  warning: no server files: every player will be told \"Unknown server address\""
         );
     }
+    for warning in config.warnings(main_file) {
+        println!("  warning: {warning}");
+    }
     for s in &config.servers {
         let addrs: Vec<String> = s.addresses.iter().map(ToString::to_string).collect();
         println!(
@@ -200,6 +203,12 @@ fn print_routes(config: &Config) {
             humantime::format_duration(docker.poll_interval)
         );
     }
+}
+
+/// Logs a valid setting that is almost surely a mistake ([`Config::warnings`]).
+pub(crate) fn log_warning(warning: &nethergate_core::config::ConfigIssue) {
+    tracing::warn!(file = %warning.source, key = %warning.key, reason = %warning.reason,
+        "setting looks wrong, used as configured");
 }
 
 /// Re-reads the main file on SIGHUP. It is read only at startup (it shapes the listeners, the threads and
@@ -338,10 +347,13 @@ pub fn main(name: &'static str, serve: impl FnOnce(Launch) -> io::Result<()>) ->
         }
     };
     if args.check {
-        print_routes(&config);
+        print_routes(&config, &args.config);
         return ExitCode::SUCCESS;
     }
     crate::limits::raise_and_report(config.main.max_connections);
+    for warning in config.warnings(&args.config) {
+        log_warning(&warning);
+    }
     let plugins = plugins(&config);
     let threads = threads(args.threads);
     match serve(Launch {

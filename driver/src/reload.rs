@@ -62,6 +62,13 @@ impl Reloader {
             }
             Outcome::Reloaded(reloaded) => {
                 let (next, table) = *reloaded;
+                for warning in next
+                    .new_or_changed(&catalog)
+                    .iter()
+                    .flat_map(|s| s.warnings())
+                {
+                    crate::cli::log_warning(&warning);
+                }
                 let servers = table.servers().len();
                 self.handle.set_routes(table);
                 *catalog = next;

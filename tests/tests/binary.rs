@@ -70,6 +70,98 @@ fn check_reports_an_open_file_limit_too_low_for_max_connections() {
     }
 }
 
+/// A time limit so short it would close innocent players is valid but warned about: by `--check`, at
+/// startup, and on a reload for the server file that brings it (a file left unchanged is not warned
+/// about again).
+#[test]
+fn implausibly_short_limits_are_warned_about_at_check_startup_and_reload() {
+    for bin in BINARIES {
+        let a = Backend::echo();
+        let layout = Layout::new().main("handshake_timeout = \"1ms\"").server(
+            "a",
+            &server_toml(&["a.example.com"], &[a.addr()], "[timeouts]\nread = \"2s\""),
+        );
+        let main_file = layout.path().display().to_string();
+        let a_file = layout.dir().join("servers/a.toml").display().to_string();
+        let out = run(
+            bin,
+            &[
+                "--config",
+                layout.path().to_str().unwrap_or_default(),
+                "--check",
+            ],
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{bin}: {out:?}");
+        for (file, key, value) in [
+            (&main_file, "handshake_timeout", "1ms"),
+            (&a_file, "timeouts.read", "2s"),
+        ] {
+            assert!(
+                stdout.contains(&format!("warning: {file}: `{key}`: {value} is very short")),
+                "{bin}: {key} not warned about: {stdout}"
+            );
+        }
+        assert_eq!(
+            stdout.matches("is very short").count(),
+            2,
+            "{bin}: {stdout}"
+        );
+
+        let ((child, _, rx), startup) = spawn_with_startup(bin, &layout, &[]);
+        let _child = KillOnDrop(child);
+        for key in ["key=handshake_timeout", "key=timeouts.read"] {
+            assert!(
+                startup
+                    .iter()
+                    .any(|l| l.contains("setting looks wrong") && l.contains(key)),
+                "{bin}: no startup warning for {key}: {startup:?}"
+            );
+        }
+
+        // A new file with a short limit is warned about when it is loaded; `a`, unchanged, is not again.
+        layout.write_server(
+            "b",
+            &server_toml(
+                &["b.example.com"],
+                &[a.addr()],
+                "[timeouts]\nconnect = \"10ms\"",
+            ),
+        );
+        let mut reload = Vec::new();
+        while !reload
+            .last()
+            .is_some_and(|l: &String| l.contains("configuration reloaded"))
+        {
+            match rx.recv_timeout(IO_TIMEOUT) {
+                Ok(line) => reload.push(line),
+                Err(_) => panic!("{bin}: no reload: {reload:?}"),
+            }
+        }
+        let warned: Vec<&String> = reload
+            .iter()
+            .filter(|l| l.contains("setting looks wrong"))
+            .collect();
+        assert!(
+            warned.len() == 1
+                && warned[0].contains("key=timeouts.connect")
+                && warned[0].contains("b.toml"),
+            "{bin}: {reload:?}"
+        );
+    }
+}
+
+/// Kills and reaps a child when dropped, also when an assertion fails: a child left running keeps the
+/// test's output pipe open.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The value of `key=` in the systemd unit `unit` (the first such line).
 fn unit_value<'u>(unit: &'u str, key: &str) -> Option<&'u str> {
     unit.lines()
@@ -231,18 +323,22 @@ fn a_port_in_use_is_refused_with_its_address() {
     }
 }
 
-/// Starts a binary on `layout` and returns it with the address it listens on (read from its log).
-// The caller waits for the child; a panic here ends the test process, which reaps it.
-#[allow(clippy::zombie_processes)]
-fn spawn(
-    bin: &str,
-    layout: &Layout,
-    extra: &[&str],
-) -> (
+/// A started binary: the child, the address it listens on (read from its log), and its later log lines.
+type Started = (
     Child,
     std::net::SocketAddr,
     std::sync::mpsc::Receiver<String>,
-) {
+);
+
+/// Starts a binary on `layout`.
+fn spawn(bin: &str, layout: &Layout, extra: &[&str]) -> Started {
+    spawn_with_startup(bin, layout, extra).0
+}
+
+/// [`spawn`], also returning the lines logged before the listening line.
+// The caller waits for the child; a panic here ends the test process, which reaps it.
+#[allow(clippy::zombie_processes)]
+fn spawn_with_startup(bin: &str, layout: &Layout, extra: &[&str]) -> (Started, Vec<String>) {
     let mut child = Command::new(binary(bin))
         .arg("--config")
         .arg(layout.path())
@@ -262,6 +358,7 @@ fn spawn(
         }
     });
     let deadline = Instant::now() + IO_TIMEOUT;
+    let mut startup = Vec::new();
     loop {
         let line = rx
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
@@ -272,8 +369,9 @@ fn spawn(
                 .filter_map(|w| w.strip_prefix("bind=").or(Some(w)))
                 .find_map(|w| w.parse().ok())
                 .expect("bind address in the listening line");
-            return (child, addr, rx);
+            return ((child, addr, rx), startup);
         }
+        startup.push(line);
     }
 }
 
