@@ -108,8 +108,7 @@ fn implausibly_short_limits_are_warned_about_at_check_startup_and_reload() {
             "{bin}: {stdout}"
         );
 
-        let ((child, _, rx), startup) = spawn_with_startup(bin, &layout, &[]);
-        let _child = KillOnDrop(child);
+        let ((_child, _, rx), startup) = spawn_with_startup(bin, &layout, &[]);
         for key in ["key=handshake_timeout", "key=timeouts.read"] {
             assert!(
                 startup
@@ -154,6 +153,19 @@ fn implausibly_short_limits_are_warned_about_at_check_startup_and_reload() {
 /// Kills and reaps a child when dropped, also when an assertion fails: a child left running keeps the
 /// test's output pipe open.
 struct KillOnDrop(Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
@@ -325,7 +337,7 @@ fn a_port_in_use_is_refused_with_its_address() {
 
 /// A started binary: the child, the address it listens on (read from its log), and its later log lines.
 type Started = (
-    Child,
+    KillOnDrop,
     std::net::SocketAddr,
     std::sync::mpsc::Receiver<String>,
 );
@@ -336,7 +348,7 @@ fn spawn(bin: &str, layout: &Layout, extra: &[&str]) -> Started {
 }
 
 /// [`spawn`], also returning the lines logged before the listening line.
-// The caller waits for the child; a panic here ends the test process, which reaps it.
+// The child is killed and reaped when its guard drops; a panic before that ends the test process.
 #[allow(clippy::zombie_processes)]
 fn spawn_with_startup(bin: &str, layout: &Layout, extra: &[&str]) -> (Started, Vec<String>) {
     let mut child = Command::new(binary(bin))
@@ -369,7 +381,7 @@ fn spawn_with_startup(bin: &str, layout: &Layout, extra: &[&str]) -> (Started, V
                 .filter_map(|w| w.strip_prefix("bind=").or(Some(w)))
                 .find_map(|w| w.parse().ok())
                 .expect("bind address in the listening line");
-            return ((child, addr, rx), startup);
+            return ((KillOnDrop(child), addr, rx), startup);
         }
         startup.push(line);
     }
