@@ -87,6 +87,12 @@ pub struct Args {
     /// Setup: measured time per round [default: 5s, --quick 2s].
     #[arg(long, value_parser = humantime::parse_duration)]
     pub setup_duration: Option<Duration>,
+    /// Setup: where the workers connect from. `spread` gives each worker its own loopback address, so
+    /// the TIME_WAIT sockets of earlier sessions never hold up a connect; `single` connects them all from
+    /// 127.0.0.1, where at tens of thousands of sessions a second the direct connection is limited by
+    /// port reuse instead (see bench/README.md).
+    #[arg(long, value_enum, default_value_t = setup::Source::Spread)]
+    pub setup_source: setup::Source,
     /// Idle: sessions to hold [default: 9000, --quick 2000]. A proxy holds two sockets per session
     /// under the same file limit as the tool's children (see bench/README.md).
     #[arg(long)]
@@ -310,6 +316,7 @@ impl Suite {
                 let config = SetupConfig {
                     workers: a.setup_workers,
                     duration: a.setup_duration.unwrap_or(secs(if quick { 2 } else { 5 })),
+                    source: a.setup_source,
                 };
                 vec![Case::measure(|| {
                     let measured = runner.run("setup", true, |addr, meter| {

@@ -118,6 +118,33 @@ fn clock_ticks_per_second() -> u64 {
     u64::try_from(hz).ok().filter(|&hz| hz > 0).unwrap_or(100)
 }
 
+/// TCP sockets in TIME_WAIT in this network namespace (`tw` in `/proc/net/sockstat`).
+pub fn time_wait_sockets() -> Option<u64> {
+    let sockstat = std::fs::read_to_string("/proc/net/sockstat").ok()?;
+    parse_time_wait(&sockstat)
+}
+
+fn parse_time_wait(sockstat: &str) -> Option<u64> {
+    let tcp = sockstat.lines().find_map(|l| l.strip_prefix("TCP:"))?;
+    let mut fields = tcp.split_whitespace();
+    while let Some(key) = fields.next() {
+        let value = fields.next()?;
+        if key == "tw" {
+            return value.parse().ok();
+        }
+    }
+    None
+}
+
+/// The kernel's limit on TIME_WAIT sockets (`net.ipv4.tcp_max_tw_buckets`).
+pub fn max_time_wait_sockets() -> Option<u64> {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_max_tw_buckets")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// CPU time (user + system) used so far by `pid` and its descendants, threads included.
 pub fn cpu_time(pid: u32) -> Duration {
     let ticks: u64 = tree(pid)
@@ -289,5 +316,19 @@ mod tests {
         assert_eq!(CpuTimes::parse("cpu  1 2 x 4 5 6 7 8"), None);
         assert_eq!(CpuTimes::parse("cpu  1 2 3 4"), None);
         assert!(CpuTimes::now().is_some(), "/proc/stat is readable on Linux");
+    }
+
+    #[test]
+    fn time_wait_is_the_tw_field_of_the_tcp_line() {
+        let sockstat =
+            "sockets: used 120\nTCP: inuse 5 orphan 0 tw 83739 alloc 9 mem 2\nUDP: inuse 0 mem 0\n";
+        assert_eq!(parse_time_wait(sockstat), Some(83_739));
+        assert_eq!(parse_time_wait("TCP: inuse 5 orphan 0\n"), None);
+        assert_eq!(parse_time_wait("TCP: inuse 5 tw\n"), None);
+        assert_eq!(parse_time_wait("UDP: inuse 0 tw 4\n"), None);
+        assert!(
+            time_wait_sockets().is_some(),
+            "/proc/net/sockstat is readable on Linux"
+        );
     }
 }

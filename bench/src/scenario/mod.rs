@@ -10,7 +10,7 @@ use crate::target::{Env, Running, Target};
 use crate::wire::{self, Mode, READY};
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -27,8 +27,20 @@ pub const OPEN_CONCURRENCY: usize = 64;
 /// Connects to `addr`, sends the handshake and login start for `mode`, and waits for the backend's first
 /// byte.
 pub async fn open(addr: SocketAddr, mode: Mode) -> io::Result<TcpStream> {
+    open_from(None, addr, mode).await
+}
+
+/// [`open`] from a chosen local address, or the kernel's choice with `None`.
+pub async fn open_from(
+    from: Option<IpAddr>,
+    addr: SocketAddr,
+    mode: Mode,
+) -> io::Result<TcpStream> {
     let open = async {
-        let mut stream = TcpStream::connect(addr).await?;
+        let mut stream = match from {
+            None => TcpStream::connect(addr).await?,
+            Some(ip) => connect_from(ip, addr).await?,
+        };
         stream.set_nodelay(true)?;
         stream
             .write_all(&wire::login_bytes(mode, addr.port()))
@@ -46,6 +58,34 @@ pub async fn open(addr: SocketAddr, mode: Mode) -> io::Result<TcpStream> {
     tokio::time::timeout(OPEN_TIMEOUT, open)
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "session did not open in time"))?
+}
+
+/// Connects from `ip`, its port chosen by `connect` for the whole four-tuple (`IP_BIND_ADDRESS_NO_PORT`),
+/// as it is without a `bind`: a port is then shared by connections to different addresses, and a port
+/// in TIME_WAIT toward this one can be reused.
+async fn connect_from(ip: IpAddr, addr: SocketAddr) -> io::Result<TcpStream> {
+    use std::os::fd::AsRawFd;
+    let socket = if ip.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    let one: libc::c_int = 1;
+    // SAFETY: a valid socket and a c_int option of the right size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    socket.bind(SocketAddr::new(ip, 0))?;
+    socket.connect(addr).await
 }
 
 /// Opens `n` sessions, [`OPEN_CONCURRENCY`] at a time, passing each through `then`. Returns the sessions
@@ -201,5 +241,22 @@ impl Runner<'_> {
             }
         }
         measured
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn connect_from_uses_the_chosen_address_and_a_port_of_the_kernels_choice() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = listener.local_addr().unwrap();
+        let from = IpAddr::from([127, 0, 0, 7]);
+        let (client, accepted) = tokio::join!(connect_from(from, target), listener.accept());
+        let (client, (_, peer)) = (client.unwrap(), accepted.unwrap());
+        assert_eq!(client.local_addr().unwrap().ip(), from);
+        assert_ne!(client.local_addr().unwrap().port(), 0);
+        assert_eq!(peer, client.local_addr().unwrap());
     }
 }

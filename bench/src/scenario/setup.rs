@@ -2,14 +2,23 @@
 //!
 //! Each worker connects, sends the handshake and login start, waits for the backend's first byte, closes,
 //! and starts over, for the measured duration. Latency is from `connect` to the first byte.
+//!
+//! Every closed connection leaves a TIME_WAIT socket on the side that closed first, holding its port
+//! toward that one address and port for a minute; the kernel lets `connect` reuse it only after
+//! `net.ipv4.tcp_tw_reuse_delay` (1 s), and creates none once `net.ipv4.tcp_max_tw_buckets` of them exist.
+//! Tens of thousands of sessions a second from one address to one port run into that: the direct
+//! connection measured 14,300 sessions/s with its ports held and 38,700 with the table full, on the same
+//! machine a minute apart. So by default each worker connects from its own loopback address
+//! ([`Source::Spread`]), and the table notes the TIME_WAIT count at each round's start.
 
-use super::{cpu_between, open, Measured, Meter};
+use super::{cpu_between, open_from, Measured, Meter};
+use crate::procfs;
 use crate::report::{fmt_opt, fmt_ratio, Table};
 use crate::stats::{nanos, Percentiles};
 use crate::wire::Mode;
 use serde::Serialize;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -21,6 +30,32 @@ pub struct SetupConfig {
     /// Measured time per round.
     #[serde(serialize_with = "crate::report::secs")]
     pub duration: Duration,
+    /// Where the workers connect from.
+    pub source: Source,
+}
+
+/// Where the setup workers connect from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// Worker i connects from 127.0.0.(2 + i), its port chosen at `connect`, so that no worker waits for
+    /// ports held in TIME_WAIT (loopback IPv4 targets; others as `single`).
+    Spread,
+    /// Every worker connects from the address the kernel picks (127.0.0.1 for a loopback target), as a
+    /// client normally does.
+    Single,
+}
+
+impl Source {
+    /// The address worker `i` connects from, to `target`.
+    fn of_worker(self, i: usize, target: SocketAddr) -> Option<IpAddr> {
+        match (self, target.ip()) {
+            (Source::Spread, IpAddr::V4(ip)) if ip.is_loopback() => {
+                Some(IpAddr::from([127, 0, 0, 2 + (i % 250) as u8]))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// One round against one target.
@@ -30,20 +65,23 @@ pub struct SetupSample {
     failed: u64,
     elapsed: Duration,
     cpu: Option<Duration>,
+    time_wait_at_start: Option<u64>,
 }
 
 /// Runs one round.
 pub async fn measure(addr: SocketAddr, meter: Meter, cfg: SetupConfig) -> io::Result<SetupSample> {
+    let time_wait_at_start = procfs::time_wait_sockets();
     let (start, cpu_before) = (Instant::now(), meter.cpu_time());
     let end = start + cfg.duration;
     let workers: Vec<_> = (0..cfg.workers)
-        .map(|_| tokio::spawn(worker(addr, end)))
+        .map(|i| tokio::spawn(worker(cfg.source.of_worker(i, addr), addr, end)))
         .collect();
     let mut sample = SetupSample {
         latencies: Vec::new(),
         failed: 0,
         elapsed: Duration::ZERO,
         cpu: None,
+        time_wait_at_start,
     };
     let mut first_error = None;
     for w in workers {
@@ -61,11 +99,15 @@ pub async fn measure(addr: SocketAddr, meter: Meter, cfg: SetupConfig) -> io::Re
     }
 }
 
-async fn worker(addr: SocketAddr, end: Instant) -> (Vec<u64>, u64, Option<io::Error>) {
+async fn worker(
+    from: Option<IpAddr>,
+    addr: SocketAddr,
+    end: Instant,
+) -> (Vec<u64>, u64, Option<io::Error>) {
     let (mut latencies, mut failed, mut first_error) = (Vec::new(), 0, None);
     while Instant::now() < end {
         let t = Instant::now();
-        match open(addr, Mode::Echo).await {
+        match open_from(from, addr, Mode::Echo).await {
             Ok(stream) => {
                 latencies.push(nanos(t.elapsed()));
                 drop(stream);
@@ -96,6 +138,8 @@ pub struct SetupRow {
     pub failed: u64,
     /// Proxy CPU per session, in µs.
     pub cpu_us_per_session: Option<f64>,
+    /// TIME_WAIT sockets at the start of its rounds: fewest and most.
+    pub time_wait_at_start: Option<(u64, u64)>,
     /// Why the target was not (fully) measured.
     pub error: Option<String>,
 }
@@ -113,6 +157,8 @@ pub fn summarise(measured: Vec<Measured<SetupSample>>) -> Vec<SetupRow> {
                 .collect();
             let sessions = latencies.len();
             let cpu: Option<Duration> = m.samples.iter().map(|s| s.cpu).sum();
+            let time_wait = m.samples.iter().filter_map(|s| s.time_wait_at_start);
+            let time_wait_at_start = time_wait.clone().min().zip(time_wait.max());
             SetupRow {
                 name: m.name,
                 sessions_per_s: (elapsed > 0.0).then(|| sessions as f64 / elapsed),
@@ -122,6 +168,7 @@ pub fn summarise(measured: Vec<Measured<SetupSample>>) -> Vec<SetupRow> {
                 cpu_us_per_session: cpu
                     .filter(|_| sessions > 0)
                     .map(|c| c.as_secs_f64() * 1e6 / sessions as f64),
+                time_wait_at_start,
                 error: m.error,
             }
         })
@@ -165,5 +212,63 @@ pub fn table(cfg: &SetupConfig, rows: &[SetupRow]) -> Table {
         );
     }
     t.note("latency = connect to first backend byte; CPU = proxy utime+stime / sessions".into());
+    t.note(match cfg.source {
+        Source::Spread => format!(
+            "worker i connects from 127.0.0.(2 + i), so no worker waits for its ports in TIME_WAIT; {}",
+            time_wait_note(rows)
+        ),
+        Source::Single => format!(
+            "every worker connects from 127.0.0.1 (--setup-source single): with ports toward one address \
+             held in TIME_WAIT, the direct connection is limited by how fast the kernel lets them be \
+             reused, not by its CPU; {}",
+            time_wait_note(rows)
+        ),
+    });
     t
+}
+
+fn time_wait_note(rows: &[SetupRow]) -> String {
+    let counts = rows.iter().filter_map(|r| r.time_wait_at_start);
+    let range = counts
+        .clone()
+        .map(|(lo, _)| lo)
+        .min()
+        .zip(counts.map(|(_, hi)| hi).max());
+    let limit =
+        procfs::max_time_wait_sockets().map_or_else(|| "unknown".to_string(), |n| n.to_string());
+    match range {
+        Some((lo, hi)) => format!(
+            "TIME_WAIT sockets at round starts {lo}..{hi} (net.ipv4.tcp_max_tw_buckets {limit}: at the \
+             limit the kernel keeps no more, and ports free at once)"
+        ),
+        None => "TIME_WAIT sockets not readable".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_gives_each_worker_its_own_loopback_address_and_single_none() {
+        let target: SocketAddr = "127.0.0.1:25565".parse().unwrap();
+        let spread: Vec<_> = (0..8)
+            .map(|i| Source::Spread.of_worker(i, target))
+            .collect();
+        assert_eq!(spread[0], Some(IpAddr::from([127, 0, 0, 2])));
+        assert_eq!(spread[7], Some(IpAddr::from([127, 0, 0, 9])));
+        let mut distinct = spread.clone();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 8);
+        assert_eq!(Source::Single.of_worker(0, target), None);
+        // Not loopback IPv4: connect as a client normally does.
+        assert_eq!(
+            Source::Spread.of_worker(0, "[::1]:25565".parse().unwrap()),
+            None
+        );
+        assert_eq!(
+            Source::Spread.of_worker(0, "10.0.0.1:25565".parse().unwrap()),
+            None
+        );
+    }
 }
