@@ -199,15 +199,16 @@ const TIMEOUT_FLOORS: [Floor; 3] = [
     Floor {
         key: "timeouts.connect",
         floor: Duration::from_millis(100),
-        why: "a dial to a backend across a network takes a round trip, so every dial to a distant \
-              backend times out and the player is told the server is unreachable",
+        why: "the limit covers resolving the backend's name and dialling each of its addresses in \
+              turn, and a dial across a network takes at least a round trip, so dials to a distant \
+              backend time out and the player is told the server is unreachable",
     },
     Floor {
         key: "timeouts.read",
-        floor: Duration::from_secs(15),
-        why: "a vanilla server sends a keep-alive only every 15 s, and a client is silent while it logs \
-              in with Mojang or sits on a loading screen, so sessions in a quiet moment are cut off with \
-              reason Timeout",
+        floor: Duration::from_secs(20),
+        why: "a vanilla server sends a keep-alive only every 15 s (later when it lags), and a client is \
+              silent while it logs in with Mojang or sits on a loading screen, so sessions in a quiet \
+              moment are cut off with reason Timeout",
     },
     Floor {
         key: "timeouts.write",
@@ -219,11 +220,18 @@ const TIMEOUT_FLOORS: [Floor; 3] = [
 
 impl Floor {
     /// A warning when `value` is under the floor; `default` is the key's default, named as the way out.
-    fn check(&self, source: &str, value: Duration, default: Duration) -> Option<ConfigIssue> {
+    /// The key is named as `key_prefix` + the file's key (`nethergate.timeouts.read` for a label).
+    fn check(
+        &self,
+        source: &str,
+        key_prefix: &str,
+        value: Duration,
+        default: Duration,
+    ) -> Option<ConfigIssue> {
         (value < self.floor).then(|| {
             ConfigIssue::new(
                 source,
-                self.key,
+                format!("{key_prefix}{}", self.key),
                 format!(
                     "{} is very short: {} (the default is {}; under {} is warned about)",
                     humantime_serde::re::humantime::format_duration(value),
@@ -333,6 +341,9 @@ pub struct ServerConfig {
     pub disconnect_message: String,
     /// Time limits.
     pub timeouts: Timeouts,
+    /// How its keys are spelt where it was defined, so that a message names the key the admin wrote:
+    /// empty for a server file, `"<label_prefix>."` for Docker labels (`nethergate.timeouts.read`).
+    pub key_prefix: String,
 }
 
 /// The main file, validated.
@@ -872,7 +883,12 @@ impl MainConfig {
     /// the main file.
     pub fn warnings(&self, source: &str) -> Vec<ConfigIssue> {
         HANDSHAKE_FLOOR
-            .check(source, self.handshake_timeout, DEFAULT_HANDSHAKE_TIMEOUT)
+            .check(
+                source,
+                "",
+                self.handshake_timeout,
+                DEFAULT_HANDSHAKE_TIMEOUT,
+            )
             .into_iter()
             .collect()
     }
@@ -1097,7 +1113,9 @@ impl ServerConfig {
         TIMEOUT_FLOORS
             .iter()
             .zip(pairs)
-            .filter_map(|(floor, (value, default))| floor.check(&self.source, value, default))
+            .filter_map(|(floor, (value, default))| {
+                floor.check(&self.source, &self.key_prefix, value, default)
+            })
             .collect()
     }
 
@@ -1293,6 +1311,7 @@ impl ServerConfig {
             disconnect_message: disconnect_message
                 .unwrap_or_else(|| DEFAULT_DISCONNECT_MESSAGE.to_owned()),
             timeouts,
+            key_prefix: String::new(),
         })
     }
 }
@@ -1576,8 +1595,9 @@ mod tests {
         };
         assert!(with("").is_empty(), "the defaults are not warned about");
         // At each floor: still plausible.
-        assert!(with("connect = \"100ms\"\nread = \"15s\"\nwrite = \"1s\"").is_empty());
-        let warned = with("connect = \"99ms\"\nread = \"14s\"\nwrite = \"999ms\"");
+        assert!(with("connect = \"100ms\"\nread = \"20s\"\nwrite = \"1s\"").is_empty());
+        // A read limit of exactly the keep-alive interval still cuts a direction that carries only those.
+        let warned = with("connect = \"99ms\"\nread = \"15s\"\nwrite = \"999ms\"");
         let keys: Vec<&str> = warned.iter().map(|w| w.key.as_str()).collect();
         assert_eq!(
             keys,
@@ -1585,11 +1605,11 @@ mod tests {
         );
         assert!(warned.iter().all(|w| w.source == "servers/lobby.toml"));
         assert!(
-            warned[1].reason.starts_with("14s is very short")
+            warned[1].reason.starts_with("15s is very short")
                 && warned[1].reason.contains("keep-alive")
                 && warned[1]
                     .reason
-                    .ends_with("(the default is 30s; under 15s is warned about)"),
+                    .ends_with("(the default is 30s; under 20s is warned about)"),
             "{}",
             warned[1]
         );
@@ -1632,6 +1652,11 @@ mod tests {
         };
         assert_eq!(names(next.new_or_changed(&live)), ["x.example"]);
         assert_eq!(names(changed.new_or_changed(&live)), ["b2.example"]);
+        // A change of a time limit alone is a change.
+        let mut slower = at("b.toml", "b.example");
+        slower.timeouts.read = Duration::from_secs(3);
+        let retimed = Catalog::new(&[at("a.toml", "a.example"), slower]);
+        assert_eq!(names(retimed.new_or_changed(&live)), ["b.example"]);
         // A removed server is not new or changed.
         assert!(live.new_or_changed(&next).is_empty());
     }

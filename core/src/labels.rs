@@ -310,7 +310,10 @@ pub fn server_config(
     }
 
     match parse(&source, &container.name, &table) {
-        Ok(server) if issues.is_empty() => Ok(Some(server)),
+        Ok(server) if issues.is_empty() => Ok(Some(ServerConfig {
+            key_prefix: format!("{p}."),
+            ..server
+        })),
         Ok(_) => Err(ConfigErrors(issues)),
         Err(errors) => {
             // Without an address the files' "at least one backend address" says again what the port
@@ -446,6 +449,16 @@ mod tests {
         assert_eq!(server_config(&c, RULES), Ok(None));
         let c = container(&[("nethergate.enable", "FALSE")]);
         assert_eq!(server_config(&c, RULES), Ok(None));
+    }
+
+    #[test]
+    fn warnings_name_the_label_the_admin_wrote() {
+        let s = ok(&enabled(&[("nethergate.timeouts.read", "1s")]));
+        let warned = s.warnings();
+        assert_eq!(warned.len(), 1, "{warned:?}");
+        assert_eq!(warned[0].key, "nethergate.timeouts.read");
+        assert_eq!(warned[0].source, "docker container lobby");
+        assert!(ok(&enabled(&[])).warnings().is_empty());
     }
 
     #[test]

@@ -9,7 +9,9 @@
 //! Tens of thousands of sessions a second from one address to one port run into that: the direct
 //! connection measured 14,300 sessions/s with its ports held and 38,700 with the table full, on the same
 //! machine a minute apart. So by default each worker connects from its own loopback address
-//! ([`Source::Spread`]), and the table notes the TIME_WAIT count at each round's start.
+//! ([`Source::Spread`]), and the table gives the TIME_WAIT count at the start of each target's rounds. A
+//! proxy's own connections to the backend still come from one address, and can meet the same limit while
+//! the table is not full: that column says which regime a target's rounds began in.
 
 use super::{cpu_between, open_from, Measured, Meter};
 use crate::procfs;
@@ -38,8 +40,9 @@ pub struct SetupConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
-    /// Worker i connects from 127.0.0.(2 + i), its port chosen at `connect`, so that no worker waits for
-    /// ports held in TIME_WAIT (loopback IPv4 targets; others as `single`).
+    /// Worker i connects from 127.0.0.(2 + i % 250), its port chosen at `connect`, so that a worker's
+    /// connects do not wait for ports held in TIME_WAIT (loopback IPv4 targets; others as `single`).
+    /// A proxy's own connections to the backend still come from one address.
     Spread,
     /// Every worker connects from the address the kernel picks (127.0.0.1 for a loopback target), as a
     /// client normally does.
@@ -195,6 +198,7 @@ pub fn table(cfg: &SetupConfig, rows: &[SetupRow]) -> Table {
             "p99 µs",
             "failed",
             "CPU µs/session",
+            "TIME_WAIT at start",
         ],
     );
     for r in rows {
@@ -207,42 +211,34 @@ pub fn table(cfg: &SetupConfig, rows: &[SetupRow]) -> Table {
                 fmt_opt(r.latency.map(|l| l.p99_us), 0),
                 r.failed.to_string(),
                 fmt_opt(r.cpu_us_per_session, 1),
+                r.time_wait_at_start
+                    .map_or_else(|| "—".to_string(), |(lo, hi)| format!("{lo}..{hi}")),
             ],
             r.error.as_deref(),
         );
     }
     t.note("latency = connect to first backend byte; CPU = proxy utime+stime / sessions".into());
-    t.note(match cfg.source {
-        Source::Spread => format!(
-            "worker i connects from 127.0.0.(2 + i), so no worker waits for its ports in TIME_WAIT; {}",
-            time_wait_note(rows)
-        ),
-        Source::Single => format!(
-            "every worker connects from 127.0.0.1 (--setup-source single): with ports toward one address \
-             held in TIME_WAIT, the direct connection is limited by how fast the kernel lets them be \
-             reused, not by its CPU; {}",
-            time_wait_note(rows)
-        ),
+    // Every target of this tool listens on 127.0.0.1, where `spread` applies.
+    t.note(if cfg.source == Source::Spread {
+        "worker i connects from 127.0.0.(2 + i), so its connects do not wait for its ports in \
+         TIME_WAIT; a proxy's connects to the backend still come from one address"
+            .to_string()
+    } else {
+        "every worker connects from 127.0.0.1: with ports toward one address held in TIME_WAIT, the \
+         direct connection is limited by how fast the kernel lets them be reused, not by its CPU"
+            .to_string()
     });
+    t.note(time_wait_note());
     t
 }
 
-fn time_wait_note(rows: &[SetupRow]) -> String {
-    let counts = rows.iter().filter_map(|r| r.time_wait_at_start);
-    let range = counts
-        .clone()
-        .map(|(lo, _)| lo)
-        .min()
-        .zip(counts.map(|(_, hi)| hi).max());
+fn time_wait_note() -> String {
     let limit =
         procfs::max_time_wait_sockets().map_or_else(|| "unknown".to_string(), |n| n.to_string());
-    match range {
-        Some((lo, hi)) => format!(
-            "TIME_WAIT sockets at round starts {lo}..{hi} (net.ipv4.tcp_max_tw_buckets {limit}: at the \
-             limit the kernel keeps no more, and ports free at once)"
-        ),
-        None => "TIME_WAIT sockets not readable".to_string(),
-    }
+    format!(
+        "TIME_WAIT at start = sockets in TIME_WAIT at the start of the target's rounds, fewest..most \
+         (net.ipv4.tcp_max_tw_buckets {limit}: at the limit the kernel keeps no more, and ports free at once)"
+    )
 }
 
 #[cfg(test)]
@@ -257,9 +253,10 @@ mod tests {
             .collect();
         assert_eq!(spread[0], Some(IpAddr::from([127, 0, 0, 2])));
         assert_eq!(spread[7], Some(IpAddr::from([127, 0, 0, 9])));
-        let mut distinct = spread.clone();
-        distinct.dedup();
+        let distinct: std::collections::HashSet<_> = spread.iter().collect();
         assert_eq!(distinct.len(), 8);
+        // Past 250 workers the addresses wrap around.
+        assert_eq!(Source::Spread.of_worker(250, target), spread[0]);
         assert_eq!(Source::Single.of_worker(0, target), None);
         // Not loopback IPv4: connect as a client normally does.
         assert_eq!(
