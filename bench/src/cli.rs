@@ -88,9 +88,10 @@ pub struct Args {
     #[arg(long, value_parser = humantime::parse_duration)]
     pub setup_duration: Option<Duration>,
     /// Setup: where the workers connect from. `spread` gives each worker its own loopback address, so
-    /// the TIME_WAIT sockets of earlier sessions never hold up a connect; `single` connects them all from
-    /// 127.0.0.1, where at tens of thousands of sessions a second the direct connection is limited by
-    /// port reuse instead (see bench/README.md).
+    /// the TIME_WAIT sockets of earlier sessions do not hold up a worker's connect (a proxy's connects to
+    /// the backend still come from one address); `single` connects them all from 127.0.0.1, where at tens
+    /// of thousands of sessions a second the direct connection is limited by port reuse instead (see
+    /// bench/README.md).
     #[arg(long, value_enum, default_value_t = setup::Source::Spread)]
     pub setup_source: setup::Source,
     /// Idle: sessions to hold [default: 9000, --quick 2000]. A proxy holds two sockets per session
