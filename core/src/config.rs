@@ -25,13 +25,39 @@ enum Field<T> {
 impl<'de, T: DeserializeOwned> Deserialize<'de> for Field<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let value = toml::Value::deserialize(d)?;
-        Ok(match value.try_into() {
+        Ok(match value.clone().try_into() {
             Ok(v) => Field::Ok(v),
             Err(e) => match e.message().trim() {
                 "" => Field::Bad("invalid value".to_owned()),
-                reason => Field::Bad(reason.to_owned()),
+                reason => Field::Bad(plain_reason(reason, &value)),
             },
         })
+    }
+}
+
+/// serde's reason for a value of the wrong type, in an admin's words: what it says it expected (`u32`,
+/// `a sequence`) is a Rust type, so that part is said as a range or a list, with the fix for a lone
+/// string where a list belongs (`domains = "mc.example.com"`).
+fn plain_reason(reason: &str, value: &toml::Value) -> String {
+    const WORDS: [(&str, &str); 7] = [
+        ("u8", "a whole number from 0 to 255"),
+        ("u16", "a whole number from 0 to 65535"),
+        ("u32", "a whole number from 0 to 4294967295"),
+        ("u64", "a whole number, 0 or more"),
+        ("usize", "a whole number, 0 or more"),
+        ("i64", "a whole number"),
+        ("a sequence", "a list"),
+    ];
+    let plain = WORDS.iter().find_map(|(rust, words)| {
+        let head = reason.strip_suffix(rust)?.strip_suffix("expected ")?;
+        Some(format!("{head}expected {words}"))
+    });
+    match (plain, value) {
+        (Some(p), toml::Value::String(s)) if p.ends_with("a list") => {
+            format!("{p} (write [{s:?}])")
+        }
+        (Some(p), _) => p,
+        (None, _) => reason.to_owned(),
     }
 }
 
@@ -656,7 +682,7 @@ struct RawServer {
     addresses: Option<Field<Vec<String>>>,
     proxy_mode: Option<Field<String>>,
     send_proxy_protocol: Option<Field<bool>>,
-    proxy_protocol_version: Option<Field<u8>>,
+    proxy_protocol_version: Option<Field<i64>>,
     domain_rewrite: Option<Field<RawRewrite>>,
     max_players: Option<Field<u32>>,
     disconnect_message: Option<Field<String>>,
@@ -838,6 +864,14 @@ fn duration(
         }
     };
     let value = value.as_str();
+    if value.trim_start().starts_with('-') {
+        issues.push(ConfigIssue::new(
+            source,
+            key,
+            format!("{value:?} is negative; a time limit must be greater than zero"),
+        ));
+        return default;
+    }
     match humantime_serde::re::humantime::parse_duration(value) {
         Ok(d) if d.is_zero() => {
             issues.push(ConfigIssue::new(source, key, "must be greater than zero"));
@@ -1121,14 +1155,31 @@ impl ServerConfig {
 
     /// Parses and validates one server file. `source` names it in errors; `stem` is the default name.
     pub fn from_toml(source: &str, stem: &str, text: &str) -> Result<ServerConfig, ConfigErrors> {
+        match ServerConfig::check(source, stem, text)? {
+            (server, issues) if issues.is_empty() => Ok(server),
+            (_, issues) => Err(ConfigErrors(issues)),
+        }
+    }
+
+    /// Parses and validates one server file, keeping what it could read even when some values are wrong
+    /// (those have their defaults, a bad `name` the file's): the server and its problems; `Err` only when
+    /// the file is not TOML at all. A server with problems must not be routed to; its name and valid
+    /// domains still take part in the checks between files.
+    fn check(
+        source: &str,
+        stem: &str,
+        text: &str,
+    ) -> Result<(ServerConfig, Vec<ConfigIssue>), ConfigErrors> {
         let raw: RawServer =
             toml::from_str(text).map_err(|e| ConfigErrors(vec![toml_issue(source, text, &e)]))?;
         let mut issues = Vec::new();
         unknown_keys(&raw.unknown, "", SERVER_KEYS, source, &mut issues);
 
-        let name = field(raw.name, source, "name", &mut issues).unwrap_or_else(|| stem.to_owned());
+        let mut name =
+            field(raw.name, source, "name", &mut issues).unwrap_or_else(|| stem.to_owned());
         if name.trim().is_empty() {
             issues.push(ConfigIssue::new(source, "name", "must not be empty"));
+            name = stem.to_owned();
         }
 
         let mut domains: Vec<String> = field(raw.domains, source, "domains", &mut issues)
@@ -1190,23 +1241,25 @@ impl ServerConfig {
             ));
         }
 
-        let proxy_protocol_version = match field(
-            raw.proxy_protocol_version,
-            source,
-            "proxy_protocol_version",
-            &mut issues,
-        ) {
-            None | Some(2) => ProxyProtocolVersion::V2,
-            Some(1) => ProxyProtocolVersion::V1,
-            Some(v) => {
-                issues.push(ConfigIssue::new(
-                    source,
-                    "proxy_protocol_version",
-                    format!("{v} is not a PROXY protocol version (1 or 2)"),
-                ));
-                ProxyProtocolVersion::V2
-            }
-        };
+        // Any whole number is read, so that 3 or 300 gets the same reason as 3; anything else is told the two
+        // versions too.
+        let version = raw.proxy_protocol_version.map(|v| match v {
+            Field::Bad(reason) => Field::Bad(format!("{reason} (1 or 2)")),
+            ok => ok,
+        });
+        let proxy_protocol_version =
+            match field(version, source, "proxy_protocol_version", &mut issues) {
+                None | Some(2) => ProxyProtocolVersion::V2,
+                Some(1) => ProxyProtocolVersion::V1,
+                Some(v) => {
+                    issues.push(ConfigIssue::new(
+                        source,
+                        "proxy_protocol_version",
+                        format!("{v} is not a PROXY protocol version (1 or 2)"),
+                    ));
+                    ProxyProtocolVersion::V2
+                }
+            };
 
         let domain_rewrite = match raw.domain_rewrite {
             None => Rewrite::None,
@@ -1295,10 +1348,7 @@ impl ServerConfig {
             }
         }
 
-        if !issues.is_empty() {
-            return Err(ConfigErrors(issues));
-        }
-        Ok(ServerConfig {
+        let server = ServerConfig {
             name,
             source: source.to_owned(),
             domains,
@@ -1312,7 +1362,8 @@ impl ServerConfig {
                 .unwrap_or_else(|| DEFAULT_DISCONNECT_MESSAGE.to_owned()),
             timeouts,
             key_prefix: String::new(),
-        })
+        };
+        Ok((server, issues))
     }
 }
 
@@ -1326,6 +1377,9 @@ fn dangling(path: &Path) -> bool {
 pub struct ServerFiles {
     /// Each `*.toml` file, sorted by path, with its parse result.
     pub files: Vec<(PathBuf, Result<ServerConfig, ConfigErrors>)>,
+    /// Per file that failed but is TOML, what it says as far as it could be read (see
+    /// [`ServerFiles::claims`]).
+    pub partial: BTreeMap<PathBuf, ServerConfig>,
 }
 
 impl ServerFiles {
@@ -1334,12 +1388,15 @@ impl ServerFiles {
     /// Hidden files (a name starting with `.`) are not server files: editors keep their lock files and
     /// swap files there (Emacs' `.#lobby.toml` is a link to nowhere while `lobby.toml` is open). Nor is
     /// `main_file`, when `servers_dir` is the main file's own directory.
+    ///
+    /// A directory that cannot be read is a problem of `main_file`'s `servers_dir` key (of the directory
+    /// itself without a main file).
     pub fn read_dir(dir: &Path, main_file: Option<&Path>) -> Result<ServerFiles, ConfigErrors> {
         let entries = std::fs::read_dir(dir).map_err(|e| {
             ConfigErrors(vec![ConfigIssue::new(
-                &dir.display().to_string(),
+                &main_file.unwrap_or(dir).display().to_string(),
                 "servers_dir",
-                format!("cannot read the directory: {e}"),
+                format!("cannot read the directory {}: {e}", dir.display()),
             )])
         })?;
         let main_file = main_file.and_then(|m| m.canonicalize().ok());
@@ -1359,14 +1416,31 @@ impl ServerFiles {
             .filter(|p| main_file.is_none() || p.canonicalize().ok() != main_file)
             .collect();
         paths.sort();
-        let files = paths
-            .into_iter()
-            .map(|path| {
-                let result = read_server_file(&path);
-                (path, result)
-            })
-            .collect();
-        Ok(ServerFiles { files })
+        let mut fresh = ServerFiles::default();
+        for path in paths {
+            let result = match read_server(&path) {
+                Ok((server, issues)) if issues.is_empty() => Ok(server),
+                Ok((server, issues)) => {
+                    fresh.partial.insert(path.clone(), server);
+                    Err(ConfigErrors(issues))
+                }
+                Err(unreadable) => Err(unreadable),
+            };
+            fresh.files.push((path, result));
+        }
+        Ok(fresh)
+    }
+
+    /// What every file claims, in file order: a valid file's server, and what a file with problems says as
+    /// far as it could be read (its name, and the domains that are valid). Checked for conflicts (a domain
+    /// or a name taken twice) at startup, so that a conflict is reported with the other problems at once
+    /// instead of after they are fixed; never routed to.
+    pub fn claims(&self) -> Vec<ServerConfig> {
+        self.files
+            .iter()
+            .filter_map(|(path, result)| result.as_ref().ok().or(self.partial.get(path)))
+            .cloned()
+            .collect()
     }
 
     /// Every problem of every file.
@@ -1386,6 +1460,14 @@ impl ServerFiles {
 
 /// Reads and parses one server file.
 pub fn read_server_file(path: &Path) -> Result<ServerConfig, ConfigErrors> {
+    match read_server(path)? {
+        (server, issues) if issues.is_empty() => Ok(server),
+        (_, issues) => Err(ConfigErrors(issues)),
+    }
+}
+
+/// Reads one server file as [`ServerConfig::check`] parses it; `Err` when it cannot be read or is not TOML.
+fn read_server(path: &Path) -> Result<(ServerConfig, Vec<ConfigIssue>), ConfigErrors> {
     let source = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| {
         let why = match std::fs::read_link(path) {
@@ -1401,7 +1483,7 @@ pub fn read_server_file(path: &Path) -> Result<ServerConfig, ConfigErrors> {
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    ServerConfig::from_toml(&source, &stem, &text)
+    ServerConfig::check(&source, &stem, &text)
 }
 
 /// The servers currently live, by where they come from: server files, and providers such as Docker.
@@ -1427,9 +1509,9 @@ impl Catalog {
         }
     }
 
-    /// Applies a fresh read of the server directory and returns the problems of files that failed (those
-    /// keep their previous version, if they had one).
-    pub fn update_files(&mut self, fresh: ServerFiles) -> Vec<ConfigIssue> {
+    /// Applies a fresh read of the server directory and returns the problems of files that failed, each
+    /// with whether its file's previous version stays live (`false` for a file that never loaded).
+    pub fn update_files(&mut self, fresh: ServerFiles) -> Vec<(ConfigIssue, bool)> {
         let mut issues = Vec::new();
         let mut files = std::collections::BTreeMap::new();
         for (path, result) in fresh.files {
@@ -1439,10 +1521,11 @@ impl Catalog {
                     files.insert(source, server);
                 }
                 Err(errors) => {
-                    if let Some(previous) = self.files.remove(&source) {
-                        files.insert(source, previous);
-                    }
-                    issues.extend(errors.0);
+                    let kept = match self.files.remove(&source) {
+                        Some(previous) => files.insert(source, previous).is_none(),
+                        None => false,
+                    };
+                    issues.extend(errors.0.into_iter().map(|issue| (issue, kept)));
                 }
             }
         }
@@ -1542,7 +1625,8 @@ impl Config {
                 Ok(files) => {
                     issues.extend(files.issues());
                     servers = files.servers().cloned().collect();
-                    if let Err(e) = crate::route::RouteTable::build(&servers) {
+                    // Conflicts with what a broken file claims too: every problem is reported at once.
+                    if let Err(e) = crate::route::RouteTable::build(&files.claims()) {
                         issues.extend(e.0);
                     }
                 }
@@ -1931,6 +2015,7 @@ mod tests {
                     (path, result)
                 })
                 .collect(),
+            partial: Default::default(),
         }
     }
 
@@ -1945,16 +2030,23 @@ mod tests {
         assert_eq!(catalog.servers().len(), 2);
         // a breaks, b disappears, c appears.
         let good_c = "domains = [\"c.example.com\"]\naddresses = [\"10.0.0.3:1\"]";
-        let issues = catalog.update_files(files(&[("a", "domains = 3"), ("c", good_c)]));
+        let issues = catalog.update_files(files(&[
+            ("a", "domains = 3"),
+            ("c", good_c),
+            ("d", "domains = 4"),
+        ]));
         let keys: Vec<_> = issues
             .iter()
-            .map(|i| (i.source.as_str(), i.key.as_str()))
+            .map(|(i, kept)| (i.source.as_str(), i.key.as_str(), *kept))
             .collect();
+        // a had a version that stays live; d never loaded.
         assert_eq!(
             keys,
             [
-                ("servers/a.toml", "domains"),
-                ("servers/a.toml", "addresses")
+                ("servers/a.toml", "domains", true),
+                ("servers/a.toml", "addresses", true),
+                ("servers/d.toml", "domains", false),
+                ("servers/d.toml", "addresses", false)
             ]
         );
         let names: Vec<String> = catalog.servers().into_iter().map(|s| s.name).collect();
@@ -2054,7 +2146,16 @@ mod tests {
         let found = places(&e);
         assert_eq!(found.len(), 2, "{e}");
         assert_eq!(found[0], ("nethergate.toml".to_owned(), "bind".to_owned()));
-        assert_eq!(found[1].1, "servers_dir", "{e}");
+        // It is the main file's key: the problem names the main file, and the reason the directory.
+        assert_eq!(
+            found[1],
+            ("nethergate.toml".to_owned(), "servers_dir".to_owned())
+        );
+        assert!(
+            e.0[1].reason.starts_with("cannot read the directory ")
+                && e.0[1].reason.contains("nowhere"),
+            "{e}"
+        );
         // A bad `servers_dir` names no directory: the server files are not guessed at.
         let path = layout(
             "bad-servers-dir",
@@ -2074,6 +2175,66 @@ mod tests {
         let path = layout("all-good", "", &[("a.toml", good)]);
         let config = load_once(&path).unwrap();
         assert_eq!(config.servers.len(), 1);
+    }
+
+    #[test]
+    fn a_conflict_with_a_broken_file_is_reported_with_its_problems() {
+        // README's example: lobby has two problems of its own and claims the domain survival claims too.
+        let lobby = "domains = [\"mc.example.com\", \"*..bad\"]\naddresses = [\"10.0.0.1:1\"]\n\
+                     network = \"main\"\n[timeouts]\nconnect = \"5 sex\"\n";
+        let survival = "domains = [\"MC.example.com\"]\naddresses = [\"10.0.0.2:1\"]";
+        let path = layout(
+            "broken-and-conflict",
+            "",
+            &[("lobby.toml", lobby), ("survival.toml", survival)],
+        );
+        let e = load_once(&path).unwrap_err();
+        assert_eq!(
+            places(&e),
+            [
+                ("lobby.toml", "domains"),
+                ("lobby.toml", "network"),
+                ("lobby.toml", "timeouts.connect"),
+                ("survival.toml", "domains"),
+            ]
+            .map(|(f, k)| (f.to_owned(), k.to_owned())),
+            "{e}"
+        );
+        assert!(e.0[3].reason.contains("claimed by both"), "{e}");
+        // A broken file's empty name takes the file's, so it clashes with nothing by that alone.
+        let path = layout(
+            "broken-names",
+            "",
+            &[
+                ("a.toml", "name = \"\"\ndomains = [\"a.test\"]"),
+                ("b.toml", "name = \"\"\ndomains = [\"b.test\"]"),
+            ],
+        );
+        let e = load_once(&path).unwrap_err();
+        assert!(!e.to_string().contains("already used"), "{e}");
+        assert_eq!(places(&e).len(), 4, "{e}");
+    }
+
+    #[test]
+    fn wrong_types_are_named_in_plain_words() {
+        for (text, key, reason) in [
+            ("max_players = -1", "max_players", "invalid value: integer `-1`, expected a whole number from 0 to 4294967295"),
+            ("max_players = 1.5", "max_players", "invalid type: floating point `1.5`, expected a whole number from 0 to 4294967295"),
+            ("domains = \"mc.example.com\"", "domains", "invalid type: string \"mc.example.com\", expected a list (write [\"mc.example.com\"])"),
+            ("addresses = 5", "addresses", "invalid type: integer `5`, expected a list"),
+            ("proxy_protocol_version = \"v2\"", "proxy_protocol_version", "invalid type: string \"v2\", expected a whole number (1 or 2)"),
+            ("proxy_protocol_version = 300", "proxy_protocol_version", "300 is not a PROXY protocol version (1 or 2)"),
+            ("[timeouts]\nread = \"-1s\"", "timeouts.read", "\"-1s\" is negative; a time limit must be greater than zero"),
+        ] {
+            let e = server(text).unwrap_err();
+            let issue = e.0.iter().find(|i| i.key == key);
+            assert_eq!(issue.map(|i| i.reason.as_str()), Some(reason), "{text}: {e}");
+        }
+        let e = MainConfig::from_toml(Path::new("n.toml"), "max_connections = -5").unwrap_err();
+        assert_eq!(
+            e.0[0].reason,
+            "invalid value: integer `-5`, expected a whole number, 0 or more"
+        );
     }
 
     #[test]
@@ -2305,7 +2466,7 @@ idle = "1m"
         assert_eq!(found, expected, "{e}");
         let text = e.to_string();
         for reason in [
-            "`max_players`: invalid value: integer `-1`, expected u32",
+            "`max_players`: invalid value: integer `-1`, expected a whole number from 0 to 4294967295",
             "`send_proxy_protocol`: invalid type: string \"yes\", expected a boolean",
             "`timeouts.write`: invalid type: integer `5`, expected a string (write a duration",
             "`colour`: unknown field `colour`, expected one of `name`, `domains`",

@@ -137,11 +137,12 @@ fn prepare(current: &Catalog, change: impl FnOnce(&mut Catalog)) -> Outcome {
 /// Applies the files read; `true` when some were invalid (and logged).
 fn update_files(catalog: &mut Catalog, fresh: ServerFiles) -> bool {
     let issues = catalog.update_files(fresh);
-    for issue in &issues {
-        log_issue(
-            issue,
-            "server file invalid, its previous version stays live",
-        );
+    for (issue, kept) in &issues {
+        let message = match kept {
+            true => "server file invalid, its previous version stays live",
+            false => "server file invalid, not loaded",
+        };
+        log_issue(issue, message);
     }
     !issues.is_empty()
 }

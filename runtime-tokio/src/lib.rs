@@ -83,9 +83,10 @@ impl Runtime for Tokio {
     type Sleep = tokio::time::Sleep;
 
     fn listener(&self, std: std::net::TcpListener) -> io::Result<Listener> {
-        let listener = mio::net::TcpListener::from_std(std); // non-blocking already (the trait's contract)
-                                                             // SAFETY: the listener owns its descriptor, which stays open and the same until the AsyncFd (which
-                                                             // owns the listener) is dropped.
+        // Non-blocking already (the trait's contract).
+        let listener = mio::net::TcpListener::from_std(std);
+        // SAFETY: the listener owns its descriptor, which stays open and the same until the AsyncFd (which
+        // owns the listener) is dropped.
         unsafe { AsyncFd::register_with_interest(listener, tokio::io::Interest::READABLE) }
             .map(Listener)
             .map_err(|e| e.into_parts().1)

@@ -237,6 +237,8 @@ fn invalid_config_lists_every_problem_and_exits_2() {
         .server("three", "domains = [\"a.example.com\"]\naddresses = [\"127.0.0.1:1\"]\nmax_player = 3\n")
         .server("four", "domains = [\"b.example.com\"\naddresses = 5\n")
         .server("five", "domains = [\"c.example.com\"]\naddresses = [\"[::1]\"]\n")
+        // A broken file (one) does not hide the domain it shares with a good one.
+        .server("six", "domains = [\"MC.example.com\"]\naddresses = [\"127.0.0.1:1\"]\n")
         // A problem of the main file does not hide those of the server files.
         .main("handshake_timeout = \"abc\"");
     let path = layout.path();
@@ -258,7 +260,8 @@ fn invalid_config_lists_every_problem_and_exits_2() {
                 "four.toml: `domains`: syntax error at line 2, column 1: invalid array: expected `]`",
                 "five.toml: `addresses`: \"[::1]\" is not [IPv6]:port (the port is missing",
                 "nethergate.toml: `handshake_timeout`: invalid duration \"abc\"",
-                "invalid configuration (8 problem(s))",
+                "six.toml: `domains`: domain \"mc.example.com\" is claimed by both",
+                "invalid configuration (9 problem(s))",
             ] {
                 assert!(
                     stderr.contains(needle),

@@ -15,6 +15,12 @@ fn still_alive(live: &mut TcpStream, step: &str) {
     assert_eq!(back, step.as_bytes());
 }
 
+/// Asserts that a log line holding every needle shows up within 10 s.
+fn logged<F: Flavor>(needles: &[&str], what: &str) {
+    let line = wait_for_log(needles, Duration::from_secs(10));
+    assert!(line.is_some(), "[{}] {what}", F::NAME);
+}
+
 fn every_reload_step_keeps_live_sessions<F: Flavor>() {
     capture_logs();
     let (a, b) = (Backend::named(), Backend::named());
@@ -54,14 +60,9 @@ fn every_reload_step_keeps_live_sessions<F: Flavor>() {
         "alpha",
         "domains = [\"alpha.example.com\"]\naddresses = [\"nowhere\"]\n",
     );
-    assert!(
-        wait_for_log(
-            &["alpha.toml", "addresses", "previous version stays live"],
-            Duration::from_secs(10)
-        )
-        .is_some(),
-        "[{}] broken file reported",
-        F::NAME
+    logged::<F>(
+        &["alpha.toml", "addresses", "previous version stays live"],
+        "broken file reported",
     );
     assert_eq!(routed_to(addr, "alpha.example.com"), Some(pb));
     still_alive(&mut live, "after break");
@@ -76,19 +77,26 @@ fn every_reload_step_keeps_live_sessions<F: Flavor>() {
     });
     still_alive(&mut live, "after fix");
 
+    // A new file that is broken was never live: it is said to be not loaded, and routes nothing.
+    layout.write_server(
+        "delta",
+        "domains = [\"delta.example.com\"]\naddresses = [\"nowhere\"]\n",
+    );
+    logged::<F>(
+        &["delta.toml", "addresses", "server file invalid, not loaded"],
+        "new broken file reported",
+    );
+    assert_eq!(routed_to(addr, "delta.example.com"), None);
+    layout.remove_server("delta");
+
     // A conflict between files is rejected whole: the previous table stays.
     layout.write_server(
         "gamma",
         &server_toml(&["beta.example.com", "gamma.example.com"], &[a.addr()], ""),
     );
-    assert!(
-        wait_for_log(
-            &["gamma.toml", "claimed by both", "previous routes stay live"],
-            Duration::from_secs(10)
-        )
-        .is_some(),
-        "[{}] conflict reported",
-        F::NAME
+    logged::<F>(
+        &["gamma.toml", "claimed by both", "previous routes stay live"],
+        "conflict reported",
     );
     assert_eq!(
         routed_to(addr, "gamma.example.com"),
