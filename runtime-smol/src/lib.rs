@@ -61,8 +61,25 @@ impl nethergate_driver::Listener for Listener {
     type Stream = Stream;
     type Accepted = Stream; // async-io has one reactor: registered once, at accept
     async fn accept(&self) -> io::Result<(Stream, SocketAddr)> {
-        let (s, peer) = self.0.accept().await?;
-        Ok((Stream(s), peer))
+        // async-io's own accept makes the socket non-blocking with an `ioctl` per client, after an
+        // `accept4` that could have done it: one system call of about forty per session saved.
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+            let (s, peer) = self
+                .0
+                .read_with(|l| socket2::SockRef::from(l).accept4(flags))
+                .await?;
+            let peer = peer
+                .as_socket()
+                .ok_or_else(|| io::Error::other("accepted a peer that is not an IP address"))?;
+            Ok((Stream(Async::new_nonblocking(TcpStream::from(s))?), peer))
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        {
+            let (s, peer) = self.0.accept().await?;
+            Ok((Stream(s), peer))
+        }
     }
     fn register(accepted: Stream) -> io::Result<Stream> {
         Ok(accepted)
@@ -222,6 +239,26 @@ mod tests {
             at_once(&rt).await?;
             in_progress(&rt).await
         })
+    }
+
+    /// An accepted client is non-blocking (it is made so at `accept4`, not by async-io), so a read of a
+    /// silent client says `WouldBlock` instead of stopping the thread; the peer address is the client's.
+    #[test]
+    fn an_accepted_client_is_non_blocking_with_its_address() -> io::Result<()> {
+        use nethergate_driver::{Listener as _, Stream as _};
+        let rt = Smol::with_threads(1);
+        let std = TcpListener::bind("127.0.0.1:0")?;
+        std.set_nonblocking(true)?;
+        let addr = std.local_addr()?;
+        let listener = rt.listener(std)?;
+        let client = TcpStream::connect(addr)?;
+        let (accepted, peer) = smol::block_on(listener.accept())?;
+        assert_eq!(Some(peer), client.local_addr().ok());
+        let accepted = Listener::register(accepted)?;
+        assert!(socket2::SockRef::from(&accepted).nonblocking()?);
+        let read = accepted.try_read(&mut [0u8; 8]);
+        assert_eq!(read.map_err(|e| e.kind()), Err(io::ErrorKind::WouldBlock));
+        Ok(())
     }
 
     /// Spawns 4 tasks (`spawn_on(i)` for i in 0..4, from a thread outside the runtime when `outside`,
