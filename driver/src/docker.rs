@@ -9,9 +9,11 @@
 //! (again only when its problems change), naming the container, the label and the reason; see
 //! [`nethergate_core::labels`] for the labels.
 //!
-//! When the daemon goes away (restart, socket gone, stream closed) the last known servers stay routed,
-//! one warning is logged for the outage, and the provider reconnects every `reconnect_delay` until the
-//! daemon answers again, then lists the containers afresh.
+//! When the daemon goes away (restart, socket gone, a list that fails or stalls) the last known servers
+//! stay routed, one warning is logged for the outage, and the provider reconnects every `reconnect_delay`
+//! until the daemon answers again, then lists the containers afresh. When only the event stream fails
+//! (a socket proxy that forbids `/events`) while lists work, one warning says so and the containers are
+//! followed by polling every `poll_interval`, asking for the stream again at each poll.
 //!
 //! # Why its own thread
 //!
@@ -40,8 +42,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// The name of the provider in the reloader (and in its log lines).
 pub const PROVIDER: &str = "docker";
 
-/// Limit, in seconds, on one Engine API request waiting for its response headers (the event stream's body
-/// is not limited).
+/// Limit, in seconds, on one Engine API request: on its response headers (bollard's), and on the whole
+/// answer of a list or version request (the event stream's body is not limited).
 const REQUEST_TIMEOUT_SECS: u64 = 20;
 
 /// The container events that change which servers exist.
@@ -111,14 +113,18 @@ impl Drop for DockerProvider {
 #[derive(Debug)]
 enum Lost {
     Api(bollard::errors::Error),
-    EventsEnded,
+    /// A request whose answer did not finish within [`REQUEST_TIMEOUT_SECS`] (headers came, the body
+    /// stalled).
+    Stalled(&'static str),
 }
 
 impl fmt::Display for Lost {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Lost::Api(e) => write!(f, "{e}"),
-            Lost::EventsEnded => write!(f, "the daemon closed the event stream"),
+            Lost::Stalled(what) => {
+                write!(f, "{what} did not finish within {REQUEST_TIMEOUT_SECS} s")
+            }
         }
     }
 }
@@ -137,6 +143,9 @@ struct State {
     reported: HashMap<String, ConfigErrors>,
     /// Whether the daemon is unreachable (the outage was logged).
     down: bool,
+    /// Whether the event stream fails while the daemon answers lists (logged once): containers are then
+    /// followed by polling alone.
+    events_down: bool,
 }
 
 /// Connects, follows, and reconnects until `stopped` fires.
@@ -147,6 +156,7 @@ async fn run(config: DockerConfig, sink: Sink, mut stopped: tokio::sync::oneshot
         sink,
         reported: HashMap::new(),
         down: false,
+        events_down: false,
     };
     tracing::info!(endpoint = %state.config.endpoint, label_prefix = %state.config.label_prefix,
         "docker provider started");
@@ -178,24 +188,13 @@ async fn follow(state: &mut State) -> Lost {
 }
 
 async fn follow_inner(state: &mut State) -> Result<std::convert::Infallible, Lost> {
-    let docker = connect(&state.config.endpoint)?.negotiate_version().await?;
+    let docker = within("the API version request", async {
+        connect(&state.config.endpoint)?.negotiate_version().await
+    })
+    .await?;
     // Ask for the events from now on before listing, so a change between the list and the subscription
     // is replayed rather than missed.
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let filters = HashMap::from([
-        ("type".to_owned(), vec!["container".to_owned()]),
-        (
-            "event".to_owned(),
-            EVENTS.iter().map(|e| (*e).to_owned()).collect(),
-        ),
-    ]);
-    let mut events = docker.events(Some(EventsOptions {
-        since: Some(since.to_string()),
-        until: None,
-        filters: Some(filters),
-    }));
+    let mut events = subscribe(&docker);
     sync(state, &docker).await?;
     if state.down {
         state.down = false;
@@ -208,6 +207,10 @@ async fn follow_inner(state: &mut State) -> Result<std::convert::Infallible, Los
         tokio::select! {
             event = events.next() => match event {
                 Some(Ok(event)) => {
+                    if state.events_down {
+                        state.events_down = false;
+                        tracing::info!("docker event stream works again");
+                    }
                     let actor = event.actor.as_ref();
                     tracing::debug!(
                         action = event.action.as_deref().unwrap_or(""),
@@ -219,11 +222,73 @@ async fn follow_inner(state: &mut State) -> Result<std::convert::Infallible, Los
                     );
                     sync(state, &docker).await?;
                 }
-                Some(Err(e)) => return Err(e.into()),
-                None => return Err(Lost::EventsEnded),
+                failed => {
+                    // The daemon may be gone (then the list fails too, and the outage is logged), or only
+                    // its event stream is: a socket proxy that forbids `/events` (403), a stream closed
+                    // or garbled. Then the containers are followed by polling alone, the stream is asked
+                    // for again at every poll, and the warning is given once, not at every retry.
+                    events = Box::pin(futures_lite::stream::pending());
+                    if !state.events_down {
+                        sync(state, &docker).await?;
+                        state.events_down = true;
+                        let error = match failed {
+                            Some(Err(e)) => e.to_string(),
+                            _ => "the daemon closed the event stream".to_owned(),
+                        };
+                        tracing::warn!(endpoint = %state.config.endpoint, %error, poll_interval = ?poll,
+                            "docker event stream unavailable; containers are listed every poll_interval instead");
+                    }
+                }
             },
-            _ = tick.tick() => sync(state, &docker).await?,
+            _ = tick.tick() => {
+                sync(state, &docker).await?;
+                if state.events_down {
+                    events = subscribe(&docker);
+                }
+            }
         }
+    }
+}
+
+/// The daemon's container events from now on (see [`EVENTS`]).
+fn subscribe(docker: &Docker) -> EventStream {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let filters = HashMap::from([
+        ("type".to_owned(), vec!["container".to_owned()]),
+        (
+            "event".to_owned(),
+            EVENTS.iter().map(|e| (*e).to_owned()).collect(),
+        ),
+    ]);
+    Box::pin(docker.events(Some(EventsOptions {
+        since: Some(since.to_string()),
+        until: None,
+        filters: Some(filters),
+    })))
+}
+
+/// The event stream, boxed so that a failed one can be replaced by one that never yields.
+type EventStream = std::pin::Pin<
+    Box<
+        dyn futures_lite::Stream<
+                Item = Result<bollard::models::EventMessage, bollard::errors::Error>,
+            > + Send,
+    >,
+>;
+
+/// Runs `request`, failing it as [`Lost::Stalled`] when it takes longer than [`REQUEST_TIMEOUT_SECS`]:
+/// bollard's own limit is on the response headers, and a body that stops half way would hold the
+/// provider for good.
+async fn within<T>(
+    what: &'static str,
+    request: impl std::future::Future<Output = Result<T, bollard::errors::Error>>,
+) -> Result<T, Lost> {
+    let limit = std::time::Duration::from_secs(REQUEST_TIMEOUT_SECS);
+    match tokio::time::timeout(limit, request).await {
+        Ok(answer) => Ok(answer?),
+        Err(_) => Err(Lost::Stalled(what)),
     }
 }
 
@@ -247,13 +312,15 @@ fn connect(endpoint: &DockerEndpoint) -> Result<Docker, bollard::errors::Error> 
 async fn sync(state: &mut State, docker: &Docker) -> Result<(), Lost> {
     let prefix = state.config.label_prefix.clone();
     let filters = HashMap::from([("label".to_owned(), vec![format!("{prefix}.enable")])]);
-    let list = docker
-        .list_containers(Some(ListContainersOptions {
+    let list = within(
+        "the container list",
+        docker.list_containers(Some(ListContainersOptions {
             all: false,
             filters: Some(filters),
             ..Default::default()
-        }))
-        .await?;
+        })),
+    )
+    .await?;
     let rules = LabelRules {
         prefix: &prefix,
         network: state.config.network.as_deref(),

@@ -158,6 +158,10 @@ struct Shared {
     connections: Mutex<Vec<Box<dyn Conn>>>,
     /// The request targets seen, in order.
     requests: Mutex<Vec<String>>,
+    /// `/events` is answered 403, as a socket proxy that forbids it does.
+    events_forbidden: AtomicBool,
+    /// How many container lists still to answer with headers and a first byte, then nothing.
+    stalled_lists: std::sync::atomic::AtomicUsize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -425,6 +429,20 @@ fn serve(conn: Box<dyn Conn>, shared: &Arc<Shared>) {
                        "GitCommit": "fake", "BuildTime": "2024-09-20T11:41:00.000000000+00:00"})
                 .to_string(),
             ),
+            ("GET", "/containers/json")
+                if shared
+                    .stalled_lists
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok() =>
+            {
+                let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n[";
+                if out.write_all(head.as_bytes()).is_ok() {
+                    // The rest never comes; the connection stays open until the client gives up.
+                    let mut rest = [0u8; 256];
+                    while matches!(reader.read(&mut rest), Ok(n) if n > 0) {}
+                }
+                return;
+            }
             ("GET", "/containers/json") => {
                 let filters: Value = query_param(query, "filters")
                     .and_then(|f| serde_json::from_str(&f).ok())
@@ -440,6 +458,11 @@ fn serve(conn: Box<dyn Conn>, shared: &Arc<Shared>) {
                     .collect();
                 (200, "application/json", Value::Array(list).to_string())
             }
+            ("GET", "/events") if shared.events_forbidden.load(Ordering::SeqCst) => (
+                403,
+                "application/json",
+                json!({"message": "forbidden"}).to_string(),
+            ),
             ("GET", "/events") => {
                 let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nServer: Docker/27.3.1 (linux)\r\n\
                             Api-Version: 1.47\r\nTransfer-Encoding: chunked\r\n\r\n";
@@ -481,7 +504,11 @@ fn serve(conn: Box<dyn Conn>, shared: &Arc<Shared>) {
                 json!({"message": "page not found"}).to_string(),
             ),
         };
-        let reason = if status == 200 { "OK" } else { "Not Found" };
+        let reason = match status {
+            200 => "OK",
+            403 => "Forbidden",
+            _ => "Not Found",
+        };
         let response = format!(
             "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nApi-Version: 1.47\r\n\
              Content-Length: {}\r\n\r\n{body}",
@@ -817,6 +844,80 @@ fn late_daemon_and_lost_events_are_caught_up() {
     engine.run_quietly(minecraft("quiet", "quiet.example.com", pb));
     eventually("found by the poll", || {
         routed_to(addr, "quiet.example.com") == Some(pb)
+    });
+    drop(proxy);
+}
+
+/// A backend, a temp dir and a fake daemon on `docker.sock` in it (not running yet), with logs captured.
+fn one_backend_and_engine() -> (Backend, tempfile::TempDir, Engine) {
+    capture_logs();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let engine = Engine::new(&dir.path().join("docker.sock"));
+    (Backend::named(), dir, engine)
+}
+
+/// A daemon whose `/events` is forbidden (a socket proxy with events off) but whose lists work: one warning,
+/// no outage, and containers found by polling.
+#[test]
+fn a_forbidden_event_stream_falls_back_to_polling_with_one_warning() {
+    let (a, dir, mut engine) = one_backend_and_engine();
+    let (pa, socket) = (a.addr().port(), dir.path().join("docker.sock"));
+    engine.shared.events_forbidden.store(true, Ordering::SeqCst);
+    engine.up();
+    let proxy = Proxy::start(
+        Rt::Tokio,
+        layout(&engine.endpoint(), "poll_interval = \"200ms\"").load(),
+    );
+    let addr = proxy.addr();
+    engine.run_quietly(minecraft("polled", "polled.example.com", pa));
+    eventually("found by polling", || {
+        routed_to(addr, "polled.example.com") == Some(pa)
+    });
+    // Several polls, each asking for the stream again.
+    std::thread::sleep(Duration::from_millis(1500));
+    let path = socket.display().to_string();
+    let asked = engine
+        .requests()
+        .iter()
+        .filter(|r| r.contains("/events"))
+        .count();
+    assert!(asked >= 3, "the stream is asked for at each poll: {asked}");
+    assert_eq!(
+        log_lines(&["docker event stream unavailable", &path, "403"]),
+        1,
+        "{}",
+        captured_logs()
+    );
+    assert_eq!(log_lines(&["docker daemon unreachable", &path]), 0);
+    drop(proxy);
+}
+
+/// A container list whose body stops after its headers is given up after the request limit (an outage,
+/// logged), and the next connection lists the containers.
+#[test]
+fn a_stalled_list_is_given_up_and_retried() {
+    let (a, dir, mut engine) = one_backend_and_engine();
+    let (pa, socket) = (a.addr().port(), dir.path().join("docker.sock"));
+    engine.shared.stalled_lists.store(1, Ordering::SeqCst);
+    engine.run_quietly(minecraft("late", "late.example.com", pa));
+    engine.up();
+    let proxy = Proxy::start(Rt::Tokio, layout(&engine.endpoint(), "").load());
+    let addr = proxy.addr();
+    let path = socket.display().to_string();
+    assert!(
+        wait_for_log(
+            &[
+                "docker daemon unreachable",
+                &path,
+                "the container list did not finish within 20 s"
+            ],
+            Duration::from_secs(40)
+        )
+        .is_some(),
+        "the stalled list is reported"
+    );
+    eventually("listed on the next connection", || {
+        routed_to(addr, "late.example.com") == Some(pa)
     });
     drop(proxy);
 }
