@@ -335,7 +335,7 @@ async fn sync(state: &mut State, docker: &Docker) -> Result<(), Lost> {
             Err(errors) => {
                 if state.reported.get(&container.id) != Some(&errors) {
                     for issue in &errors.0 {
-                        tracing::error!(container = %container.name, key = %issue.key,
+                        tracing::error!(container = ?container.name, key = ?issue.key,
                             reason = %issue.reason, "docker container skipped: invalid label");
                     }
                 }

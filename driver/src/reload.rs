@@ -21,6 +21,9 @@ pub struct Reloader {
     main_file: Option<PathBuf>,
     /// Whether the last reload was rejected or failed: the next clean one says so.
     failing: AtomicBool,
+    /// The problems a provider's last rejected change was logged with: the same rejection from its next
+    /// poll (a conflict that lasts) is not logged again.
+    rejected: Mutex<Option<(String, ConfigErrors)>>,
     catalog: Mutex<Catalog>,
     handle: Handle,
 }
@@ -38,6 +41,7 @@ impl Reloader {
             dir: dir.to_path_buf(),
             main_file: main_file.map(Path::to_path_buf),
             failing: AtomicBool::new(false),
+            rejected: Mutex::new(None),
             catalog: Mutex::new(Catalog::new(initial)),
             handle,
         })
@@ -51,6 +55,7 @@ impl Reloader {
         match prepare(&catalog, |c| problems = change(c)) {
             Outcome::Unchanged if problems => self.failing.store(true, Ordering::Relaxed),
             Outcome::Unchanged => {
+                *self.rejected.lock().unwrap_or_else(PoisonError::into_inner) = None;
                 if self.failing.swap(false, Ordering::Relaxed) {
                     // The problem went away without changing what is live (e.g. the conflicting file was
                     // removed): the admin who saw the error learns it is over.
@@ -61,6 +66,7 @@ impl Reloader {
                 }
             }
             Outcome::Reloaded(reloaded) => {
+                *self.rejected.lock().unwrap_or_else(PoisonError::into_inner) = None;
                 let (next, table) = *reloaded;
                 for warning in next
                     .new_or_changed(&catalog)
@@ -77,9 +83,21 @@ impl Reloader {
             }
             Outcome::Rejected(errors) => {
                 self.failing.store(true, Ordering::Relaxed);
-                for issue in &errors.0 {
-                    log_issue(issue, "reload rejected, previous routes stay live");
+                let mut rejected = self.rejected.lock().unwrap_or_else(PoisonError::into_inner);
+                // A file's change is reported each time (an admin made it); a provider's poll that finds
+                // the same conflict again is not news.
+                let seen = what != "files"
+                    && rejected
+                        .as_ref()
+                        .is_some_and(|(w, e)| w == what && *e == errors);
+                if seen {
+                    tracing::debug!(source = what, "reload rejected again for the same reasons");
+                } else {
+                    for issue in &errors.0 {
+                        log_issue(issue, "reload rejected, previous routes stay live");
+                    }
                 }
+                *rejected = Some((what.to_owned(), errors));
             }
         }
     }

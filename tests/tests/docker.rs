@@ -654,12 +654,13 @@ fn containers_come_and_go_with_their_routes(rt: Rt) {
         )
         .on_network("mcnet"),
     );
-    let broken = format!("container=broken-{n}");
+    // Quoted, as every value a container's owner writes is, so a label cannot start a log line of its own.
+    let broken = format!("container=\"broken-{n}\"");
     assert!(
         wait_for_log(
             &[
                 &broken,
-                "key=nethergate.port",
+                "key=\"nethergate.port\"",
                 "\"http\" is not a port",
                 "invalid label"
             ],
@@ -695,6 +696,12 @@ fn containers_come_and_go_with_their_routes(rt: Rt) {
     );
     assert_eq!(routed_to(addr, &files), Some(pf));
     assert_eq!(routed_to(addr, &lobby), Some(pa));
+    std::thread::sleep(Duration::from_millis(700)); // several polls find the same conflict
+    assert_eq!(
+        log_lines(&[&format!("docker container thief-{n}"), "claimed by both"]),
+        1,
+        "[{n}] a lasting conflict is reported once, not at every poll"
+    );
     engine.stop(&format!("thief-{n}"));
 
     // Stopped: its route goes, the others stay.
