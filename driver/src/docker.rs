@@ -195,6 +195,8 @@ async fn follow_inner(state: &mut State) -> Result<std::convert::Infallible, Los
     // Ask for the events from now on before listing, so a change between the list and the subscription
     // is replayed rather than missed.
     let mut events = subscribe(&docker);
+    // When the stream was opened; `None` while it is a failed one's never-yielding stand-in.
+    let mut opened = Some(std::time::Instant::now());
     sync(state, &docker).await?;
     if state.down {
         state.down = false;
@@ -222,12 +224,22 @@ async fn follow_inner(state: &mut State) -> Result<std::convert::Infallible, Los
                     );
                     sync(state, &docker).await?;
                 }
+                None if opened.is_some_and(|t| t.elapsed() >= state.config.reconnect_delay) => {
+                    // A stream that served a while and then ended (an idle timeout of a proxy between us
+                    // and the daemon, a daemon stopping): a list says whether the daemon is still there,
+                    // and the stream is asked for again at once.
+                    sync(state, &docker).await?;
+                    events = subscribe(&docker);
+                    opened = Some(std::time::Instant::now());
+                }
                 failed => {
                     // The daemon may be gone (then the list fails too, and the outage is logged), or only
                     // its event stream is: a socket proxy that forbids `/events` (403), a stream closed
-                    // or garbled. Then the containers are followed by polling alone, the stream is asked
-                    // for again at every poll, and the warning is given once, not at every retry.
+                    // at once or garbled. Then the containers are followed by polling alone, the stream
+                    // is asked for again at the next poll, and the warning is given once, not at every
+                    // retry.
                     events = Box::pin(futures_lite::stream::pending());
+                    opened = None;
                     if !state.events_down {
                         sync(state, &docker).await?;
                         state.events_down = true;
@@ -242,8 +254,10 @@ async fn follow_inner(state: &mut State) -> Result<std::convert::Infallible, Los
             },
             _ = tick.tick() => {
                 sync(state, &docker).await?;
-                if state.events_down {
+                // Only a failed stream is asked for again: one that is open stays, quiet or not.
+                if opened.is_none() {
                     events = subscribe(&docker);
+                    opened = Some(std::time::Instant::now());
                 }
             }
         }

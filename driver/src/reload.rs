@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 /// tools write files in several steps).
 pub const DEBOUNCE: Duration = Duration::from_millis(300);
 
+/// The source name of the server directory's reloads (providers have their own names).
+const FILES: &str = "files";
+
 /// Rebuilds the route table from the server directory and providers, and swaps it in.
 #[derive(Debug)]
 pub struct Reloader {
@@ -21,9 +24,9 @@ pub struct Reloader {
     main_file: Option<PathBuf>,
     /// Whether the last reload was rejected or failed: the next clean one says so.
     failing: AtomicBool,
-    /// The problems a provider's last rejected change was logged with: the same rejection from its next
-    /// poll (a conflict that lasts) is not logged again.
-    rejected: Mutex<Option<(String, ConfigErrors)>>,
+    /// The catalog a provider's last rejected change proposed: the same proposal from its next poll (a
+    /// conflict that lasts, nothing else changed) is not logged again; a different one is.
+    rejected: Mutex<Option<(String, Catalog)>>,
     catalog: Mutex<Catalog>,
     handle: Handle,
 }
@@ -52,7 +55,8 @@ impl Reloader {
     fn apply(&self, what: &str, change: impl FnOnce(&mut Catalog) -> bool) {
         let mut catalog = self.catalog.lock().unwrap_or_else(PoisonError::into_inner);
         let mut problems = false;
-        match prepare(&catalog, |c| problems = change(c)) {
+        let proposed = prepare(&catalog, |c| problems = change(c));
+        match proposed {
             Outcome::Unchanged if problems => self.failing.store(true, Ordering::Relaxed),
             Outcome::Unchanged => {
                 *self.rejected.lock().unwrap_or_else(PoisonError::into_inner) = None;
@@ -81,15 +85,16 @@ impl Reloader {
                 self.failing.store(problems, Ordering::Relaxed);
                 tracing::info!(servers, source = what, "configuration reloaded");
             }
-            Outcome::Rejected(errors) => {
+            Outcome::Rejected(errors, next) => {
                 self.failing.store(true, Ordering::Relaxed);
                 let mut rejected = self.rejected.lock().unwrap_or_else(PoisonError::into_inner);
-                // A file's change is reported each time (an admin made it); a provider's poll that finds
-                // the same conflict again is not news.
-                let seen = what != "files"
+                // A file's change is reported each time (an admin made it); a provider's poll that proposes
+                // the same servers again is not news. One that proposes others (a container started while
+                // the conflict lasts) is: it is held up too.
+                let seen = what != FILES
                     && rejected
                         .as_ref()
-                        .is_some_and(|(w, e)| w == what && *e == errors);
+                        .is_some_and(|(w, c)| w == what && *c == *next);
                 if seen {
                     tracing::debug!(source = what, "reload rejected again for the same reasons");
                 } else {
@@ -97,7 +102,7 @@ impl Reloader {
                         log_issue(issue, "reload rejected, previous routes stay live");
                     }
                 }
-                *rejected = Some((what.to_owned(), errors));
+                *rejected = Some((what.to_owned(), *next));
             }
         }
     }
@@ -115,7 +120,7 @@ impl Reloader {
                 return;
             }
         };
-        self.apply("files", |catalog| update_files(catalog, fresh));
+        self.apply(FILES, |catalog| update_files(catalog, fresh));
     }
 
     /// Replaces every server of `provider` (e.g. `"docker"`).
@@ -133,8 +138,9 @@ enum Outcome {
     Unchanged,
     /// The new catalog and its route table.
     Reloaded(Box<(Catalog, RouteTable)>),
-    /// The table does not build (a conflict); each problem names a source that is new or changed.
-    Rejected(ConfigErrors),
+    /// The table does not build (a conflict); each problem names a source that is new or changed. With
+    /// the catalog that was proposed.
+    Rejected(ConfigErrors, Box<Catalog>),
 }
 
 /// Applies `change` to a copy of `current` (the live catalog) and builds the new route table.
@@ -147,7 +153,7 @@ fn prepare(current: &Catalog, change: impl FnOnce(&mut Catalog)) -> Outcome {
     // A conflict is blamed on what this reload brought, not on a file that was live and unchanged.
     match next.route_table_since(current) {
         Ok(table) => Outcome::Reloaded(Box::new((next, table))),
-        Err(errors) => Outcome::Rejected(errors),
+        Err(errors) => Outcome::Rejected(errors, Box::new(next)),
     }
 }
 
@@ -353,7 +359,7 @@ mod tests {
         }) {
             Outcome::Reloaded(reloaded) => catalog = reloaded.0,
             Outcome::Unchanged => {}
-            Outcome::Rejected(e) => panic!("{e}"),
+            Outcome::Rejected(e, _) => panic!("{e}"),
         }
         catalog
     }
@@ -363,7 +369,7 @@ mod tests {
         match prepare(current, |c| {
             update_files(c, fresh);
         }) {
-            Outcome::Rejected(errors) => errors,
+            Outcome::Rejected(errors, _) => errors,
             Outcome::Reloaded(..) => panic!("the conflict was accepted"),
             Outcome::Unchanged => panic!("the change was not seen"),
         }
