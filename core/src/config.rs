@@ -1155,10 +1155,7 @@ impl ServerConfig {
 
     /// Parses and validates one server file. `source` names it in errors; `stem` is the default name.
     pub fn from_toml(source: &str, stem: &str, text: &str) -> Result<ServerConfig, ConfigErrors> {
-        match ServerConfig::check(source, stem, text)? {
-            (server, issues) if issues.is_empty() => Ok(server),
-            (_, issues) => Err(ConfigErrors(issues)),
-        }
+        ServerConfig::check(source, stem, text).and_then(valid)
     }
 
     /// Parses and validates one server file, keeping what it could read even when some values are wrong
@@ -1460,9 +1457,14 @@ impl ServerFiles {
 
 /// Reads and parses one server file.
 pub fn read_server_file(path: &Path) -> Result<ServerConfig, ConfigErrors> {
-    match read_server(path)? {
-        (server, issues) if issues.is_empty() => Ok(server),
-        (_, issues) => Err(ConfigErrors(issues)),
+    read_server(path).and_then(valid)
+}
+
+/// A checked server ([`ServerConfig::check`]) if it has no problems, else its problems.
+fn valid((server, issues): (ServerConfig, Vec<ConfigIssue>)) -> Result<ServerConfig, ConfigErrors> {
+    match issues.is_empty() {
+        true => Ok(server),
+        false => Err(ConfigErrors(issues)),
     }
 }
 

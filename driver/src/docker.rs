@@ -194,9 +194,8 @@ async fn follow_inner(state: &mut State) -> Result<std::convert::Infallible, Los
     .await?;
     // Ask for the events from now on before listing, so a change between the list and the subscription
     // is replayed rather than missed.
-    let mut events = subscribe(&docker);
-    // When the stream was opened; `None` while it is a failed one's never-yielding stand-in.
-    let mut opened = Some(std::time::Instant::now());
+    // `None` while a failed stream waits for the next poll to be asked for again.
+    let mut events = Some(subscribe(&docker));
     sync(state, &docker).await?;
     if state.down {
         state.down = false;
@@ -207,7 +206,7 @@ async fn follow_inner(state: &mut State) -> Result<std::convert::Infallible, Los
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            event = events.next() => match event {
+            event = next_event(&mut events) => match event {
                 Some(Ok(event)) => {
                     if state.events_down {
                         state.events_down = false;
@@ -224,13 +223,15 @@ async fn follow_inner(state: &mut State) -> Result<std::convert::Infallible, Los
                     );
                     sync(state, &docker).await?;
                 }
-                None if opened.is_some_and(|t| t.elapsed() >= state.config.reconnect_delay) => {
+                None if events
+                    .as_ref()
+                    .is_some_and(|e| e.opened.elapsed() >= state.config.reconnect_delay) =>
+                {
                     // A stream that served a while and then ended (an idle timeout of a proxy between us
                     // and the daemon, a daemon stopping): a list says whether the daemon is still there,
                     // and the stream is asked for again at once.
                     sync(state, &docker).await?;
-                    events = subscribe(&docker);
-                    opened = Some(std::time::Instant::now());
+                    events = Some(subscribe(&docker));
                 }
                 failed => {
                     // The daemon may be gone (then the list fails too, and the outage is logged), or only
@@ -238,8 +239,7 @@ async fn follow_inner(state: &mut State) -> Result<std::convert::Infallible, Los
                     // at once or garbled. Then the containers are followed by polling alone, the stream
                     // is asked for again at the next poll, and the warning is given once, not at every
                     // retry.
-                    events = Box::pin(futures_lite::stream::pending());
-                    opened = None;
+                    events = None;
                     if !state.events_down {
                         sync(state, &docker).await?;
                         state.events_down = true;
@@ -255,17 +255,38 @@ async fn follow_inner(state: &mut State) -> Result<std::convert::Infallible, Los
             _ = tick.tick() => {
                 sync(state, &docker).await?;
                 // Only a failed stream is asked for again: one that is open stays, quiet or not.
-                if opened.is_none() {
-                    events = subscribe(&docker);
-                    opened = Some(std::time::Instant::now());
+                if events.is_none() {
+                    events = Some(subscribe(&docker));
                 }
             }
         }
     }
 }
 
+/// An open stream of the daemon's container events, and when it was opened.
+struct Subscription {
+    stream: std::pin::Pin<
+        Box<
+            dyn futures_lite::Stream<
+                    Item = Result<bollard::models::EventMessage, bollard::errors::Error>,
+                > + Send,
+        >,
+    >,
+    opened: std::time::Instant,
+}
+
+/// The next event of `events`; none ever while there is no stream.
+async fn next_event(
+    events: &mut Option<Subscription>,
+) -> Option<Result<bollard::models::EventMessage, bollard::errors::Error>> {
+    match events {
+        Some(e) => e.stream.next().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The daemon's container events from now on (see [`EVENTS`]).
-fn subscribe(docker: &Docker) -> EventStream {
+fn subscribe(docker: &Docker) -> Subscription {
     let since = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -276,21 +297,16 @@ fn subscribe(docker: &Docker) -> EventStream {
             EVENTS.iter().map(|e| (*e).to_owned()).collect(),
         ),
     ]);
-    Box::pin(docker.events(Some(EventsOptions {
+    let stream = docker.events(Some(EventsOptions {
         since: Some(since.to_string()),
         until: None,
         filters: Some(filters),
-    })))
+    }));
+    Subscription {
+        stream: Box::pin(stream),
+        opened: std::time::Instant::now(),
+    }
 }
-
-/// The event stream, boxed so that a failed one can be replaced by one that never yields.
-type EventStream = std::pin::Pin<
-    Box<
-        dyn futures_lite::Stream<
-                Item = Result<bollard::models::EventMessage, bollard::errors::Error>,
-            > + Send,
-    >,
->;
 
 /// Runs `request`, failing it as [`Lost::Stalled`] when it takes longer than [`REQUEST_TIMEOUT_SECS`]:
 /// bollard's own limit is on the response headers, and a body that stops half way would hold the
