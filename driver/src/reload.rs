@@ -50,16 +50,20 @@ impl Reloader {
         })
     }
 
+    /// The live routes match the catalog again: the next rejection, whatever it proposes, is news.
+    fn forget_rejected(&self) {
+        *self.rejected.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
     /// Applies `change` to a copy of the catalog; swaps the new table in only if it builds.
     /// `change` says whether it met (and logged) problems of its own, such as a broken file.
     fn apply(&self, what: &str, change: impl FnOnce(&mut Catalog) -> bool) {
         let mut catalog = self.catalog.lock().unwrap_or_else(PoisonError::into_inner);
         let mut problems = false;
-        let proposed = prepare(&catalog, |c| problems = change(c));
-        match proposed {
+        match prepare(&catalog, |c| problems = change(c)) {
             Outcome::Unchanged if problems => self.failing.store(true, Ordering::Relaxed),
             Outcome::Unchanged => {
-                *self.rejected.lock().unwrap_or_else(PoisonError::into_inner) = None;
+                self.forget_rejected();
                 if self.failing.swap(false, Ordering::Relaxed) {
                     // The problem went away without changing what is live (e.g. the conflicting file was
                     // removed): the admin who saw the error learns it is over.
@@ -70,7 +74,7 @@ impl Reloader {
                 }
             }
             Outcome::Reloaded(reloaded) => {
-                *self.rejected.lock().unwrap_or_else(PoisonError::into_inner) = None;
+                self.forget_rejected();
                 let (next, table) = *reloaded;
                 for warning in next
                     .new_or_changed(&catalog)
