@@ -84,7 +84,7 @@ pub use config::{
     ServerConfig, Timeouts,
 };
 pub use handshake::{Handshake, NextState};
-pub use plugin::{Decision, IpFilter, Plugins, PreConnect, PreConnectEvent};
+pub use plugin::{Decision, IpFilter, Plugins, PreConnect, PreConnectEvent, PLUGIN_FAILED};
 pub use registry::{EndReason, EndReport, LiveSession, Registry, SessionInfo};
 pub use route::{RouteTable, Server};
 pub use session::{Action, CloseReason, ConnectRequest, Context, Forward, Session};

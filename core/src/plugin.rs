@@ -57,11 +57,13 @@ impl Plugins {
         self
     }
 
-    /// Asks each plugin in turn.
+    /// Asks each plugin in turn. A plugin that panics refuses the connection (the player is told
+    /// [`PLUGIN_FAILED`]), with an error line naming the panic, instead of unwinding the connection's
+    /// thread or task (which closed it as if the proxy were shutting down); the proxy goes on.
     pub fn decide(&self, event: &PreConnectEvent<'_>) -> Decision {
         self.0
             .iter()
-            .map(|p| p.pre_connect(event))
+            .map(|p| ask(p.as_ref(), event))
             .find(|d| *d != Decision::Allow)
             .unwrap_or(Decision::Allow)
     }
@@ -69,6 +71,26 @@ impl Plugins {
     /// Whether there are no plugins.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+}
+
+/// What a player is told when a pre-connect plugin failed.
+pub const PLUGIN_FAILED: &str =
+    "The server could not check your connection. Please try again later.";
+
+fn ask(plugin: &dyn PreConnect, event: &PreConnectEvent<'_>) -> Decision {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| plugin.pre_connect(event))) {
+        Ok(decision) => decision,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("(no message)");
+            tracing::error!(client = %event.client, host = ?event.host, player = ?event.player,
+                panic = ?message, "pre-connect plugin panicked; the connection is refused");
+            Decision::Deny(PLUGIN_FAILED.into())
+        }
     }
 }
 
@@ -180,5 +202,24 @@ mod tests {
             Plugins::new().decide(&event("127.0.0.1:1")),
             Decision::Allow
         );
+    }
+
+    #[test]
+    fn a_panicking_plugin_refuses_the_connection_and_later_ones_still_answer() {
+        struct Panics;
+        impl PreConnect for Panics {
+            fn pre_connect(&self, e: &PreConnectEvent<'_>) -> Decision {
+                match e.client.port() {
+                    1 => panic!("a plugin bug"),
+                    2 => std::panic::panic_any(7u8), // not a string
+                    _ => Decision::Allow,
+                }
+            }
+        }
+        let p = Plugins::new().with(Panics);
+        let refused = Decision::Deny(PLUGIN_FAILED.into());
+        assert_eq!(p.decide(&event("127.0.0.1:1")), refused);
+        assert_eq!(p.decide(&event("127.0.0.1:2")), refused);
+        assert_eq!(p.decide(&event("127.0.0.1:3")), Decision::Allow);
     }
 }

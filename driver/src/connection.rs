@@ -306,14 +306,15 @@ async fn handshake<R: Runtime>(
                         write_all_fresh(rt, &backend, &opening, fwd.timeouts.write).await
                     {
                         // The opening could not be written (the backend closed, reset or stopped
-                        // reading): it has sent nothing. Tell the player, then close as a refusal
-                        // does (drain what the client sent, so no reset destroys the message).
-                        let silent = &fwd.if_backend_silent;
-                        let _ = write_all_fresh(rt, client, silent, fwd.timeouts.write).await;
-                        linger(rt, client).await;
+                        // reading): it has sent nothing. The session ends here (its line, its slot);
+                        // then tell the player and close as a refusal does (drain what the client
+                        // sent, so no reset destroys the message), which an abort may cut.
                         let mut ending = Ending::default();
                         ending.record(Side::Backend, stop);
                         fwd.live.finish(0, 0, ending.reason(), Instant::now());
+                        let silent = &fwd.if_backend_silent;
+                        let _ = write_all_fresh(rt, client, silent, fwd.timeouts.write).await;
+                        linger(rt, client).await;
                         return None;
                     }
                     return Some((backend, fwd));

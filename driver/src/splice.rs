@@ -35,7 +35,32 @@ thread_local! {
     static POOL: RefCell<Vec<RawPipe>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Makes sure a splice into a socket whose peer is gone fails with `EPIPE` instead of raising `SIGPIPE`.
+///
+/// A socket write can say `MSG_NOSIGNAL` (the buffer path does); `splice` has no such flag, and the kernel
+/// raises `SIGPIPE` for it. Rust programs ignore `SIGPIPE` from their start, but a program embedding the
+/// driver may not (a C or Python host, a Rust one built with `-Zon-broken-pipe=kill`): the first player to
+/// leave during a zero-copy transfer would kill it, and every other session with it. So before the first
+/// pipe exists, a `SIGPIPE` still at its default disposition (terminate) is set to ignored; a handler or
+/// an ignore the program installed itself is left as it is.
+fn ignore_sigpipe_once() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: sigaction with a null new action only reads the current one into `old`, which is a
+        // zeroed, valid sigaction; `signal` with SIG_IGN installs no handler code.
+        unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(libc::SIGPIPE, std::ptr::null(), &mut old) == 0
+                && old.sa_sigaction == libc::SIG_DFL
+            {
+                libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+            }
+        }
+    });
+}
+
 fn new_pipe() -> io::Result<RawPipe> {
+    ignore_sigpipe_once();
     let mut fds = [0 as libc::c_int; 2];
     // SAFETY: pipe2 writes two fds into the array we pass; we own them from here on.
     let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
@@ -156,5 +181,85 @@ fn splice(from: libc::c_int, to: libc::c_int, len: usize) -> io::Result<usize> {
         if e.kind() != io::ErrorKind::Interrupted {
             return Err(e);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::net::{TcpListener, TcpStream};
+    use std::time::Duration;
+
+    /// Set for the child process of the test below.
+    const CHILD: &str = "NETHERGATE_SPLICE_SIGPIPE_CHILD";
+
+    /// Splices bytes into a socket whose peer has closed until the kernel refuses them (past the reset it
+    /// reports first); the error it gave.
+    fn splice_into_a_closed_peer() -> io::Result<io::Error> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let mut sender = TcpStream::connect(listener.local_addr()?)?;
+        let (from, _) = listener.accept()?;
+        let to = TcpStream::connect(listener.local_addr()?)?;
+        drop(listener.accept()?.0); // the player is gone: the first write gets a reset, the next EPIPE
+        from.set_nonblocking(true)?;
+        to.set_nonblocking(true)?;
+        let mut pipe = Pipe::take()?;
+        for _ in 0..50 {
+            sender.write_all(&[7; 1000])?;
+            std::thread::sleep(Duration::from_millis(10));
+            if pipe.pending == 0 {
+                match pipe.fill(&from) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            match pipe.drain(&to) {
+                // The reset is reported once; the next write is the one that raises SIGPIPE.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
+                Err(e) => return Ok(e),
+                Ok(_) => {}
+            }
+        }
+        Err(io::Error::other("the closed peer took every byte"))
+    }
+
+    /// What the child process runs (a no-op in a normal test run): with `SIGPIPE` at its default
+    /// disposition, as in a program that does not ignore it, the splice must fail with an error and the
+    /// process must live to report it.
+    #[test]
+    fn sigpipe_child() {
+        if std::env::var_os(CHILD).is_none() {
+            return;
+        }
+        // SAFETY: restores the default disposition; no handler code is installed.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+        let code = match splice_into_a_closed_peer() {
+            Ok(e) if e.kind() == io::ErrorKind::BrokenPipe => 0,
+            Ok(e) => {
+                eprintln!("unexpected error: {e}");
+                2
+            }
+            Err(e) => {
+                eprintln!("no refusal: {e}");
+                3
+            }
+        };
+        std::process::exit(code);
+    }
+
+    /// A zero-copy session whose player leaves mid-transfer gets `EPIPE`, not a `SIGPIPE` that kills a
+    /// process embedding the driver with the default disposition (checked in a child process, since a test
+    /// binary ignores `SIGPIPE` like every Rust program).
+    #[test]
+    fn a_splice_into_a_gone_peer_fails_with_epipe_instead_of_killing_the_process() -> io::Result<()>
+    {
+        let status = std::process::Command::new(std::env::current_exe()?)
+            .args(["--exact", "splice::tests::sigpipe_child", "--nocapture"])
+            .env(CHILD, "1")
+            .status()?;
+        assert!(status.success(), "child: {status:?}");
+        Ok(())
     }
 }

@@ -171,8 +171,10 @@ impl Smol {
             let (pool, done) = (self.pool.clone(), threads.done.clone());
             match std::thread::Builder::new()
                 .name(format!("nethergate-smol-{i}"))
-                .spawn(move || smol::block_on(smol::future::or(done.wait(), pool.run(i))))
-            {
+                .spawn(move || {
+                    // A `Watch`: each wake-up of the worker reads an atomic, not a listener's lock.
+                    smol::block_on(done.unless_set(pool.run::<()>(i)));
+                }) {
                 Ok(worker) => threads.workers.push(worker),
                 Err(e) => {
                     tracing::warn!(error = %e, threads = i, "could not start another thread");

@@ -724,6 +724,7 @@ impl PreConnect for Rules {
         match e.player {
             Some("Banned") => Decision::Deny("You are banned".into()),
             Some("Lost") => Decision::Redirect("limbo".into()),
+            Some("Bug") => panic!("plugin bug for {:?}", e.player),
             _ => Decision::Allow,
         }
     }
@@ -749,6 +750,34 @@ fn plugins_deny_and_redirect<F: Flavor>() {
     let (_, json) = read_json_packet(&mut c).expect("deny");
     assert_eq!(json["text"], "You are banned", "[{}]", F::NAME);
     assert!(reads_eof(&mut c));
+    // A plugin that panics refuses the player with a message and an error line (not a shutdown), and
+    // the proxy goes on.
+    let mut c = connect(proxy.addr());
+    c.write_all(&login_bytes("mc.example.com", "Bug")).unwrap();
+    let (_, json) = read_json_packet(&mut c).expect("a refusal after a panic");
+    assert_eq!(
+        json["text"],
+        "The server could not check your connection. Please try again later.",
+        "[{}]",
+        F::NAME
+    );
+    assert!(reads_eof(&mut c));
+    let port = format!(":{}", c.local_addr().unwrap().port());
+    for needles in [
+        &[
+            "ERROR",
+            "pre-connect plugin panicked",
+            "plugin bug for Some(",
+            &port,
+        ][..],
+        &["reason=Denied", "player=\"Bug\"", &port],
+    ] {
+        assert!(
+            wait_for_log(needles, IO_TIMEOUT).is_some(),
+            "[{}] {needles:?}",
+            F::NAME
+        );
+    }
     login_echoed(proxy.addr(), "mc.example.com", "Lost");
     let r = rx_limbo
         .recv_timeout(IO_TIMEOUT)
