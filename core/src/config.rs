@@ -841,8 +841,9 @@ fn toml_issue(source: &str, text: &str, err: &toml::de::Error) -> ConfigIssue {
     ConfigIssue::new(source, key, reason)
 }
 
-/// The longest duration a setting accepts.
-pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// The longest duration a setting accepts: 10 years as humantime counts them (365.25 days each), so that
+/// `"10years"` itself is accepted.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 31_557_600);
 
 fn duration(
     source: &str,
@@ -1824,6 +1825,23 @@ mod tests {
         .unwrap_err();
         assert_eq!(keys(e.clone()), vec!["timeouts.read"]);
         assert!(e.to_string().contains("maximum of 10 years"), "{e}");
+        // The maximum itself, in any spelling, is allowed; a second more is not.
+        let read = |value: &str| {
+            server(&format!(
+                "domains = [\"a\"]\naddresses = [\"a:1\"]\n[timeouts]\nread = \"{value}\""
+            ))
+            .map(|s| s.timeouts.read)
+        };
+        for value in ["10years", "10y", "3652days 12h", "87660h"] {
+            assert_eq!(read(value).ok(), Some(MAX_DURATION), "{value}");
+        }
+        for value in ["10years 1s", "3653days"] {
+            let e = read(value).unwrap_err();
+            assert!(
+                e.to_string().contains("maximum of 10 years"),
+                "{value}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use crate::proxy::Handle;
 use crate::reload::Reloader;
 use clap::{Parser, ValueEnum};
-use nethergate_core::config::MainConfig;
+use nethergate_core::config::{ConfigErrors, MainConfig};
 use nethergate_core::{Config, Plugins};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -214,23 +214,33 @@ pub(crate) fn log_warning(warning: &nethergate_core::config::ConfigIssue) {
 /// Re-reads the main file on SIGHUP. It is read only at startup (it shapes the listeners, the threads and
 /// the plugins), so an admin who edits it and reloads is told what did not take effect, or why the file
 /// would not even start.
+///
+/// A `servers_dir` that names another directory is checked as a start would check it (the directory and
+/// its server files): the live reload watches the running directory only, so a restart would otherwise
+/// be the first to find that the new one is missing or broken.
 fn report_main_file(path: &Path, running: &MainConfig) {
+    let invalid = |errors: ConfigErrors| {
+        for issue in &errors.0 {
+            crate::reload::log_issue(
+                issue,
+                "main file invalid (read at startup only; the running settings stay)",
+            );
+        }
+    };
     match MainConfig::read(path) {
         Ok(main) => {
+            if main.servers_dir != running.servers_dir {
+                if let Err(errors) = Config::load(path) {
+                    invalid(errors);
+                }
+            }
             let changed = running.changed_keys(&main);
             if !changed.is_empty() {
                 tracing::warn!(file = %path.display(), keys = %changed.join(", "),
                     "main file changed: its settings are read at startup only, restart to apply them");
             }
         }
-        Err(errors) => {
-            for issue in &errors.0 {
-                crate::reload::log_issue(
-                    issue,
-                    "main file invalid (read at startup only; the running settings stay)",
-                );
-            }
-        }
+        Err(errors) => invalid(errors),
     }
 }
 

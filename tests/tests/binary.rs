@@ -465,6 +465,21 @@ fn json_logs_sighup_reload_and_sigterm_exit_zero() {
         std::fs::write(&main_file, format!("{text}bind = 5\n")).expect("main file");
         signal(&child, libc::SIGHUP);
         wait_line(&rx, &["main file invalid", "bind"]);
+        // A servers_dir naming a directory that is not there would not start either.
+        let elsewhere = text.replace("servers_dir = \"servers\"", "servers_dir = \"nope\"");
+        assert_ne!(elsewhere, text, "the layout's servers_dir line");
+        std::fs::write(&main_file, elsewhere).expect("main file");
+        signal(&child, libc::SIGHUP);
+        let line = wait_line(
+            &rx,
+            &[
+                "main file invalid",
+                "servers_dir",
+                "cannot read the directory",
+            ],
+        );
+        assert!(line.contains("nope"), "{bin}: {line}");
+        wait_line(&rx, &["main file changed", "restart", "servers_dir"]);
 
         // SIGTERM: graceful, exit code 0.
         let t = Instant::now();
