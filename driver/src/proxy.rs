@@ -284,6 +284,13 @@ async fn accept_loop<R: Runtime>(
     let mut stopping = control.stopping.watch();
     let mut next = index;
     loop {
+        // The watch below polls the accept first, and a listener that always has a connection or an error
+        // ready (a flood; out of file descriptors, the connection staying in the backlog) never lets it
+        // look at the flag: so look here, once per accept.
+        if control.stopping.is_set() {
+            report_held_floods(shared, true);
+            return Ok(());
+        }
         // While a flood's count is held back, also wake when it is due, so it is not left unreported.
         let due = match (shared.refusals.due(), shared.accept_errors.due()) {
             (Some(a), Some(b)) => Some(a.min(b)),

@@ -2224,10 +2224,11 @@ fn binary_survives_a_barrage<F: Rt>() {
 }
 
 fn binary_out_of_file_descriptors_backs_off_and_recovers<F: Rt>() {
-    // 48 open files: a few dozen idle connections exhaust them; accept fails with EMFILE.
+    // 48 open files: a few dozen idle connections exhaust them; accept fails with EMFILE (and keeps
+    // failing: the handshake timeout frees none of them while the test looks).
     let echo = Backend::echo();
     let layout = Layout::new()
-        .main("handshake_timeout = \"1s\"")
+        .main("handshake_timeout = \"20s\"")
         .server("a", &server_toml(&["mc.example.com"], &[echo.addr()], ""));
     against_binary(F::BIN, &layout, Some((48, 48)), |proc| {
         let addr = proc.addr;
@@ -2253,6 +2254,25 @@ fn binary_out_of_file_descriptors_backs_off_and_recovers<F: Rt>() {
         );
         let warned = printed(proc).iter().any(|l| l.contains("accept failed"));
         assert!(warned, "[{}] the admin is told accept failed", F::BIN);
+        // Out of descriptors again, a SIGTERM still stops the accepting: every accept fails at once then,
+        // so the stop must not wait for one to block.
+        let _idle: Vec<TcpStream> = (0..80).map(|_| connect(addr)).collect();
+        std::thread::sleep(Duration::from_millis(300));
+        // SAFETY: kill(2) on our own child.
+        unsafe {
+            libc::kill(proc.pid() as libc::pid_t, libc::SIGTERM);
+        }
+        let stopped = wait_until(Duration::from_secs(3), || {
+            printed(proc)
+                .iter()
+                .any(|l| l.contains("no longer accepting"))
+        });
+        assert!(
+            stopped,
+            "[{}] SIGTERM out of descriptors stops the accepting: {:#?}",
+            F::BIN,
+            printed(proc)
+        );
     });
 }
 
