@@ -152,7 +152,8 @@ fn print_routes(config: &Config, main_file: &Path) {
             f.message
         );
     }
-    if config.servers.is_empty() {
+    // With Docker discovery, no server files is a setup of its own: its servers come from containers.
+    if config.servers.is_empty() && config.main.docker.is_none() {
         println!(
             "  warning: no server files: every player will be told \"Unknown server address\""
         );

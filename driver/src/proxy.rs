@@ -210,7 +210,8 @@ impl<R: Runtime> Proxy<R> {
         let control = &shared.control;
         let servers = control.routes.load().servers().len();
         tracing::info!(bind = %local_addr, servers, "listening");
-        if servers == 0 {
+        // Docker discovery brings its servers a moment later (or warns that the daemon is unreachable).
+        if servers == 0 && shared.main.docker.is_none() {
             tracing::warn!("no servers configured: every player is told \"Unknown server address\" until a server file appears");
         }
         let accepting = Arc::new(Accepting::default());

@@ -14,6 +14,20 @@ fn run(bin: &str, args: &[&str]) -> std::process::Output {
         .expect("run binary")
 }
 
+/// `bin --check` on `layout`, which must pass; its standard output.
+fn check_ok(bin: &str, layout: &Layout) -> String {
+    let out = run(
+        bin,
+        &[
+            "--config",
+            layout.path().to_str().unwrap_or_default(),
+            "--check",
+        ],
+    );
+    assert!(out.status.success(), "{bin}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[test]
 fn check_accepts_the_bundled_example() {
     let example = workspace().join("examples/nethergate.toml");
@@ -83,16 +97,7 @@ fn implausibly_short_limits_are_warned_about_at_check_startup_and_reload() {
         );
         let main_file = layout.path().display().to_string();
         let a_file = layout.dir().join("servers/a.toml").display().to_string();
-        let out = run(
-            bin,
-            &[
-                "--config",
-                layout.path().to_str().unwrap_or_default(),
-                "--check",
-            ],
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{bin}: {out:?}");
+        let stdout = check_ok(bin, &layout);
         for (file, key, value) in [
             (&main_file, "handshake_timeout", "1ms"),
             (&a_file, "timeouts.read", "2s"),
@@ -650,5 +655,33 @@ fn a_log_reader_that_stops_reading_stalls_no_player_and_loses_no_line() {
         );
         let _ = done.send(());
         assert!(child.wait().expect("wait").success(), "{bin}: exit status");
+    }
+}
+
+/// No servers at all is warned about, by `--check` and at startup; with Docker discovery it is a setup of
+/// its own (the servers come from containers), and neither warns.
+#[test]
+fn no_servers_is_warned_about_unless_docker_brings_them() {
+    let socket = tempfile::tempdir().expect("temp dir");
+    let endpoint = format!("unix://{}", socket.path().join("docker.sock").display());
+    let plain = Layout::new();
+    let docker = Layout::new().main(&format!("[docker]\nendpoint = {endpoint:?}"));
+    for bin in BINARIES {
+        for (layout, warned) in [(&plain, true), (&docker, false)] {
+            let stdout = check_ok(bin, layout);
+            assert_eq!(
+                stdout.contains("warning: no server files"),
+                warned,
+                "{bin} --check: {stdout}"
+            );
+            let ((_child, _, rx), mut startup) = spawn_with_startup(bin, layout, &[]);
+            // The warning comes right after the listening line.
+            startup.extend(rx.recv_timeout(Duration::from_millis(500)));
+            assert_eq!(
+                startup.iter().any(|l| l.contains("no servers configured")),
+                warned,
+                "{bin} startup: {startup:#?}"
+            );
+        }
     }
 }
