@@ -212,8 +212,10 @@ pub fn read_frame(buf: &[u8], max_len: usize) -> Result<Parsed<Frame<'_>>, Codec
 }
 
 /// The packet id of the frame at the start of `buf`, as soon as its bytes are in (the rest of the frame
-/// may still be missing), with the bytes the length prefix and the id take. Errors are those of
-/// [`read_frame`] for the same prefix.
+/// may still be missing), with the bytes the length prefix and the id take. Errors are those of the length
+/// prefix in [`read_frame`]; an id that is malformed or cut by the frame's end is `Incomplete` here, and
+/// [`read_frame`] reports it once the frame is whole: call this only while [`read_frame`] says
+/// `Incomplete`, to learn the id early.
 pub fn read_frame_id(buf: &[u8], max_len: usize) -> Result<Parsed<i32>, CodecError> {
     let (len, prefix) = match read_frame_length(buf, max_len)? {
         Parsed::Complete(len, prefix) => (len, prefix),

@@ -3,7 +3,8 @@
 //!
 //! Semantics: both directions run concurrently. When a direction reads EOF, the write half of the other
 //! socket is shut down and the other direction drains; the session ends when both are done, or at the first
-//! error or timeout. The end reason is the first thing that happened.
+//! error or timeout. The end reason is the first thing that happened, except that an error, a shutdown or
+//! a write limit after a half-close is the reason instead of that close ([`Ending`]).
 
 use crate::registry::EndReason;
 use std::io;
@@ -34,9 +35,11 @@ pub enum Side {
 /// How one direction (reading from `Side`) stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stop {
-    /// The read side sent EOF (or reset the connection) and everything read was written.
+    /// The read side sent EOF (or reset the connection) and everything read was written; or, on a write
+    /// (see [`Ending::record_direction`]'s `on_write`), the write side reset or closed its read half.
     Eof,
-    /// No bytes arrived within `timeouts.read`, or a write made no progress within `timeouts.write`.
+    /// No bytes arrived within `timeouts.read`, or a write made no progress within `timeouts.write` (also
+    /// the kernel's `ETIMEDOUT`, and a blocking socket's timeout surfacing as `WouldBlock`).
     Timeout,
     /// Another socket error.
     Error,
@@ -44,8 +47,9 @@ pub enum Stop {
     Shutdown,
 }
 
-/// Classifies a socket error on `side`: a reset or abort is the peer leaving abruptly, anything else an
-/// error.
+/// Classifies a socket error: a reset, an abort or a broken pipe is the peer leaving abruptly ([`Stop::Eof`]),
+/// a timeout [`Stop::Timeout`], anything else an error. Which side it is blamed on is the caller's
+/// ([`Ending::record_direction`]).
 pub fn classify_error(err: &io::Error) -> Stop {
     match err.kind() {
         io::ErrorKind::ConnectionReset

@@ -82,7 +82,8 @@ impl Drop for Admission {
 /// What the session-end log line reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EndReport {
-    /// Bytes copied from client to backend (the initial packets included).
+    /// Bytes written to the backend: the opening as sent (a PROXY header and a rewritten handshake
+    /// included), then what was copied from the client.
     pub c2b: u64,
     /// Bytes copied from backend to client.
     pub b2c: u64,

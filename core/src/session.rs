@@ -22,13 +22,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Most bytes a session buffers before forwarding starts: the largest handshake and login start, plus room
-/// for what a client sends right after them. A client that sends more is closed.
+/// for what a client sends right after them. A client whose first packets are still incomplete when the
+/// buffer holds this much is closed ([`CloseReason::BufferLimit`]); what a client sends after its login
+/// start or status request is not read into it ([`Session::read_budget`]) and goes to the copy.
 pub const MAX_BUFFERED: usize = 32 * 1024;
 
 /// Largest frame accepted while the proxy itself answers a status ping.
 const MAX_STATUS_FRAME: usize = 256;
 
-/// How long `FE` or `FE 01` alone waits for more bytes before it is answered as a pre-1.6 legacy ping.
+/// How long after the connection opened (not after the `FE` came) `FE` or `FE 01` alone waits for more
+/// bytes before it is answered as a pre-1.6 legacy ping.
 pub const LEGACY_WAIT: Duration = Duration::from_millis(500);
 
 /// What legacy (pre-1.7) pingers are shown.
@@ -89,7 +92,7 @@ pub enum CloseReason {
     ClientClosed,
     /// The client sent something that is not the Minecraft protocol.
     ProtocolError(String),
-    /// The client sent more than [`MAX_BUFFERED`] bytes before forwarding.
+    /// The session's buffer reached [`MAX_BUFFERED`] bytes with the first packets still incomplete.
     BufferLimit,
     /// A legacy ping was answered.
     LegacyPing,
@@ -129,7 +132,8 @@ pub struct Forward {
     pub mode: ProxyMode,
     /// Idle and write limits.
     pub timeouts: Timeouts,
-    /// Bytes already counted towards client-to-backend (the initial packets and anything after them).
+    /// Bytes already counted towards client-to-backend: the opening as sent to the backend (the PROXY
+    /// header, the handshake and login start as forwarded, rewritten or not, and what came after them).
     pub c2b_initial: u64,
     /// The registry entry; call [`LiveSession::finish`] with the byte counts when the copy ends.
     pub live: LiveSession,
@@ -217,7 +221,8 @@ enum NormalHost {
 impl Session {
     /// A session for a client at `client` that connected to the proxy's `local` address at `now`.
     pub fn new(ctx: Context, client: SocketAddr, local: SocketAddr, now: Instant) -> Session {
-        // A timeout too long to represent as an instant (configs accept up to u64::MAX s) is no deadline.
+        // A timeout too long to represent as an instant is no deadline (configs cap it at 10 years; a
+        // Context can be built by hand).
         let deadline = now.checked_add(ctx.handshake_timeout);
         Session {
             ctx,
@@ -301,13 +306,16 @@ impl Session {
         self.state == State::Done && self.actions.is_empty()
     }
 
-    /// Bytes from the client held by the session (never more than [`MAX_BUFFERED`]; none once forwarded).
+    /// Bytes from the client held by the session (never more than [`MAX_BUFFERED`]). Once forwarded, none
+    /// when the opening went to the backend as the client sent it; with a PROXY header or a rewritten host
+    /// the opening is a new buffer and the client's bytes stay here until the session is dropped.
     pub fn buffered(&self) -> usize {
         self.buf.len()
     }
 
-    /// The player name, once the login start has been read (and until forwarding starts: the buffer it is
-    /// read from then becomes the opening sent to the backend).
+    /// The player name, once the login start has been read, until forwarding starts (the buffer it is read
+    /// from may then become the opening sent to the backend; it is still there with a PROXY header or a
+    /// rewritten host, so do not rely on either answer after [`Action::Forward`]).
     pub fn player(&self) -> Option<&str> {
         self.player.and_then(|(a, b)| self.str_at(a, b))
     }

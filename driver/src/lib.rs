@@ -1,8 +1,8 @@
 //! # nethergate-driver
 //!
 //! Runs [`nethergate_core`] sessions over any async runtime that implements the small [`Runtime`] trait
-//! (sockets with readiness, a timer, spawn). The tokio and smol binaries are each one short file on top of
-//! this crate; everything that is not "how does this runtime do IO" lives here or in the core.
+//! (sockets with readiness, a timer, spawn). The tokio and smol crates are thin adapters on top of this crate
+//! (smol's with an executor of its own); everything that is not "how does this runtime do IO" lives here or in the core.
 //!
 //! - [`Proxy`]: bind, accept loop, `max_connections`, graceful shutdown phases.
 //! - `connection`: drives one [`nethergate_core::Session`] and executes its actions.

@@ -1,4 +1,5 @@
-//! The little a driver needs from an async runtime. Each runtime crate implements it in one short file.
+//! The little a driver needs from an async runtime. Each runtime crate implements it in a short file (smol's
+//! crate also has its own executor, `exec.rs`).
 
 use std::future::Future;
 use std::io;
@@ -67,10 +68,11 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = io::Result<Vec<SocketAddr>>> + Send;
     /// A timer firing at `deadline`.
     fn sleep_until(&self, deadline: Instant) -> Self::Sleep;
-    /// Threads that run sessions, numbered `0..threads()`. The proxy binds a listener per thread (with
-    /// `SO_REUSEPORT` on Linux) and accepts on each from a task started on that thread. With a reactor
-    /// per thread (tokio) a session is then accepted, registered and served by one thread and no thread
-    /// wakes another for it.
+    /// Threads that run sessions, numbered `0..threads()`. On Linux the proxy binds a listener per thread
+    /// (`SO_REUSEPORT`) and accepts on each from a task started on that thread: with a reactor per thread
+    /// (tokio) a session is then accepted, registered and served by one thread and no thread wakes another
+    /// for it. Elsewhere there is one listener, and its accept loop deals the clients to the threads in
+    /// turn.
     fn threads(&self) -> usize {
         1
     }

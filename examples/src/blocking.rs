@@ -235,13 +235,13 @@ fn read_client(client: &TcpStream, session: &mut Session, buf: &mut [u8]) {
     match (&*client).read(&mut buf[..budget]) {
         Ok(0) => session.handle_client_eof(),
         Ok(n) => session.handle_client_data(&buf[..n]),
-        Err(e) if stop_of(&e) == Stop::Timeout => session.handle_timeout(Instant::now()),
+        Err(e) if classify_error(&e) == Stop::Timeout => session.handle_timeout(Instant::now()),
         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
         Err(_) => session.handle_client_eof(),
     }
 }
 
-/// Resolves and dials one backend address within its connect timeout.
+/// Resolves one backend address (without a limit, see below), then dials it within its connect timeout.
 fn dial(req: &ConnectRequest) -> io::Result<(TcpStream, SocketAddr)> {
     let deadline = Instant::now() + req.timeout;
     // Name resolution blocks without a limit: std has no way to bound getaddrinfo.
@@ -299,7 +299,7 @@ fn forward(client: TcpStream, backend: Option<TcpStream>, initial: &[u8], fwd: F
     if let Err(e) = (&backend).write_all(initial) {
         let _ = (&client).write_all(&fwd.if_backend_silent);
         let mut ending = Ending::default();
-        ending.record(Side::Backend, stop_of(&e));
+        ending.record(Side::Backend, classify_error(&e));
         fwd.live.finish(0, 0, ending.reason(), Instant::now());
         return;
     }
@@ -341,11 +341,11 @@ fn pump(
             Ok(0) => break (false, Stop::Eof),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => break (false, stop_of(&e)),
+            Err(e) => break (false, classify_error(&e)),
         };
         // A failed write is the fault of the side written to.
         if let Err(e) = (&*to).write_all(&buf[..n]) {
-            break (true, stop_of(&e));
+            break (true, classify_error(&e));
         }
         copied += n as u64;
     };
@@ -362,14 +362,6 @@ fn pump(
         let _ = to.shutdown(Shutdown::Write);
     }
     copied
-}
-
-/// Like [`classify_error`], but knows that a std socket timeout surfaces as `WouldBlock` on Unix.
-fn stop_of(err: &io::Error) -> Stop {
-    match err.kind() {
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Stop::Timeout,
-        _ => classify_error(err),
-    }
 }
 
 fn lock(ending: &Mutex<Ending>) -> std::sync::MutexGuard<'_, Ending> {
