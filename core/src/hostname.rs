@@ -7,6 +7,12 @@
 /// Longest host name that can be routed (the DNS limit).
 pub const MAX_HOST_LEN: usize = 253;
 
+/// Longest non-ASCII host that is converted to punycode, in bytes. A character that is kept takes at
+/// least one byte of the converted name and at most four bytes of UTF-8, so no longer host converts to a
+/// routable one. The bound comes before the conversion because that costs time in the label's length
+/// times its number of distinct characters: a 15 KiB host of long CJK labels took about 10 ms of CPU.
+pub const MAX_UNICODE_HOST_LEN: usize = 4 * (MAX_HOST_LEN + 1);
+
 /// A server address split into its host and its decoration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerAddress<'a> {
@@ -52,9 +58,12 @@ impl<'a> Host<'a> {
     /// Normalises `host`; `None` when it is empty, longer than [`MAX_HOST_LEN`], or has an empty label
     /// (`.a.com`, `a..com`: no DNS name looks like that, and no pattern may match it). A host with
     /// non-ASCII characters (vanilla clients send punycode, some others do not) is converted to punycode
-    /// first.
+    /// first, unless it is over [`MAX_UNICODE_HOST_LEN`] bytes.
     pub fn normalise(host: &'a str) -> Option<Host<'a>> {
         if !host.is_ascii() {
+            if host.len() > MAX_UNICODE_HOST_LEN {
+                return None;
+            }
             let ascii = idna::domain_to_ascii(host).ok()?;
             let host = ascii.strip_suffix('.').unwrap_or(&ascii);
             return (ascii.is_ascii() && scan(host).is_some())
@@ -207,6 +216,26 @@ mod tests {
         assert_eq!(
             Host::normalise("München.example.com").map(|h| h.as_str().to_owned()),
             Some("xn--mnchen-3ya.example.com".to_owned())
+        );
+    }
+
+    #[test]
+    fn a_unicode_host_too_long_to_convert_to_a_routable_one_is_refused_before_converting() {
+        // The longest routable name in four-byte characters: 50 of them per 63-byte label.
+        let label = "\u{1F600}".repeat(50);
+        let host = [label.as_str(); 3].join(".");
+        let converted = Host::normalise(&host).map(|h| h.as_str().len());
+        assert!(converted.is_some_and(|n| n <= MAX_HOST_LEN), "{converted:?}");
+        // Soft hyphens are dropped by the conversion, so this converts to `a.com`: proof that the length
+        // is checked before converting (five labels of 999 distinct CJK characters, which take
+        // milliseconds to convert, are refused the same way).
+        let padded = format!("a{}.com", "\u{AD}".repeat(MAX_UNICODE_HOST_LEN / 2));
+        assert!(padded.len() > MAX_UNICODE_HOST_LEN);
+        assert!(Host::normalise(&padded).is_none());
+        let within = format!("a{}.com", "\u{AD}".repeat(100));
+        assert_eq!(
+            Host::normalise(&within).map(|h| h.as_str().to_owned()),
+            Some("a.com".to_owned())
         );
     }
 

@@ -681,6 +681,16 @@ impl Session {
                             self.actions.push(Action::SendToClient(pong.into()));
                             return self.close(CloseReason::StatusServed);
                         }
+                        // A ping without its 8-byte payload (some status tools send one) gets no pong,
+                        // as vanilla gives none; the status it asked for was answered all the same.
+                        (0x01, _) if self.status_requested => {
+                            return self.close(CloseReason::StatusServed);
+                        }
+                        (0x01, len) => {
+                            return self.close(CloseReason::ProtocolError(format!(
+                                "ping with a {len}-byte payload (expected 8)"
+                            )))
+                        }
                         (id, _) => {
                             return self.close(CloseReason::ProtocolError(format!(
                                 "unexpected status packet {id:#04x}"
@@ -1117,6 +1127,26 @@ mod tests {
         let mut did = Vec::new();
         script.drain(&mut s, &mut did);
         assert_eq!(did, [Did::Close(CloseReason::StatusServed)]);
+    }
+
+    #[test]
+    fn offline_status_with_a_ping_lacking_its_payload_is_served_without_a_pong() {
+        for body in [&[][..], &[1, 2, 3][..]] {
+            let (mut s, mut script) = status_answered_offline();
+            let mut ping = Vec::new();
+            codec::write_frame(&mut ping, 0x01, body);
+            let did = script.run(&mut s, &[&ping]);
+            assert_eq!(did, [Did::Close(CloseReason::StatusServed)], "{body:?}");
+        }
+        // Another packet after the answer is still a protocol error.
+        let (mut s, mut script) = status_answered_offline();
+        let mut again = Vec::new();
+        codec::write_frame(&mut again, 0x00, &[]);
+        let did = script.run(&mut s, &[&again]);
+        assert!(
+            matches!(&did[..], [Did::Close(CloseReason::ProtocolError(m))] if m.contains("0x00")),
+            "{did:?}"
+        );
     }
 
     #[test]
