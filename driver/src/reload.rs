@@ -4,8 +4,8 @@
 use crate::proxy::Handle;
 use nethergate_core::config::{Catalog, ConfigErrors, ConfigIssue, ServerFiles};
 use nethergate_core::{RouteTable, ServerConfig};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -22,8 +22,10 @@ pub struct Reloader {
     dir: PathBuf,
     /// The main file, left out should `dir` be its own directory.
     main_file: Option<PathBuf>,
-    /// Whether the last reload was rejected or failed: the next clean one says so.
-    failing: AtomicBool,
+    /// The sources (the server files, each provider) whose last reload was rejected or failed: the next
+    /// clean one from the same source says so. Per source: a provider's unchanged poll says nothing about
+    /// a broken file, nor a SIGHUP about a provider's lasting conflict.
+    failing: Mutex<BTreeSet<String>>,
     /// The catalog a provider's last rejected change proposed: the same proposal from its next poll (a
     /// conflict that lasts, nothing else changed) is not logged again; a different one is.
     rejected: Mutex<Option<(String, Catalog)>>,
@@ -43,16 +45,30 @@ impl Reloader {
         Arc::new(Reloader {
             dir: dir.to_path_buf(),
             main_file: main_file.map(Path::to_path_buf),
-            failing: AtomicBool::new(false),
+            failing: Mutex::new(BTreeSet::new()),
             rejected: Mutex::new(None),
             catalog: Mutex::new(Catalog::new(initial)),
             handle,
         })
     }
 
-    /// The live routes match the catalog again: the next rejection, whatever it proposes, is news.
-    fn forget_rejected(&self) {
-        *self.rejected.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    /// The live routes match what `what` proposes again: its next rejection, whatever it proposes, is
+    /// news. Another source's rejection stays remembered (it still proposes the same).
+    fn forget_rejected(&self, what: &str) {
+        let mut rejected = self.rejected.lock().unwrap_or_else(PoisonError::into_inner);
+        if rejected.as_ref().is_some_and(|(w, _)| w == what) {
+            *rejected = None;
+        }
+    }
+
+    /// Records whether `what`'s last reload met problems; `true` when it had and no longer has.
+    fn set_failing(&self, what: &str, failing: bool) -> bool {
+        let mut set = self.failing.lock().unwrap_or_else(PoisonError::into_inner);
+        if failing {
+            set.insert(what.to_owned());
+            return false;
+        }
+        set.remove(what)
     }
 
     /// Applies `change` to a copy of the catalog; swaps the new table in only if it builds.
@@ -61,10 +77,12 @@ impl Reloader {
         let mut catalog = self.catalog.lock().unwrap_or_else(PoisonError::into_inner);
         let mut problems = false;
         match prepare(&catalog, |c| problems = change(c)) {
-            Outcome::Unchanged if problems => self.failing.store(true, Ordering::Relaxed),
+            Outcome::Unchanged if problems => {
+                self.set_failing(what, true);
+            }
             Outcome::Unchanged => {
-                self.forget_rejected();
-                if self.failing.swap(false, Ordering::Relaxed) {
+                self.forget_rejected(what);
+                if self.set_failing(what, false) {
                     // The problem went away without changing what is live (e.g. the conflicting file was
                     // removed): the admin who saw the error learns it is over.
                     tracing::info!(
@@ -74,7 +92,8 @@ impl Reloader {
                 }
             }
             Outcome::Reloaded(reloaded) => {
-                self.forget_rejected();
+                // The live routes changed: a rejected proposal of any source was against the old ones.
+                *self.rejected.lock().unwrap_or_else(PoisonError::into_inner) = None;
                 let (next, table) = *reloaded;
                 for warning in next
                     .new_or_changed(&catalog)
@@ -86,11 +105,11 @@ impl Reloader {
                 let servers = table.servers().len();
                 self.handle.set_routes(table);
                 *catalog = next;
-                self.failing.store(problems, Ordering::Relaxed);
+                self.set_failing(what, problems);
                 tracing::info!(servers, source = what, "configuration reloaded");
             }
             Outcome::Rejected(errors, next) => {
-                self.failing.store(true, Ordering::Relaxed);
+                self.set_failing(what, true);
                 let mut rejected = self.rejected.lock().unwrap_or_else(PoisonError::into_inner);
                 // A file's change is reported each time (an admin made it); a provider's poll that proposes
                 // the same servers again is not news. One that proposes others (a container started while
@@ -117,7 +136,7 @@ impl Reloader {
         let fresh = match ServerFiles::read_dir(&self.dir, self.main_file.as_deref()) {
             Ok(f) => f,
             Err(errors) => {
-                self.failing.store(true, Ordering::Relaxed);
+                self.set_failing(FILES, true);
                 for issue in &errors.0 {
                     log_issue(issue, "reload failed, previous routes stay live");
                 }

@@ -1019,3 +1019,70 @@ fn tcp_endpoint_works_too() {
     });
     drop(proxy);
 }
+
+/// Each source of servers fails and recovers on its own: a provider's unchanged poll does not declare a
+/// broken server file valid again, nor a server-file reload a provider's lasting conflict (whose report
+/// is then not repeated by the provider's next poll either).
+#[test]
+fn a_source_is_valid_again_only_by_its_own_reload() {
+    capture_logs();
+    let a = Backend::named();
+    let provider = "provider-under-test";
+    let layout = Layout::new().server(
+        "stable",
+        &server_toml(&["stable-src.example.com"], &[a.addr()], ""),
+    );
+    let config = layout.load();
+    let running = nethergate_tokio::spawn(config.clone(), Plugins::new()).expect("proxy starts");
+    let reloader = Reloader::new(
+        &config.main.servers_dir,
+        None,
+        &config.servers,
+        running.handle().clone(),
+    );
+    let again = |source: &str| {
+        log_lines(&[
+            "configuration valid again",
+            &format!("source=\"{source}\""),
+        ])
+    };
+
+    // A broken file; then the provider polls and finds nothing new.
+    layout.write_server("broken-src", "domains = [\"broken-src.example.com\"]\nbogus = 1\n");
+    reloader.reload_files();
+    assert_eq!(log_lines(&["broken-src.toml", "bogus"]), 1);
+    // (Its first list is a change, its second the same again.)
+    reloader.set_provider(provider, Vec::new());
+    reloader.set_provider(provider, Vec::new());
+    assert_eq!(again(provider), 0, "{}", captured_logs());
+    assert_eq!(again("files"), 0, "the file is still broken");
+    // Removing it ends the files' problem.
+    layout.remove_server("broken-src");
+    reloader.reload_files();
+    assert_eq!(again("files"), 1, "{}", captured_logs());
+
+    // The provider brings a server claiming the file's domain: rejected and reported once.
+    let thief = nethergate_core::ServerConfig::from_toml(
+        "docker container thief-src",
+        "thief-src",
+        &server_toml(&["stable-src.example.com"], &[a.addr()], ""),
+    )
+    .expect("valid server");
+    let conflict = ["docker container thief-src", "claimed by both"];
+    reloader.set_provider(provider, vec![thief.clone()]);
+    assert_eq!(log_lines(&conflict), 1, "{}", captured_logs());
+    // A SIGHUP (files unchanged) neither ends the provider's problem nor makes its next poll news.
+    reloader.reload_files();
+    assert_eq!(again("files"), 1, "{}", captured_logs());
+    reloader.set_provider(provider, vec![thief]);
+    assert_eq!(log_lines(&conflict), 1, "{}", captured_logs());
+    assert_eq!(again(provider), 0);
+    // The container goes: the provider's problem is over.
+    reloader.set_provider(provider, Vec::new());
+    assert_eq!(again(provider), 1, "{}", captured_logs());
+    assert_eq!(
+        routed_to(running.addr(), "stable-src.example.com"),
+        Some(a.addr().port())
+    );
+    let _ = running.shutdown();
+}
