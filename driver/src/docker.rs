@@ -13,7 +13,8 @@
 //! stay routed, one warning is logged for the outage, and the provider reconnects every `reconnect_delay`
 //! until the daemon answers again, then lists the containers afresh. When only the event stream fails
 //! (a socket proxy that forbids `/events`) while lists work, one warning says so and the containers are
-//! followed by polling every `poll_interval`, asking for the stream again at each poll.
+//! followed by polling every `poll_interval`, asking for the stream again at each poll. A stream that
+//! served for `reconnect_delay` and then ends or breaks off is asked for again at once.
 //!
 //! # Why its own thread
 //!
@@ -223,13 +224,14 @@ async fn follow_inner(state: &mut State) -> Result<std::convert::Infallible, Los
                     );
                     sync(state, &docker).await?;
                 }
-                None if events
+                None | Some(Err(_)) if events
                     .as_ref()
                     .is_some_and(|e| e.opened.elapsed() >= state.config.reconnect_delay) =>
                 {
-                    // A stream that served a while and then ended (an idle timeout of a proxy between us
-                    // and the daemon, a daemon stopping): a list says whether the daemon is still there,
-                    // and the stream is asked for again at once.
+                    // A stream that served a while and then ended or broke off (an idle timeout of a
+                    // proxy between us and the daemon cuts it in the middle of its chunked body; a daemon
+                    // stopping): a list says whether the daemon is still there, and the stream is asked
+                    // for again at once.
                     sync(state, &docker).await?;
                     events = Some(subscribe(&docker));
                 }

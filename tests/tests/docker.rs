@@ -316,6 +316,14 @@ impl Engine {
         events.log.push((now.as_secs(), chunk));
     }
 
+    /// Cuts every open event stream in the middle of its chunked body (no last chunk), as a proxy's idle
+    /// timeout between the client and the daemon does.
+    fn cut_event_streams(&self) {
+        for s in lock(&self.shared.events).subscribers.drain(..) {
+            s.close();
+        }
+    }
+
     /// Request targets seen so far.
     fn requests(&self) -> Vec<String> {
         lock(&self.shared.requests).clone()
@@ -1085,4 +1093,30 @@ fn a_source_is_valid_again_only_by_its_own_reload() {
         Some(a.addr().port())
     );
     let _ = running.shutdown();
+}
+
+/// An event stream cut in the middle of its body after serving a while (a proxy's idle timeout between
+/// the proxy and the daemon) is asked for again at once, as one that ended cleanly is, and is not
+/// reported as unavailable: the next container's event is not left to the poll.
+#[test]
+fn an_event_stream_cut_mid_body_is_reopened_at_once() {
+    let (a, _dir, mut engine) = one_backend_and_engine();
+    let endpoint = engine.endpoint();
+    engine.up();
+    let proxy = Proxy::start(Rt::Tokio, layout(&endpoint, "poll_interval = \"1h\"").load());
+    let addr = proxy.addr();
+    let streams = |e: &Engine| e.requests().iter().filter(|r| r.contains("/events?")).count();
+    eventually("event stream opened", || streams(&engine) == 1);
+    std::thread::sleep(Duration::from_millis(300)); // longer than reconnect_delay
+    engine.cut_event_streams();
+    let unavailable = ["docker event stream unavailable", endpoint.as_str()];
+    eventually("the cut seen", || {
+        streams(&engine) == 2 || log_lines(&unavailable) > 0
+    });
+    engine.run(minecraft("after-cut", "after-cut.example.com", a.addr().port()));
+    eventually("routed by its event", || {
+        routed_to(addr, "after-cut.example.com") == Some(a.addr().port())
+    });
+    assert_eq!(log_lines(&unavailable), 0, "{}", captured_logs());
+    drop(proxy);
 }
