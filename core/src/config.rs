@@ -595,11 +595,16 @@ fn ip_filter(
     );
     let allow = field(raw.allow, source, "ip_filter.allow", issues).unwrap_or_default();
     let deny = field(raw.deny, source, "ip_filter.deny", issues).unwrap_or_default();
+    let message = field(raw.message, source, "ip_filter.message", issues)
+        .unwrap_or_else(|| DEFAULT_IP_FILTER_MESSAGE.to_owned());
+    if let Some(n) = crate::response::kick_overflow(&message) {
+        let reason = crate::response::overflow_reason("kick", n);
+        issues.push(ConfigIssue::new(source, "ip_filter.message", reason));
+    }
     crate::plugin::IpFilter {
         allow: networks(source, "ip_filter.allow", &allow, issues),
         deny: networks(source, "ip_filter.deny", &deny, issues),
-        message: field(raw.message, source, "ip_filter.message", issues)
-            .unwrap_or_else(|| DEFAULT_IP_FILTER_MESSAGE.to_owned()),
+        message,
     }
 }
 
@@ -1331,19 +1336,12 @@ impl ServerConfig {
             "disconnect_message",
             &mut issues,
         );
-        if let Some(m) = &disconnect_message {
-            if !crate::response::fits_vanilla_clients(m) {
-                issues.push(ConfigIssue::new(
-                    source,
-                    "disconnect_message",
-                    format!(
-                        "too long ({} characters): vanilla clients refuse a status answer or kick over {} \
-                         characters",
-                        m.chars().count(),
-                        crate::response::VANILLA_MAX_STRING
-                    ),
-                ));
-            }
+        if let Some(n) = disconnect_message
+            .as_deref()
+            .and_then(crate::response::status_overflow)
+        {
+            let reason = crate::response::overflow_reason("status answer", n);
+            issues.push(ConfigIssue::new(source, "disconnect_message", reason));
         }
 
         let server = ServerConfig {
@@ -1990,12 +1988,22 @@ mod tests {
         assert!(with(&"x".repeat(32_000)).is_ok());
         let e = with(&"x".repeat(33_000)).unwrap_err();
         assert_eq!(keys(e.clone()), vec!["disconnect_message"]);
+        // The budget is said in the units it is counted in: the answer's length and what to cut.
+        let over = crate::response::status_overflow(&"x".repeat(33_000)).unwrap_or(0);
+        assert!(over > 33_000, "{over}");
         assert!(
-            e.0[0].reason.starts_with("too long (33000 characters)"),
+            e.0[0].reason.contains(&format!("would be {over} characters"))
+                && e.0[0]
+                    .reason
+                    .contains(&format!("shorten it by {} characters", over - 32_767)),
             "{e}"
         );
         // Escaping counts: each quote is two characters in the JSON.
         assert!(with(&"\"".repeat(17_000)).is_err());
+        // Cutting what it says is enough.
+        let fits = 33_000 - (over - 32_767);
+        assert!(with(&"x".repeat(fits)).is_ok());
+        assert!(with(&"x".repeat(fits + 1)).is_err());
     }
 
     #[test]
@@ -2620,5 +2628,16 @@ idle = "1m"
         )
         .unwrap_err();
         assert_eq!(keys(e), vec!["ip_filter.allow"]);
+        // A kick vanilla clients cannot read is refused like a `disconnect_message`.
+        let with = |message: &str| {
+            MainConfig::from_toml(
+                Path::new("n.toml"),
+                &format!("[ip_filter]\ndeny = [\"203.0.113.0/24\"]\nmessage = {message:?}"),
+            )
+        };
+        assert!(with(&"x".repeat(32_700)).is_ok());
+        let e = with(&"x".repeat(32_760)).unwrap_err();
+        assert_eq!(keys(e.clone()), vec!["ip_filter.message"]);
+        assert!(e.to_string().contains("the kick it is sent in"), "{e}");
     }
 }

@@ -30,11 +30,28 @@ fn status_json(protocol: i32, motd: &str, online: u32, max: u32) -> String {
     .to_string()
 }
 
-/// Whether every client can read `motd` as a status description and as a login disconnect reason: the
-/// longest status answer it can be part of fits [`VANILLA_MAX_STRING`].
-pub fn fits_vanilla_clients(motd: &str) -> bool {
+/// Why vanilla clients cannot read `motd` as a status description (and so as a login disconnect reason,
+/// which is shorter): the length of the longest status answer it can be part of, in UTF-16 code units, when
+/// that is over [`VANILLA_MAX_STRING`]. `None` when it fits.
+pub fn status_overflow(motd: &str) -> Option<usize> {
     let longest = status_json(i32::MIN, motd, u32::MAX, u32::MAX);
-    longest.encode_utf16().count() <= VANILLA_MAX_STRING
+    Some(longest.encode_utf16().count()).filter(|&n| n > VANILLA_MAX_STRING)
+}
+
+/// Why vanilla clients cannot read `reason` as a login disconnect reason: the length of the text component
+/// it is sent in, in UTF-16 code units, when that is over [`VANILLA_MAX_STRING`]. `None` when it fits.
+pub fn kick_overflow(reason: &str) -> Option<usize> {
+    Some(text_component(reason).encode_utf16().count()).filter(|&n| n > VANILLA_MAX_STRING)
+}
+
+/// What a configuration error says of a message whose packet would be `length` UTF-16 code units long.
+pub fn overflow_reason(what: &str, length: usize) -> String {
+    format!(
+        "too long: the {what} it is sent in would be {length} characters with its JSON (a `\"` or `\\` \
+         takes two, a control character six), over the {VANILLA_MAX_STRING} vanilla clients read; shorten \
+         it by {} characters",
+        length - VANILLA_MAX_STRING
+    )
 }
 
 /// A Status Response packet (id 0x00) whose description is `motd`, answering a client of `protocol`.
