@@ -85,8 +85,25 @@ where
     // Without RUST_LOG: `info`, except the `notify` crate's own info lines (e.g. "unable to remove watch
     // descriptor" when a watched directory is replaced), which say nothing an admin can act on: the
     // reload lines say what happened.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
+    // An invalid RUST_LOG is not dropped without a word: an admin who set `warn` to cut the volume would
+    // get every info line and no reason.
+    let (filter, ignored) = match std::env::var_os("RUST_LOG") {
+        None => (tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER), None),
+        Some(value) => match value
+            .to_str()
+            .map(tracing_subscriber::EnvFilter::try_new)
+        {
+            Some(Ok(filter)) => (filter, None),
+            Some(Err(e)) => (
+                tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER),
+                Some(e.to_string()),
+            ),
+            None => (
+                tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER),
+                Some("not valid UTF-8".to_owned()),
+            ),
+        },
+    };
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -98,6 +115,11 @@ where
         LogFormat::Human => builder.fmt_fields(crate::log::HumanFields).try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+    if let Some(error) = ignored {
+        let value = std::env::var_os("RUST_LOG").unwrap_or_default();
+        tracing::warn!(value = ?value, %error, default = DEFAULT_LOG_FILTER,
+            "RUST_LOG is invalid and was ignored; logging with the default filter");
+    }
 }
 
 /// The plugins configured in the main file.

@@ -359,11 +359,22 @@ fn spawn(bin: &str, layout: &Layout, extra: &[&str]) -> Started {
 // The child is killed and reaped when its guard drops; a panic before that ends the test process.
 #[allow(clippy::zombie_processes)]
 fn spawn_with_startup(bin: &str, layout: &Layout, extra: &[&str]) -> (Started, Vec<String>) {
+    spawn_logging(bin, layout, extra, "info")
+}
+
+/// [`spawn_with_startup`] with `rust_log` as `RUST_LOG`.
+#[allow(clippy::zombie_processes)]
+fn spawn_logging(
+    bin: &str,
+    layout: &Layout,
+    extra: &[&str],
+    rust_log: &str,
+) -> (Started, Vec<String>) {
     let mut child = Command::new(binary(bin))
         .arg("--config")
         .arg(layout.path())
         .args(extra)
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", rust_log)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -683,5 +694,26 @@ fn no_servers_is_warned_about_unless_docker_brings_them() {
                 "{bin} startup: {startup:#?}"
             );
         }
+    }
+}
+
+/// An invalid `RUST_LOG` is said, not silently replaced by the default filter; a valid one is used.
+#[test]
+fn an_invalid_rust_log_is_warned_about() {
+    for bin in BINARIES {
+        let layout = Layout::new().server("a", &server_toml(&["a.example.com"], &[refused_addr()], ""));
+        let (_proxy, startup) = spawn_logging(bin, &layout, &[], "warn,nethergate=bogus");
+        let warned = startup
+            .iter()
+            .find(|l| l.contains("RUST_LOG is invalid and was ignored"))
+            .unwrap_or_else(|| panic!("[{bin}] no warning in {startup:?}"));
+        assert!(warned.contains("bogus"), "[{bin}] {warned}");
+        // A valid filter is used as given, without the warning (the listening line is let through).
+        let (_proxy, startup) =
+            spawn_logging(bin, &layout, &[], "warn,nethergate_driver::proxy=info");
+        assert!(
+            !startup.iter().any(|l| l.contains("RUST_LOG")),
+            "[{bin}] {startup:?}"
+        );
     }
 }
