@@ -133,12 +133,13 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
     let (mut pi, mut ti) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while ti < t.len() {
-        if pi < p.len() && (p[pi] == b'?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == b'*' {
+        // A `*` is a wildcard even where the text holds a `*` too (only a hostile host does).
+        if pi < p.len() && p[pi] == b'*' {
             star = Some((pi, ti));
             pi += 1;
+        } else if pi < p.len() && (p[pi] == b'?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
         } else if let Some((sp, st)) = star {
             pi = sp + 1;
             ti = st + 1;
@@ -160,7 +161,7 @@ impl RouteTable {
             if let Some(&other) = table.by_name.get(&config.name) {
                 issues.push(ConfigIssue {
                     source: config.source.clone(),
-                    key: "name".into(),
+                    key: format!("{}name", config.key_prefix),
                     reason: format!(
                         "server name {:?} is already used by {}",
                         config.name, configs[other].source
@@ -176,7 +177,7 @@ impl RouteTable {
                     Some(&other) => {
                         issues.push(ConfigIssue {
                             source: config.source.clone(),
-                            key: "domains".into(),
+                            key: format!("{}domains", config.key_prefix),
                             reason: format!(
                                 "domain {domain:?} is claimed by both {} (server {:?}) and {} (server {:?})",
                                 configs[other].source, configs[other].name, config.source, config.name
@@ -369,6 +370,19 @@ mod tests {
         let e = RouteTable::build(&[cfg("one", &["a.example.com"]), c]).unwrap_err();
         let keys: Vec<&str> = e.0.iter().map(|i| i.key.as_str()).collect();
         assert_eq!(keys, vec!["name", "domains"], "{e}");
+        // A server from Docker labels is told by its labels' names.
+        let mut c = cfg("one", &["a.example.com"]);
+        c.key_prefix = "nethergate.".into();
+        let e = RouteTable::build(&[cfg("one", &["a.example.com"]), c]).unwrap_err();
+        let keys: Vec<&str> = e.0.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(keys, vec!["nethergate.name", "nethergate.domains"], "{e}");
+    }
+
+    #[test]
+    fn a_star_in_the_host_does_not_stop_a_pattern_star() {
+        assert!(glob_match("mc*", "mc*x"));
+        assert!(glob_match("a*b", "a*xb"));
+        assert!(!glob_match("a*b", "a*x"));
     }
 
     #[test]
@@ -385,7 +399,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn glob_agrees_with_a_naive_matcher(p in "[ab*?]{0,8}", t in "[ab]{0,10}") {
+        fn glob_agrees_with_a_naive_matcher(p in "[ab*?]{0,8}", t in "[ab*?]{0,10}") {
             fn naive(p: &[u8], t: &[u8]) -> bool {
                 match (p.first(), t.first()) {
                     (None, _) => t.is_empty(),
