@@ -1052,6 +1052,56 @@ struct CheckedMain {
     issues: Vec<ConfigIssue>,
 }
 
+/// The characters UTS-46 (how domains are stored) and IDNA2003 (Java's `IDN.toASCII`, which vanilla clients
+/// use for the host they send) convert differently, and what IDNA2003 makes of each.
+const IDNA_DEVIATIONS: [(char, &str); 4] = [
+    ('ß', "ss"),
+    ('ς', "σ"),
+    ('\u{200C}', ""),
+    ('\u{200D}', ""),
+];
+
+/// `domain` (as stored: punycode labels) as it is written, for messages.
+fn domain_for_people(domain: &str) -> String {
+    domain
+        .split('.')
+        .map(|label| match label.starts_with("xn--") {
+            true => idna::domain_to_unicode(label).0,
+            false => label.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// How a vanilla client spells the stored `domain` in its handshake, when that differs: a label holding
+/// one of [`IDNA_DEVIATIONS`] (`straße` is `xn--strae-oqa` here, `strasse` from a vanilla client).
+fn vanilla_spelling(domain: &str) -> Option<String> {
+    let mut changed = false;
+    let labels: Option<Vec<String>> = domain
+        .split('.')
+        .map(|label| {
+            if !label.starts_with("xn--") {
+                return Some(label.to_owned());
+            }
+            let (unicode, result) = idna::domain_to_unicode(label);
+            result.ok()?;
+            if !unicode.contains(|c| IDNA_DEVIATIONS.iter().any(|&(d, _)| d == c)) {
+                return Some(label.to_owned());
+            }
+            changed = true;
+            let mapped: String = unicode
+                .chars()
+                .map(|c| match IDNA_DEVIATIONS.iter().find(|&&(d, _)| d == c) {
+                    Some((_, to)) => (*to).to_owned(),
+                    None => c.to_string(),
+                })
+                .collect();
+            idna::domain_to_ascii(&mapped).ok()
+        })
+        .collect();
+    labels.filter(|_| changed).map(|l| l.join("."))
+}
+
 /// Checks a `domains` entry and normalises it (lower case, no trailing dot).
 fn domain(source: &str, value: &str, issues: &mut Vec<ConfigIssue>) -> Option<String> {
     // An IPv6 address (`2001:db8::1`, `[2001:db8::1]`), for players who connect by address: stored in the
@@ -1115,6 +1165,21 @@ fn domain(source: &str, value: &str, issues: &mut Vec<ConfigIssue>) -> Option<St
     if d.is_ascii() {
         return checked(d.to_ascii_lowercase(), issues);
     }
+    if d
+        .split('.')
+        .any(|l| !l.is_ascii() && crate::route::is_wildcard(l))
+    {
+        issues.push(ConfigIssue::new(
+            source,
+            "domains",
+            format!(
+                "{value:?} has a wildcard inside an internationalised label, which can never match: clients \
+                 send that label as punycode (`xn--...`); give the wildcard a label of its own \
+                 (`*.münchen.example.com`)"
+            ),
+        ));
+        return None;
+    }
     // Clients send internationalised names as punycode (`xn--...`): store them that way.
     let labels: Result<Vec<String>, _> = d
         .split('.')
@@ -1150,13 +1215,30 @@ impl ServerConfig {
             (t.read, default.read),
             (t.write, default.write),
         ];
-        TIMEOUT_FLOORS
+        let mut warnings: Vec<ConfigIssue> = TIMEOUT_FLOORS
             .iter()
             .zip(pairs)
             .filter_map(|(floor, (value, default))| {
                 floor.check(&self.source, &self.key_prefix, value, default)
             })
-            .collect()
+            .collect();
+        for (domain, vanilla) in self.domains.iter().filter_map(|d| {
+            vanilla_spelling(d)
+                .filter(|v| !self.domains.contains(v))
+                .map(|v| (d, v))
+        }) {
+            let shown = domain_for_people(domain);
+            warnings.push(ConfigIssue::new(
+                &self.source,
+                &format!("{}domains", self.key_prefix),
+                format!(
+                    "vanilla clients send {shown:?} as {vanilla:?} (Java's IDNA2003 maps ß to ss and ς to σ, \
+                     and drops zero-width joiners), which is not listed: add it if those players should \
+                     reach this server"
+                ),
+            ));
+        }
+        warnings
     }
 
     /// Parses and validates one server file. `source` names it in errors; `stem` is the default name.
@@ -2559,6 +2641,33 @@ idle = "1m"
                 "{good}"
             );
         }
+    }
+
+    #[test]
+    fn a_domain_vanilla_clients_spell_otherwise_is_warned_about() {
+        let warned = |domains: &str| {
+            let s = server(&format!("domains = [{domains}]\naddresses = [\"a:1\"]"))
+                .unwrap_or_else(|e| panic!("{e}"));
+            s.warnings()
+                .into_iter()
+                .map(|w| w.reason)
+                .collect::<Vec<_>>()
+        };
+        let w = warned("\"straße.example.com\", \"*.ς.example.com\"");
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(
+            w[0].contains("\"straße.example.com\" as \"strasse.example.com\""),
+            "{w:?}"
+        );
+        assert!(w[1].contains(&format!("as {:?}", "*.xn--4xa.example.com")), "{w:?}");
+        // Listed both ways, or with nothing that differs: no warning.
+        assert!(warned("\"straße.example.com\", \"strasse.example.com\"").is_empty());
+        assert!(warned("\"münchen.example.com\", \"plain.example.com\"").is_empty());
+        // A wildcard inside an internationalised label could never match.
+        let e = server("domains = [\"mü*.example.com\"]\naddresses = [\"a:1\"]").unwrap_err();
+        assert_eq!(keys(e.clone()), vec!["domains"]);
+        assert!(e.to_string().contains("punycode"), "{e}");
+        assert!(server("domains = [\"*.mü.example.com\"]\naddresses = [\"a:1\"]").is_ok());
     }
 
     #[test]
