@@ -1054,12 +1054,8 @@ struct CheckedMain {
 
 /// The characters UTS-46 (how domains are stored) and IDNA2003 (Java's `IDN.toASCII`, which vanilla clients
 /// use for the host they send) convert differently, and what IDNA2003 makes of each.
-const IDNA_DEVIATIONS: [(char, &str); 4] = [
-    ('ß', "ss"),
-    ('ς', "σ"),
-    ('\u{200C}', ""),
-    ('\u{200D}', ""),
-];
+const IDNA_DEVIATIONS: [(char, &str); 4] =
+    [('ß', "ss"), ('ς', "σ"), ('\u{200C}', ""), ('\u{200D}', "")];
 
 /// `domain` (as stored: punycode labels) as it is written, for messages.
 fn domain_for_people(domain: &str) -> String {
@@ -1165,8 +1161,7 @@ fn domain(source: &str, value: &str, issues: &mut Vec<ConfigIssue>) -> Option<St
     if d.is_ascii() {
         return checked(d.to_ascii_lowercase(), issues);
     }
-    if d
-        .split('.')
+    if d.split('.')
         .any(|l| !l.is_ascii() && crate::route::is_wildcard(l))
     {
         issues.push(ConfigIssue::new(
@@ -1230,7 +1225,7 @@ impl ServerConfig {
             let shown = domain_for_people(domain);
             warnings.push(ConfigIssue::new(
                 &self.source,
-                &format!("{}domains", self.key_prefix),
+                format!("{}domains", self.key_prefix),
                 format!(
                     "vanilla clients send {shown:?} as {vanilla:?} (Java's IDNA2003 maps ß to ss and ς to σ, \
                      and drops zero-width joiners), which is not listed: add it if those players should \
@@ -2074,7 +2069,9 @@ mod tests {
         let over = crate::response::status_overflow(&"x".repeat(33_000)).unwrap_or(0);
         assert!(over > 33_000, "{over}");
         assert!(
-            e.0[0].reason.contains(&format!("would be {over} characters"))
+            e.0[0]
+                .reason
+                .contains(&format!("would be {over} characters"))
                 && e.0[0]
                     .reason
                     .contains(&format!("shorten it by {} characters", over - 32_767)),
@@ -2659,7 +2656,10 @@ idle = "1m"
             w[0].contains("\"straße.example.com\" as \"strasse.example.com\""),
             "{w:?}"
         );
-        assert!(w[1].contains(&format!("as {:?}", "*.xn--4xa.example.com")), "{w:?}");
+        assert!(
+            w[1].contains(&format!("as {:?}", "*.xn--4xa.example.com")),
+            "{w:?}"
+        );
         // Listed both ways, or with nothing that differs: no warning.
         assert!(warned("\"straße.example.com\", \"strasse.example.com\"").is_empty());
         assert!(warned("\"münchen.example.com\", \"plain.example.com\"").is_empty());

@@ -225,7 +225,10 @@ mod tests {
         let label = "\u{1F600}".repeat(50);
         let host = [label.as_str(); 3].join(".");
         let converted = Host::normalise(&host).map(|h| h.as_str().len());
-        assert!(converted.is_some_and(|n| n <= MAX_HOST_LEN), "{converted:?}");
+        assert!(
+            converted.is_some_and(|n| n <= MAX_HOST_LEN),
+            "{converted:?}"
+        );
         // Soft hyphens are dropped by the conversion, so this converts to `a.com`: proof that the length
         // is checked before converting (five labels of 999 distinct CJK characters, which take
         // milliseconds to convert, are refused the same way).

@@ -89,10 +89,7 @@ where
     // get every info line and no reason.
     let (filter, ignored) = match std::env::var_os("RUST_LOG") {
         None => (tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER), None),
-        Some(value) => match value
-            .to_str()
-            .map(tracing_subscriber::EnvFilter::try_new)
-        {
+        Some(value) => match value.to_str().map(tracing_subscriber::EnvFilter::try_new) {
             Some(Ok(filter)) => (filter, None),
             Some(Err(e)) => (
                 tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER),

@@ -701,7 +701,8 @@ fn no_servers_is_warned_about_unless_docker_brings_them() {
 #[test]
 fn an_invalid_rust_log_is_warned_about() {
     for bin in BINARIES {
-        let layout = Layout::new().server("a", &server_toml(&["a.example.com"], &[refused_addr()], ""));
+        let layout =
+            Layout::new().server("a", &server_toml(&["a.example.com"], &[refused_addr()], ""));
         let (_proxy, startup) = spawn_logging(bin, &layout, &[], "warn,nethergate=bogus");
         let warned = startup
             .iter()

@@ -1048,15 +1048,14 @@ fn a_source_is_valid_again_only_by_its_own_reload() {
         &config.servers,
         running.handle().clone(),
     );
-    let again = |source: &str| {
-        log_lines(&[
-            "configuration valid again",
-            &format!("source=\"{source}\""),
-        ])
-    };
+    let again =
+        |source: &str| log_lines(&["configuration valid again", &format!("source=\"{source}\"")]);
 
     // A broken file; then the provider polls and finds nothing new.
-    layout.write_server("broken-src", "domains = [\"broken-src.example.com\"]\nbogus = 1\n");
+    layout.write_server(
+        "broken-src",
+        "domains = [\"broken-src.example.com\"]\nbogus = 1\n",
+    );
     reloader.reload_files();
     assert_eq!(log_lines(&["broken-src.toml", "bogus"]), 1);
     // (Its first list is a change, its second the same again.)
@@ -1103,9 +1102,17 @@ fn an_event_stream_cut_mid_body_is_reopened_at_once() {
     let (a, _dir, mut engine) = one_backend_and_engine();
     let endpoint = engine.endpoint();
     engine.up();
-    let proxy = Proxy::start(Rt::Tokio, layout(&endpoint, "poll_interval = \"1h\"").load());
+    let proxy = Proxy::start(
+        Rt::Tokio,
+        layout(&endpoint, "poll_interval = \"1h\"").load(),
+    );
     let addr = proxy.addr();
-    let streams = |e: &Engine| e.requests().iter().filter(|r| r.contains("/events?")).count();
+    let streams = |e: &Engine| {
+        e.requests()
+            .iter()
+            .filter(|r| r.contains("/events?"))
+            .count()
+    };
     eventually("event stream opened", || streams(&engine) == 1);
     std::thread::sleep(Duration::from_millis(300)); // longer than reconnect_delay
     engine.cut_event_streams();
@@ -1113,7 +1120,11 @@ fn an_event_stream_cut_mid_body_is_reopened_at_once() {
     eventually("the cut seen", || {
         streams(&engine) == 2 || log_lines(&unavailable) > 0
     });
-    engine.run(minecraft("after-cut", "after-cut.example.com", a.addr().port()));
+    engine.run(minecraft(
+        "after-cut",
+        "after-cut.example.com",
+        a.addr().port(),
+    ));
     eventually("routed by its event", || {
         routed_to(addr, "after-cut.example.com") == Some(a.addr().port())
     });
