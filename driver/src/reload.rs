@@ -4,7 +4,7 @@
 use crate::proxy::Handle;
 use nethergate_core::config::{Catalog, ConfigErrors, ConfigIssue, ServerFiles};
 use nethergate_core::{RouteTable, ServerConfig};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -26,9 +26,9 @@ pub struct Reloader {
     /// clean one from the same source says so. Per source: a provider's unchanged poll says nothing about
     /// a broken file, nor a SIGHUP about a provider's lasting conflict.
     failing: Mutex<BTreeSet<String>>,
-    /// The catalog a provider's last rejected change proposed: the same proposal from its next poll (a
-    /// conflict that lasts, nothing else changed) is not logged again; a different one is.
-    rejected: Mutex<Option<(String, Catalog)>>,
+    /// The catalog each source's last rejected change proposed: the same proposal from a provider's next
+    /// poll (a conflict that lasts, nothing else changed) is not logged again; a different one is.
+    rejected: Mutex<BTreeMap<String, Catalog>>,
     catalog: Mutex<Catalog>,
     handle: Handle,
 }
@@ -46,7 +46,7 @@ impl Reloader {
             dir: dir.to_path_buf(),
             main_file: main_file.map(Path::to_path_buf),
             failing: Mutex::new(BTreeSet::new()),
-            rejected: Mutex::new(None),
+            rejected: Mutex::new(BTreeMap::new()),
             catalog: Mutex::new(Catalog::new(initial)),
             handle,
         })
@@ -56,9 +56,7 @@ impl Reloader {
     /// news. Another source's rejection stays remembered (it still proposes the same).
     fn forget_rejected(&self, what: &str) {
         let mut rejected = self.rejected.lock().unwrap_or_else(PoisonError::into_inner);
-        if rejected.as_ref().is_some_and(|(w, _)| w == what) {
-            *rejected = None;
-        }
+        rejected.remove(what);
     }
 
     /// Records whether `what`'s last reload met problems; `true` when it had and no longer has.
@@ -93,7 +91,10 @@ impl Reloader {
             }
             Outcome::Reloaded(reloaded) => {
                 // The live routes changed: a rejected proposal of any source was against the old ones.
-                *self.rejected.lock().unwrap_or_else(PoisonError::into_inner) = None;
+                self.rejected
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clear();
                 let (next, table) = *reloaded;
                 for warning in next
                     .new_or_changed(&catalog)
@@ -114,10 +115,7 @@ impl Reloader {
                 // A file's change is reported each time (an admin made it); a provider's poll that proposes
                 // the same servers again is not news. One that proposes others (a container started while
                 // the conflict lasts) is: it is held up too.
-                let seen = what != FILES
-                    && rejected
-                        .as_ref()
-                        .is_some_and(|(w, c)| w == what && *c == *next);
+                let seen = what != FILES && rejected.get(what).is_some_and(|c| *c == *next);
                 if seen {
                     tracing::debug!(source = what, "reload rejected again for the same reasons");
                 } else {
@@ -125,7 +123,7 @@ impl Reloader {
                         log_issue(issue, "reload rejected, previous routes stay live");
                     }
                 }
-                *rejected = Some((what.to_owned(), *next));
+                rejected.insert(what.to_owned(), *next);
             }
         }
     }

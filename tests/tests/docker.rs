@@ -1081,9 +1081,20 @@ fn a_source_is_valid_again_only_by_its_own_reload() {
     // A SIGHUP (files unchanged) neither ends the provider's problem nor makes its next poll news.
     reloader.reload_files();
     assert_eq!(again("files"), 1, "{}", captured_logs());
-    reloader.set_provider(provider, vec![thief]);
+    reloader.set_provider(provider, vec![thief.clone()]);
     assert_eq!(log_lines(&conflict), 1, "{}", captured_logs());
     assert_eq!(again(provider), 0);
+    // Nor does a file change rejected meanwhile (its own conflict, reported).
+    layout.write_server(
+        "copycat-src",
+        &server_toml(&["stable-src.example.com"], &[a.addr()], ""),
+    );
+    reloader.reload_files();
+    assert_eq!(log_lines(&["copycat-src.toml", "claimed by both"]), 1);
+    reloader.set_provider(provider, vec![thief]);
+    assert_eq!(log_lines(&conflict), 1, "{}", captured_logs());
+    layout.remove_server("copycat-src");
+    reloader.reload_files();
     // The container goes: the provider's problem is over.
     reloader.set_provider(provider, Vec::new());
     assert_eq!(again(provider), 1, "{}", captured_logs());
