@@ -597,8 +597,10 @@ fn ip_filter(
     let deny = field(raw.deny, source, "ip_filter.deny", issues).unwrap_or_default();
     let message = field(raw.message, source, "ip_filter.message", issues)
         .unwrap_or_else(|| DEFAULT_IP_FILTER_MESSAGE.to_owned());
-    if let Some(n) = crate::response::kick_overflow(&message) {
-        let reason = crate::response::overflow_reason("kick", n);
+    let n = crate::response::kick_length(&message);
+    if n > crate::response::VANILLA_MAX_KICK {
+        let limit = crate::response::VANILLA_MAX_KICK;
+        let reason = crate::response::overflow_reason("kick", n, limit, "vanilla clients");
         issues.push(ConfigIssue::new(source, "ip_filter.message", reason));
     }
     crate::plugin::IpFilter {
@@ -922,7 +924,7 @@ impl MainConfig {
     /// Valid settings that are almost surely mistakes (see [`ServerConfig::warnings`]); `source` names
     /// the main file.
     pub fn warnings(&self, source: &str) -> Vec<ConfigIssue> {
-        HANDSHAKE_FLOOR
+        let mut warnings: Vec<ConfigIssue> = HANDSHAKE_FLOOR
             .check(
                 source,
                 "",
@@ -930,7 +932,19 @@ impl MainConfig {
                 DEFAULT_HANDSHAKE_TIMEOUT,
             )
             .into_iter()
-            .collect()
+            .collect();
+        // 1.13 and later read a kick eight times longer: refused only over that (see `ip_filter`).
+        if let Some(filter) = &self.ip_filter {
+            let (n, limit) = (
+                crate::response::kick_length(&filter.message),
+                crate::response::VANILLA_MAX_STRING,
+            );
+            if n > limit {
+                let why = crate::response::overflow_reason("kick", n, limit, "1.7–1.12 clients");
+                warnings.push(ConfigIssue::new(source, "ip_filter.message", why));
+            }
+        }
+        warnings
     }
 
     /// Reads, parses and validates the main file at `path` alone (its server files are not read).
@@ -1161,9 +1175,12 @@ fn domain(source: &str, value: &str, issues: &mut Vec<ConfigIssue>) -> Option<St
     if d.is_ascii() {
         return checked(d.to_ascii_lowercase(), issues);
     }
-    if d.split('.')
-        .any(|l| !l.is_ascii() && crate::route::is_wildcard(l))
-    {
+    // Checked on each label as converted too: fullwidth `＊` and `？` become `*` and `?`.
+    if d.split('.').any(|l| {
+        !l.is_ascii()
+            && (crate::route::is_wildcard(l)
+                || idna::domain_to_ascii(l).is_ok_and(|a| crate::route::is_wildcard(&a)))
+    }) {
         issues.push(ConfigIssue::new(
             source,
             "domains",
@@ -1417,7 +1434,12 @@ impl ServerConfig {
             .as_deref()
             .and_then(crate::response::status_overflow)
         {
-            let reason = crate::response::overflow_reason("status answer", n);
+            let reason = crate::response::overflow_reason(
+                "status answer",
+                n,
+                crate::response::VANILLA_MAX_STRING,
+                "vanilla clients",
+            );
             issues.push(ConfigIssue::new(source, "disconnect_message", reason));
         }
 
@@ -2668,6 +2690,9 @@ idle = "1m"
         assert_eq!(keys(e.clone()), vec!["domains"]);
         assert!(e.to_string().contains("punycode"), "{e}");
         assert!(server("domains = [\"*.mü.example.com\"]\naddresses = [\"a:1\"]").is_ok());
+        let e =
+            server("domains = [\"mü\u{FF0A}.example.com\"]\naddresses = [\"a:1\"]").unwrap_err();
+        assert!(e.to_string().contains("punycode"), "{e}");
     }
 
     #[test]
@@ -2744,8 +2769,15 @@ idle = "1m"
                 &format!("[ip_filter]\ndeny = [\"203.0.113.0/24\"]\nmessage = {message:?}"),
             )
         };
-        assert!(with(&"x".repeat(32_700)).is_ok());
-        let e = with(&"x".repeat(32_760)).unwrap_err();
+        let warned = |m: &MainConfig| {
+            m.warnings("n.toml")
+                .iter()
+                .any(|w| w.key == "ip_filter.message" && w.reason.contains("1.7–1.12 clients"))
+        };
+        assert!(with(&"x".repeat(32_700)).is_ok_and(|m| !warned(&m)));
+        // Over what 1.7–1.12 clients read: a warning; over what any client reads: refused.
+        assert!(with(&"x".repeat(32_760)).is_ok_and(|m| warned(&m)));
+        let e = with(&"x".repeat(262_200)).unwrap_err();
         assert_eq!(keys(e.clone()), vec!["ip_filter.message"]);
         assert!(e.to_string().contains("the kick it is sent in"), "{e}");
     }

@@ -17,9 +17,13 @@ pub fn login_disconnect(reason: &str) -> Vec<u8> {
     out
 }
 
-/// The longest string vanilla clients read in a Status Response or (before 1.20.3) a Login Disconnect, in
-/// UTF-16 code units: longer, and the client fails with a decode error instead of showing the text.
+/// The longest string vanilla clients read in a Status Response, and 1.7–1.12 clients in a Login
+/// Disconnect, in UTF-16 code units: longer, and the client fails with a decode error instead of showing
+/// the text.
 pub const VANILLA_MAX_STRING: usize = 32767;
+
+/// The longest Login Disconnect reason 1.13 and later clients read, in UTF-16 code units.
+pub const VANILLA_MAX_KICK: usize = 262_144;
 
 fn status_json(protocol: i32, motd: &str, online: u32, max: u32) -> String {
     serde_json::json!({
@@ -38,19 +42,20 @@ pub fn status_overflow(motd: &str) -> Option<usize> {
     Some(longest.encode_utf16().count()).filter(|&n| n > VANILLA_MAX_STRING)
 }
 
-/// Why vanilla clients cannot read `reason` as a login disconnect reason: the length of the text component
-/// it is sent in, in UTF-16 code units, when that is over [`VANILLA_MAX_STRING`]. `None` when it fits.
-pub fn kick_overflow(reason: &str) -> Option<usize> {
-    Some(text_component(reason).encode_utf16().count()).filter(|&n| n > VANILLA_MAX_STRING)
+/// The length of the text component `reason` is sent in as a login disconnect reason, in UTF-16 code
+/// units (what [`VANILLA_MAX_STRING`] and [`VANILLA_MAX_KICK`] count).
+pub fn kick_length(reason: &str) -> usize {
+    text_component(reason).encode_utf16().count()
 }
 
-/// What a configuration error says of a message whose packet would be `length` UTF-16 code units long.
-pub fn overflow_reason(what: &str, length: usize) -> String {
+/// What a configuration problem says of a message whose packet would be `length` UTF-16 code units long,
+/// over the `limit` that `readers` read.
+pub fn overflow_reason(what: &str, length: usize, limit: usize, readers: &str) -> String {
     format!(
         "too long: the {what} it is sent in would be {length} characters with its JSON (a `\"` or `\\` \
-         takes two, a control character six), over the {VANILLA_MAX_STRING} vanilla clients read; shorten \
-         it by {} characters",
-        length - VANILLA_MAX_STRING
+         takes two, a control character two or six, a character beyond U+FFFF two), over the {limit} \
+         {readers} read; shorten it by {} characters",
+        length.saturating_sub(limit)
     )
 }
 

@@ -87,7 +87,8 @@ where
     // reload lines say what happened.
     // An invalid RUST_LOG is not dropped without a word: an admin who set `warn` to cut the volume would
     // get every info line and no reason.
-    let (filter, ignored) = match std::env::var_os("RUST_LOG") {
+    // An empty RUST_LOG (`RUST_LOG=`, or compose's `${RUST_LOG}` with nothing set) is unset, not "off".
+    let (filter, ignored) = match std::env::var_os("RUST_LOG").filter(|v| !v.is_empty()) {
         None => (tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER), None),
         Some(value) => match value.to_str().map(tracing_subscriber::EnvFilter::try_new) {
             Some(Ok(filter)) => (filter, None),

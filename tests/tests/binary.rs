@@ -709,6 +709,12 @@ fn an_invalid_rust_log_is_warned_about() {
             .find(|l| l.contains("RUST_LOG is invalid and was ignored"))
             .unwrap_or_else(|| panic!("[{bin}] no warning in {startup:?}"));
         assert!(warned.contains("bogus"), "[{bin}] {warned}");
+        // An empty one is no filter at all (which would log nothing): the default, without a warning.
+        let (_proxy, startup) = spawn_logging(bin, &layout, &[], "");
+        assert!(
+            !startup.iter().any(|l| l.contains("RUST_LOG")),
+            "[{bin}] {startup:?}"
+        );
         // A valid filter is used as given, without the warning (the listening line is let through).
         let (_proxy, startup) =
             spawn_logging(bin, &layout, &[], "warn,nethergate_driver::proxy=info");
