@@ -1635,7 +1635,12 @@ impl Catalog {
 
     /// Replaces every server of `provider` (e.g. `"docker"`).
     pub fn set_provider(&mut self, provider: &str, servers: Vec<ServerConfig>) {
-        self.providers.insert(provider.to_owned(), servers);
+        // A provider with no servers is one that never had any: its first, empty list changes nothing.
+        if servers.is_empty() {
+            self.providers.remove(provider);
+        } else {
+            self.providers.insert(provider.to_owned(), servers);
+        }
     }
 
     /// Every server, files first (by path), then providers (by name).
@@ -2203,6 +2208,10 @@ mod tests {
         assert!(e.to_string().contains("docker container web"), "{e}");
         catalog.set_provider("docker", Vec::new());
         assert!(catalog.route_table().is_ok());
+        // A provider's empty list is the same catalog as none: nothing to reload.
+        let mut with_empty = Catalog::default();
+        with_empty.set_provider("docker", Vec::new());
+        assert!(with_empty == Catalog::default());
     }
 
     /// A main file and its `servers` directory in a fresh temporary directory; the main file's path.
