@@ -1086,30 +1086,29 @@ fn domain_for_people(domain: &str) -> String {
 /// How a vanilla client spells the stored `domain` in its handshake, when that differs: a label holding
 /// one of [`IDNA_DEVIATIONS`] (`straße` is `xn--strae-oqa` here, `strasse` from a vanilla client).
 fn vanilla_spelling(domain: &str) -> Option<String> {
-    let mut changed = false;
-    let labels: Option<Vec<String>> = domain
+    let written = domain_for_people(domain);
+    let deviation = |c: char| IDNA_DEVIATIONS.iter().find(|&&(d, _)| d == c);
+    if !written.chars().any(|c| deviation(c).is_some()) {
+        return None;
+    }
+    let mapped: String = written
+        .chars()
+        .map(|c| deviation(c).map_or_else(|| c.to_string(), |(_, to)| (*to).to_owned()))
+        .collect();
+    to_punycode(&mapped).ok()
+}
+
+/// `domain` as stored: ASCII labels lower-cased, the others converted to punycode (`xn--...`), which is
+/// how clients send internationalised names. Label by label, so that a wildcard label stays as written.
+fn to_punycode(domain: &str) -> Result<String, idna::Errors> {
+    let labels: Result<Vec<String>, _> = domain
         .split('.')
-        .map(|label| {
-            if !label.starts_with("xn--") {
-                return Some(label.to_owned());
-            }
-            let (unicode, result) = idna::domain_to_unicode(label);
-            result.ok()?;
-            if !unicode.contains(|c| IDNA_DEVIATIONS.iter().any(|&(d, _)| d == c)) {
-                return Some(label.to_owned());
-            }
-            changed = true;
-            let mapped: String = unicode
-                .chars()
-                .map(|c| match IDNA_DEVIATIONS.iter().find(|&&(d, _)| d == c) {
-                    Some((_, to)) => (*to).to_owned(),
-                    None => c.to_string(),
-                })
-                .collect();
-            idna::domain_to_ascii(&mapped).ok()
+        .map(|label| match label.is_ascii() {
+            true => Ok(label.to_ascii_lowercase()),
+            false => idna::domain_to_ascii(label),
         })
         .collect();
-    labels.filter(|_| changed).map(|l| l.join("."))
+    labels.map(|l| l.join("."))
 }
 
 /// Checks a `domains` entry and normalises it (lower case, no trailing dot).
@@ -1192,19 +1191,8 @@ fn domain(source: &str, value: &str, issues: &mut Vec<ConfigIssue>) -> Option<St
         ));
         return None;
     }
-    // Clients send internationalised names as punycode (`xn--...`): store them that way.
-    let labels: Result<Vec<String>, _> = d
-        .split('.')
-        .map(|label| {
-            if label.is_ascii() {
-                Ok(label.to_ascii_lowercase())
-            } else {
-                idna::domain_to_ascii(label)
-            }
-        })
-        .collect();
-    match labels {
-        Ok(labels) => checked(labels.join("."), issues),
+    match to_punycode(d) {
+        Ok(d) => checked(d, issues),
         Err(_) => {
             issues.push(ConfigIssue::new(
                 source,

@@ -7,21 +7,18 @@
 /// Longest host name that can be routed (the DNS limit).
 pub const MAX_HOST_LEN: usize = 253;
 
-/// Longest non-ASCII host that is converted to punycode, in bytes; beyond that, and beyond 63 characters in
-/// a label or 254 in the host, a non-ASCII host is not routable. A character takes at least one byte of
-/// the converted name, so only hosts padded with characters the conversion drops (soft hyphens, variation
-/// selectors) or composes could convert to a routable name, and no client sends those. The bounds come
-/// before the conversion because it costs time in a label's length times its number of distinct
-/// characters: a 15 KiB host of long CJK labels took about 6 ms of CPU per connection.
-pub const MAX_UNICODE_HOST_LEN: usize = 4 * (MAX_HOST_LEN + 1);
+/// Longest label of a non-ASCII host that is converted to punycode, in characters.
+const MAX_UNICODE_LABEL: usize = 63;
 
-/// Whether `host` (not ASCII) is short enough to be converted: see [`MAX_UNICODE_HOST_LEN`]. Labels are
-/// split where the conversion splits them (`.` and the ideographic and fullwidth full stops).
+/// Whether `host` (not ASCII) is short enough to be converted: at most [`MAX_UNICODE_LABEL`] characters in
+/// a label and one more than [`MAX_HOST_LEN`] in all (a trailing dot), which also bounds it to 1,016
+/// bytes. A character takes at least one byte of the converted name, so only hosts padded with characters
+/// the conversion drops (soft hyphens, variation selectors) or composes could convert to a routable name
+/// past these bounds, and no client sends those. The bounds come before the conversion because it costs
+/// time in a label's length times its number of distinct characters: a 15 KiB host of long CJK labels took
+/// about 6 ms of CPU per connection. Labels are split where the conversion splits them (`.` and the
+/// ideographic and fullwidth full stops).
 fn convertible(host: &str) -> bool {
-    const MAX_LABEL: usize = 63;
-    if host.len() > MAX_UNICODE_HOST_LEN {
-        return false;
-    }
     let (mut label, mut total) = (0usize, 0usize);
     for c in host.chars() {
         total += 1;
@@ -29,7 +26,7 @@ fn convertible(host: &str) -> bool {
             '.' | '\u{3002}' | '\u{FF0E}' | '\u{FF61}' => 0,
             _ => label + 1,
         };
-        if label > MAX_LABEL || total > MAX_HOST_LEN + 1 {
+        if label > MAX_UNICODE_LABEL || total > MAX_HOST_LEN + 1 {
             return false;
         }
     }
@@ -81,7 +78,7 @@ impl<'a> Host<'a> {
     /// Normalises `host`; `None` when it is empty, longer than [`MAX_HOST_LEN`], or has an empty label
     /// (`.a.com`, `a..com`: no DNS name looks like that, and no pattern may match it). A host with
     /// non-ASCII characters (vanilla clients send punycode, some others do not) is converted to punycode
-    /// first, unless it is over [`MAX_UNICODE_HOST_LEN`] bytes.
+    /// first, unless it is too long to be routable (see [`convertible`]).
     pub fn normalise(host: &'a str) -> Option<Host<'a>> {
         if !host.is_ascii() {
             if !convertible(host) {
@@ -244,6 +241,8 @@ mod tests {
 
     #[test]
     fn a_unicode_host_too_long_to_convert_to_a_routable_one_is_refused_before_converting() {
+        // The most UTF-8 bytes the bounds let through: four per character.
+        const MAX_UNICODE_HOST_LEN: usize = 4 * (MAX_HOST_LEN + 1);
         // The longest routable name in four-byte characters: 50 of them per 63-byte label.
         let label = "\u{1F600}".repeat(50);
         let host = [label.as_str(); 3].join(".");

@@ -683,13 +683,10 @@ impl Session {
                         }
                         // A ping without its 8-byte payload (some status tools send one) gets no pong,
                         // as vanilla gives none; the status it asked for was answered all the same.
+                        // (Without a Status Request the session was routed on an 8-byte ping, which is
+                        // the packet read here.)
                         (0x01, _) if self.status_requested => {
                             return self.close(CloseReason::StatusServed);
-                        }
-                        (0x01, len) => {
-                            return self.close(CloseReason::ProtocolError(format!(
-                                "ping with a {len}-byte payload (expected 8)"
-                            )))
                         }
                         (id, _) => {
                             return self.close(CloseReason::ProtocolError(format!(

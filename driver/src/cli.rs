@@ -88,19 +88,17 @@ where
     // An invalid RUST_LOG is not dropped without a word: an admin who set `warn` to cut the volume would
     // get every info line and no reason.
     // An empty RUST_LOG (`RUST_LOG=`, or compose's `${RUST_LOG}` with nothing set) is unset, not "off".
-    let (filter, ignored) = match std::env::var_os("RUST_LOG").filter(|v| !v.is_empty()) {
-        None => (tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER), None),
-        Some(value) => match value.to_str().map(tracing_subscriber::EnvFilter::try_new) {
-            Some(Ok(filter)) => (filter, None),
-            Some(Err(e)) => (
-                tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER),
-                Some(e.to_string()),
-            ),
-            None => (
-                tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER),
-                Some("not valid UTF-8".to_owned()),
-            ),
-        },
+    let value = std::env::var_os("RUST_LOG").filter(|v| !v.is_empty());
+    let parsed = value.as_ref().map(|v| match v.to_str() {
+        Some(s) => tracing_subscriber::EnvFilter::try_new(s).map_err(|e| e.to_string()),
+        None => Err("not valid UTF-8".to_owned()),
+    });
+    let (filter, ignored) = match parsed {
+        Some(Ok(filter)) => (filter, None),
+        other => (
+            tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER),
+            other.and_then(Result::err),
+        ),
     };
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let builder = tracing_subscriber::fmt()
@@ -114,7 +112,7 @@ where
         LogFormat::Json => builder.json().try_init(),
     };
     if let Some(error) = ignored {
-        let value = std::env::var_os("RUST_LOG").unwrap_or_default();
+        let value = value.unwrap_or_default();
         tracing::warn!(value = ?value, %error, default = DEFAULT_LOG_FILTER,
             "RUST_LOG is invalid and was ignored; logging with the default filter");
     }

@@ -234,9 +234,10 @@ async fn follow_inner(state: &mut State) -> Result<std::convert::Infallible, Los
                 {
                     // A stream that served a while and then ended or broke off (an idle timeout of a
                     // proxy between us and the daemon cuts it in the middle of its chunked body: bollard
-                    // reports the body's error as an I/O error; a daemon stopping): a list says whether the daemon is still there,
-                    // and the stream is asked for again at once. An answer that is no stream (a 403 or a
-                    // 5xx, however slow) or none at all (bollard's request timeout) is a failed stream.
+                    // reports the body's error as an I/O error; a daemon stopping): a list says whether
+                    // the daemon is still there, and the stream is asked for again at once. An answer
+                    // that is no stream (a 403 or a 5xx, however slow) or none at all (bollard's request
+                    // timeout) is a failed stream.
                     sync(state, &docker).await?;
                     events = Some(subscribe(&docker));
                 }
