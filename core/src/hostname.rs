@@ -78,7 +78,8 @@ impl<'a> Host<'a> {
     /// Normalises `host`; `None` when it is empty, longer than [`MAX_HOST_LEN`], or has an empty label
     /// (`.a.com`, `a..com`: no DNS name looks like that, and no pattern may match it). A host with
     /// non-ASCII characters (vanilla clients send punycode, some others do not) is converted to punycode
-    /// first, unless it is too long to be routable (see [`convertible`]).
+    /// first, unless it has over 63 characters in a label or 254 in all: converting a host that long could
+    /// cost milliseconds of CPU, and such a host is refused unconverted.
     pub fn normalise(host: &'a str) -> Option<Host<'a>> {
         if !host.is_ascii() {
             if !convertible(host) {

@@ -1,0 +1,128 @@
+//! A backend address as configured: `host:port`, `[IPv6]:port`.
+
+use std::fmt;
+
+/// A backend address as configured: a host (name or IP) and a port, resolved when dialled.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BackendAddress {
+    /// Host name or IP literal (without brackets).
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+impl BackendAddress {
+    /// Parses `host:port` (`[v6]:port` for IPv6 literals).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (host, port) = match s.strip_prefix('[') {
+            Some(rest) => {
+                let (inner, after) = rest
+                    .split_once(']')
+                    .ok_or_else(|| format!("{s:?} has an unclosed `[`"))?;
+                if inner.parse::<std::net::Ipv6Addr>().is_err() {
+                    return Err(format!(
+                        "{s:?}: [{inner}] is not an IPv6 address (brackets are for IPv6 only)"
+                    ));
+                }
+                let port = after.strip_prefix(':').ok_or_else(|| match after {
+                    "" => format!(
+                        "{s:?} is not [IPv6]:port (the port is missing, e.g. \"[{inner}]:25565\")"
+                    ),
+                    _ => format!("{s:?} is not [IPv6]:port ({after:?} after the `]`)"),
+                })?;
+                (inner, port)
+            }
+            None => {
+                let (host, port) = s
+                    .rsplit_once(':')
+                    .ok_or_else(|| format!("{s:?} is not host:port (the port is missing)"))?;
+                if s.parse::<std::net::Ipv6Addr>().is_ok() {
+                    return Err(format!("{s:?} is an IPv6 address without a port: write it in brackets with a port, e.g. \"[{s}]:25565\""));
+                }
+                if host.contains(':') {
+                    return Err(format!("{s:?}: write IPv6 addresses as [addr]:port"));
+                }
+                (host, port)
+            }
+        };
+        if host.is_empty() {
+            return Err(format!("{s:?} has no host"));
+        }
+        if host.chars().any(|c| c.is_whitespace() || c == '/') {
+            return Err(format!("{s:?} has an invalid host"));
+        }
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("{s:?} has an invalid port {port:?} (1-65535)"))?;
+        if port == 0 {
+            return Err(format!("{s:?} has port 0"));
+        }
+        Ok(BackendAddress {
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+impl fmt::Display for BackendAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::testing::*;
+
+    #[test]
+    fn bad_addresses_are_each_reported() {
+        for bad in [
+            "nohost",
+            ":25565",
+            "host:0",
+            "host:99999",
+            "::1:25565",
+            "[::1:25565",
+            "a b:1",
+        ] {
+            let e = server(&format!("domains = [\"a\"]\naddresses = [\"{bad}\"]")).unwrap_err();
+            assert_eq!(keys(e), vec!["addresses"], "{bad}");
+        }
+    }
+
+    #[test]
+    fn ipv6_addresses_are_bracketed_with_a_port() {
+        let a = BackendAddress::parse("[::1]:25565").unwrap();
+        assert_eq!((a.host.as_str(), a.port), ("::1", 25565));
+        for (bad, why) in [
+            ("[::1]", "\"[::1]\" is not [IPv6]:port (the port is missing"),
+            (
+                "::1",
+                "write it in brackets with a port, e.g. \"[::1]:25565\"",
+            ),
+            ("[::1", "\"[::1\" has an unclosed `[`"),
+            ("[::1]:99999", "invalid port \"99999\""),
+            ("[::1]:", "invalid port \"\""),
+            ("[::1]25565", "\"25565\" after the `]`"),
+        ] {
+            let e = BackendAddress::parse(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        // As a server file reports it.
+        let e = server("domains = [\"a\"]\naddresses = [\"[::1]\"]").unwrap_err();
+        assert_eq!(keys(e.clone()), vec!["addresses"]);
+        assert!(e.to_string().contains("the port is missing"), "{e}");
+    }
+
+    #[test]
+    fn brackets_are_for_ipv6_addresses_only() {
+        assert!(BackendAddress::parse("[::1]:25565").is_ok());
+        let e = BackendAddress::parse("[zz]:1").unwrap_err();
+        assert!(e.contains("not an IPv6 address"), "{e}");
+    }
+}

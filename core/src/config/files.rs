@@ -1,0 +1,195 @@
+//! The server directory: every `*.toml` file in it, each read on its own.
+
+use super::{ConfigErrors, ConfigIssue, ServerConfig};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Whether `path` is a symbolic link whose target does not exist.
+fn dangling(path: &Path) -> bool {
+    path.is_symlink() && !path.exists()
+}
+
+/// The server files of a directory, each parsed on its own: one broken file does not hide the others.
+#[derive(Debug, Default)]
+pub struct ServerFiles {
+    /// Each `*.toml` file, sorted by path, with its parse result.
+    pub files: Vec<(PathBuf, Result<ServerConfig, ConfigErrors>)>,
+    /// Per file that failed but is TOML, what it says as far as it could be read (see
+    /// [`ServerFiles::claims`]).
+    pub partial: BTreeMap<PathBuf, ServerConfig>,
+}
+
+impl ServerFiles {
+    /// Reads every `*.toml` file directly in `dir` (sorted by name, so errors are reported in a stable order).
+    ///
+    /// Hidden files (a name starting with `.`) are not server files: editors keep their lock files and
+    /// swap files there (Emacs' `.#lobby.toml` is a link to nowhere while `lobby.toml` is open). Nor is
+    /// `main_file`, when `servers_dir` is the main file's own directory.
+    ///
+    /// A directory that cannot be read is a problem of `main_file`'s `servers_dir` key (of the directory
+    /// itself without a main file).
+    pub fn read_dir(dir: &Path, main_file: Option<&Path>) -> Result<ServerFiles, ConfigErrors> {
+        let entries = std::fs::read_dir(dir).map_err(|e| {
+            ConfigErrors(vec![ConfigIssue::new(
+                &main_file.unwrap_or(dir).display().to_string(),
+                "servers_dir",
+                format!("cannot read the directory {}: {e}", dir.display()),
+            )])
+        })?;
+        let main_file = main_file.and_then(|m| m.canonicalize().ok());
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| !n.as_encoded_bytes().starts_with(b"."))
+            })
+            // A link to nowhere is listed too, so that reading it reports the missing target instead of
+            // the server quietly vanishing; directories, sockets and FIFOs named `*.toml` are not.
+            .filter(|p| {
+                p.extension()
+                    .is_some_and(|x| x.eq_ignore_ascii_case("toml"))
+                    && (p.is_file() || dangling(p))
+            })
+            .filter(|p| main_file.is_none() || p.canonicalize().ok() != main_file)
+            .collect();
+        paths.sort();
+        let mut fresh = ServerFiles::default();
+        for path in paths {
+            let result = match read_server(&path) {
+                Ok((server, issues)) if issues.is_empty() => Ok(server),
+                Ok((server, issues)) => {
+                    fresh.partial.insert(path.clone(), server);
+                    Err(ConfigErrors(issues))
+                }
+                Err(unreadable) => Err(unreadable),
+            };
+            fresh.files.push((path, result));
+        }
+        Ok(fresh)
+    }
+
+    /// What every file claims, in file order: a valid file's server, and what a file with problems says as
+    /// far as it could be read (its name, and the domains that are valid). Checked for conflicts (a domain
+    /// or a name taken twice) at startup, so that a conflict is reported with the other problems at once
+    /// instead of after they are fixed; never routed to.
+    pub fn claims(&self) -> Vec<ServerConfig> {
+        self.files
+            .iter()
+            .filter_map(|(path, result)| result.as_ref().ok().or(self.partial.get(path)))
+            .cloned()
+            .collect()
+    }
+
+    /// Every problem of every file.
+    pub fn issues(&self) -> Vec<ConfigIssue> {
+        self.files
+            .iter()
+            .filter_map(|(_, r)| r.as_ref().err())
+            .flat_map(|e| e.0.iter().cloned())
+            .collect()
+    }
+
+    /// The servers that parsed.
+    pub fn servers(&self) -> impl Iterator<Item = &ServerConfig> {
+        self.files.iter().filter_map(|(_, r)| r.as_ref().ok())
+    }
+}
+
+/// Reads and parses one server file.
+pub fn read_server_file(path: &Path) -> Result<ServerConfig, ConfigErrors> {
+    read_server(path).and_then(valid)
+}
+
+/// A checked server ([`ServerConfig::check`]) if it has no problems, else its problems.
+pub(super) fn valid(
+    (server, issues): (ServerConfig, Vec<ConfigIssue>),
+) -> Result<ServerConfig, ConfigErrors> {
+    match issues.is_empty() {
+        true => Ok(server),
+        false => Err(ConfigErrors(issues)),
+    }
+}
+
+/// Reads one server file as [`ServerConfig::check`] parses it; `Err` when it cannot be read or is not TOML.
+fn read_server(path: &Path) -> Result<(ServerConfig, Vec<ConfigIssue>), ConfigErrors> {
+    let source = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        let why = match std::fs::read_link(path) {
+            Ok(target) if dangling(path) => format!(
+                "cannot read: it is a symbolic link to {}, which does not exist",
+                target.display()
+            ),
+            _ => format!("cannot read: {e}"),
+        };
+        ConfigErrors(vec![ConfigIssue::new(&source, "", why)])
+    })?;
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    ServerConfig::check(&source, &stem, &text)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::testing::*;
+
+    #[test]
+    fn a_server_file_linked_to_nowhere_is_an_error_not_a_missing_server() {
+        let path = layout(
+            "dangling",
+            "",
+            &[(
+                "a.toml",
+                "domains = [\"a.example.com\"]\naddresses = [\"10.0.0.1:1\"]",
+            )],
+        );
+        let servers = path.with_file_name("servers");
+        std::os::unix::fs::symlink(servers.join("gone.txt"), servers.join("b.toml")).unwrap();
+        // A directory named like a server file is not one.
+        std::fs::create_dir(servers.join("c.toml")).unwrap();
+        let e = load_once(&path).unwrap_err();
+        assert_eq!(
+            places(&e),
+            vec![("b.toml".to_owned(), String::new())],
+            "{e}"
+        );
+        assert!(e.to_string().contains("symbolic link to"), "{e}");
+        assert!(
+            e.to_string().contains("gone.txt, which does not exist"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn hidden_files_are_not_server_files() {
+        let good = "domains = [\"a.example.com\"]\naddresses = [\"10.0.0.1:1\"]";
+        let other = "domains = [\"b.example.com\"]\naddresses = [\"10.0.0.1:1\"]";
+        let path = layout(
+            "hidden",
+            "",
+            &[("a.toml", good), (".hidden.toml", ""), ("B.TOML", other)],
+        );
+        let servers = path.with_file_name("servers");
+        // Emacs' lock file while a.toml is being edited.
+        std::os::unix::fs::symlink("root@host.1234:1700000000", servers.join(".#a.toml")).unwrap();
+        let config = load_once(&path).unwrap();
+        let names: Vec<&str> = config.servers.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, vec!["B", "a"]);
+    }
+
+    #[test]
+    fn a_main_file_in_its_own_servers_dir_is_not_a_server_file() {
+        let good = "domains = [\"a.example.com\"]\naddresses = [\"10.0.0.1:1\"]";
+        let path = layout(
+            "same-dir",
+            "servers_dir = \".\"\nmax_connections = 5\n",
+            &[],
+        );
+        std::fs::write(path.with_file_name("lobby.toml"), good).unwrap();
+        let config = load_once(&path).unwrap();
+        let names: Vec<&str> = config.servers.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, vec!["lobby"]);
+        assert_eq!(config.main.max_connections, 5);
+    }
+}

@@ -1,0 +1,372 @@
+//! The main file (`nethergate.toml`): where to listen, where the server files are, global limits and the
+//! `[ip_filter]` section.
+
+use super::docker::{docker, DockerConfig, RawDocker};
+use super::field::{duration, field, table, unknown_keys, Field};
+use super::floor::HANDSHAKE_FLOOR;
+use super::syntax::toml_issue;
+use super::{ConfigErrors, ConfigIssue};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The main file, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MainConfig {
+    /// Where to listen.
+    pub bind: SocketAddr,
+    /// Directory of server files (resolved against the main file's directory).
+    pub servers_dir: PathBuf,
+    /// Limit for a client to send its handshake and login start.
+    pub handshake_timeout: Duration,
+    /// Concurrent client connections allowed; 0 = unlimited.
+    pub max_connections: usize,
+    /// How long live sessions may go on after a shutdown signal before they are closed.
+    pub shutdown_timeout: Duration,
+    /// The built-in pre-connect plugin refusing clients by address (`[ip_filter]`), if configured.
+    pub ip_filter: Option<crate::plugin::IpFilter>,
+    /// Discovery of servers from Docker container labels (`[docker]`); off when absent.
+    pub docker: Option<DockerConfig>,
+}
+
+#[derive(Deserialize)]
+struct RawMain {
+    bind: Option<Field<String>>,
+    servers_dir: Option<Field<String>>,
+    handshake_timeout: Option<Field<String>>,
+    max_connections: Option<Field<usize>>,
+    shutdown_timeout: Option<Field<String>>,
+    ip_filter: Option<Field<RawIpFilter>>,
+    docker: Option<Field<RawDocker>>,
+    #[serde(flatten)]
+    unknown: BTreeMap<String, toml::Value>,
+}
+
+const MAIN_KEYS: &[&str] = &[
+    "bind",
+    "servers_dir",
+    "handshake_timeout",
+    "max_connections",
+    "shutdown_timeout",
+    "ip_filter",
+    "docker",
+];
+
+#[derive(Deserialize)]
+struct RawIpFilter {
+    allow: Option<Field<Vec<String>>>,
+    deny: Option<Field<Vec<String>>>,
+    message: Option<Field<String>>,
+    #[serde(flatten)]
+    unknown: BTreeMap<String, toml::Value>,
+}
+
+/// Default message for clients refused by `[ip_filter]`.
+pub const DEFAULT_IP_FILTER_MESSAGE: &str = "You are not allowed to join this server.";
+
+fn ip_filter(
+    source: &str,
+    raw: RawIpFilter,
+    issues: &mut Vec<ConfigIssue>,
+) -> crate::plugin::IpFilter {
+    unknown_keys(
+        &raw.unknown,
+        "ip_filter.",
+        &["allow", "deny", "message"],
+        source,
+        issues,
+    );
+    let allow = field(raw.allow, source, "ip_filter.allow", issues).unwrap_or_default();
+    let deny = field(raw.deny, source, "ip_filter.deny", issues).unwrap_or_default();
+    let message = field(raw.message, source, "ip_filter.message", issues)
+        .unwrap_or_else(|| DEFAULT_IP_FILTER_MESSAGE.to_owned());
+    let n = crate::response::kick_length(&message);
+    if n > crate::response::VANILLA_MAX_KICK {
+        let limit = crate::response::VANILLA_MAX_KICK;
+        let reason = crate::response::overflow_reason("kick", n, limit, "vanilla clients");
+        issues.push(ConfigIssue::new(source, "ip_filter.message", reason));
+    }
+    crate::plugin::IpFilter {
+        allow: networks(source, "ip_filter.allow", &allow, issues),
+        deny: networks(source, "ip_filter.deny", &deny, issues),
+        message,
+    }
+}
+
+fn networks(
+    source: &str,
+    key: &str,
+    values: &[String],
+    issues: &mut Vec<ConfigIssue>,
+) -> Vec<crate::plugin::IpNet> {
+    values
+        .iter()
+        .filter_map(|v| {
+            let v = v.trim();
+            // A bare address means just that host.
+            let parsed = v.parse::<crate::plugin::IpNet>().or_else(|_| {
+                v.parse::<std::net::IpAddr>()
+                    .map(crate::plugin::IpNet::from)
+            });
+            match parsed {
+                Ok(n) => Some(n),
+                Err(_) => {
+                    issues.push(ConfigIssue::new(
+                        source,
+                        key,
+                        format!("{v:?} is not an IP address or CIDR network (e.g. \"10.0.0.0/8\")"),
+                    ));
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
+/// The text of the main file at `path`.
+pub(super) fn read_main_file(path: &Path) -> Result<String, ConfigErrors> {
+    std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigIssue::new(
+            &path.display().to_string(),
+            "",
+            format!("cannot read the main config file: {e}"),
+        )])
+    })
+}
+
+/// `handshake_timeout` when the main file has none.
+const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl MainConfig {
+    /// Valid settings that are almost surely mistakes (see [`ServerConfig::warnings`](super::ServerConfig::warnings)); `source` names
+    /// the main file.
+    pub fn warnings(&self, source: &str) -> Vec<ConfigIssue> {
+        let mut warnings: Vec<ConfigIssue> = HANDSHAKE_FLOOR
+            .check(
+                source,
+                "",
+                self.handshake_timeout,
+                DEFAULT_HANDSHAKE_TIMEOUT,
+            )
+            .into_iter()
+            .collect();
+        // 1.13 and later read a kick eight times longer: refused only over that (see `ip_filter`).
+        if let Some(filter) = &self.ip_filter {
+            let (n, limit) = (
+                crate::response::kick_length(&filter.message),
+                crate::response::VANILLA_MAX_STRING,
+            );
+            if n > limit {
+                let why = crate::response::overflow_reason("kick", n, limit, "1.7–1.12 clients");
+                warnings.push(ConfigIssue::new(source, "ip_filter.message", why));
+            }
+        }
+        warnings
+    }
+
+    /// Reads, parses and validates the main file at `path` alone (its server files are not read).
+    pub fn read(path: &Path) -> Result<MainConfig, ConfigErrors> {
+        MainConfig::from_toml(path, &read_main_file(path)?)
+    }
+
+    /// The keys whose values differ between `self` and `other`, in the file's order (`ip_filter` and
+    /// `docker` stand for their whole sections).
+    pub fn changed_keys(&self, other: &MainConfig) -> Vec<&'static str> {
+        let MainConfig {
+            bind,
+            servers_dir,
+            handshake_timeout,
+            max_connections,
+            shutdown_timeout,
+            ip_filter,
+            docker,
+        } = self;
+        [
+            ("bind", *bind != other.bind),
+            ("servers_dir", *servers_dir != other.servers_dir),
+            (
+                "handshake_timeout",
+                *handshake_timeout != other.handshake_timeout,
+            ),
+            ("max_connections", *max_connections != other.max_connections),
+            (
+                "shutdown_timeout",
+                *shutdown_timeout != other.shutdown_timeout,
+            ),
+            ("ip_filter", *ip_filter != other.ip_filter),
+            ("docker", *docker != other.docker),
+        ]
+        .into_iter()
+        .filter_map(|(key, changed)| changed.then_some(key))
+        .collect()
+    }
+
+    /// Parses and validates the main file; `path` locates it so `servers_dir` can be resolved.
+    pub fn from_toml(path: &Path, text: &str) -> Result<MainConfig, ConfigErrors> {
+        let checked = MainConfig::check(path, text)?;
+        if !checked.issues.is_empty() {
+            return Err(ConfigErrors(checked.issues));
+        }
+        Ok(checked.main)
+    }
+
+    /// Parses and validates the main file, keeping what it could read even when some values are wrong
+    /// (those have their defaults); `Err` only when the file is not TOML at all.
+    pub(super) fn check(path: &Path, text: &str) -> Result<CheckedMain, ConfigErrors> {
+        let source = path.display().to_string();
+        let raw: RawMain =
+            toml::from_str(text).map_err(|e| ConfigErrors(vec![toml_issue(&source, text, &e)]))?;
+        let mut issues = Vec::new();
+        unknown_keys(&raw.unknown, "", MAIN_KEYS, &source, &mut issues);
+        let bind_text = field(raw.bind, &source, "bind", &mut issues);
+        let bind_text = bind_text.as_deref().unwrap_or("0.0.0.0:25565");
+        let bind = bind_text.parse().unwrap_or_else(|_| {
+            issues.push(ConfigIssue::new(
+                &source,
+                "bind",
+                format!("{bind_text:?} is not an IP:port address (e.g. \"0.0.0.0:25565\")"),
+            ));
+            SocketAddr::from(([0, 0, 0, 0], 25565))
+        });
+        let base = path.parent().unwrap_or(Path::new("."));
+        let problems_before = issues.len();
+        let servers_dir = field(raw.servers_dir, &source, "servers_dir", &mut issues);
+        let servers_dir_known = issues.len() == problems_before;
+        let servers_dir = base.join(servers_dir.as_deref().unwrap_or("servers"));
+        // `servers_dir = ""` beside a main file given as a bare name: the current directory, as "." is.
+        let servers_dir = match servers_dir.as_os_str().is_empty() {
+            true => PathBuf::from("."),
+            false => servers_dir,
+        };
+        let handshake_timeout = duration(
+            &source,
+            "handshake_timeout",
+            raw.handshake_timeout,
+            DEFAULT_HANDSHAKE_TIMEOUT,
+            &mut issues,
+        );
+        let shutdown_timeout = duration(
+            &source,
+            "shutdown_timeout",
+            raw.shutdown_timeout,
+            Duration::from_secs(30),
+            &mut issues,
+        );
+        let max_connections = field(raw.max_connections, &source, "max_connections", &mut issues);
+        let ip_filter = table(raw.ip_filter, &source, "ip_filter", &mut issues)
+            .map(|f| ip_filter(&source, f, &mut issues));
+        let docker = table(raw.docker, &source, "docker", &mut issues)
+            .map(|d| docker(&source, d, &mut issues));
+        let main = MainConfig {
+            bind,
+            servers_dir,
+            handshake_timeout,
+            max_connections: max_connections.unwrap_or(0),
+            shutdown_timeout,
+            ip_filter,
+            docker,
+        };
+        Ok(CheckedMain {
+            main,
+            servers_dir_known,
+            issues,
+        })
+    }
+}
+
+/// The main file as read, with its problems.
+pub(super) struct CheckedMain {
+    /// Valid when `issues` is empty; otherwise wrong values have their defaults.
+    pub(super) main: MainConfig,
+    /// `servers_dir` is the configured directory (or the default): its server files can be checked.
+    pub(super) servers_dir_known: bool,
+    pub(super) issues: Vec<ConfigIssue>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::testing::*;
+
+    #[test]
+    fn an_empty_servers_dir_is_the_main_files_directory() {
+        let main =
+            MainConfig::from_toml(Path::new("nethergate.toml"), "servers_dir = \"\"").unwrap();
+        assert_eq!(main.servers_dir, Path::new("."));
+        let main =
+            MainConfig::from_toml(Path::new("/etc/ng/n.toml"), "servers_dir = \"\"").unwrap();
+        assert_eq!(main.servers_dir, Path::new("/etc/ng/"));
+    }
+
+    #[test]
+    fn changed_main_keys_are_named() {
+        let path = Path::new("/etc/nethergate/nethergate.toml");
+        let before = MainConfig::from_toml(path, "max_connections = 10\n").unwrap();
+        assert!(before.changed_keys(&before.clone()).is_empty());
+        let after = MainConfig::from_toml(
+            path,
+            "max_connections = 20\nbind = \"127.0.0.1:1\"\n[ip_filter]\ndeny = [\"10.0.0.0/8\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            before.changed_keys(&after),
+            ["bind", "max_connections", "ip_filter"]
+        );
+    }
+
+    #[test]
+    fn main_file_defaults_and_errors() {
+        let m = MainConfig::from_toml(
+            Path::new("/etc/ng/nethergate.toml"),
+            "bind = \"127.0.0.1:25577\"",
+        )
+        .unwrap();
+        assert_eq!(m.bind, "127.0.0.1:25577".parse().unwrap());
+        assert_eq!(m.servers_dir, Path::new("/etc/ng/servers"));
+        assert_eq!(m.handshake_timeout, Duration::from_secs(5));
+        let e = MainConfig::from_toml(
+            Path::new("n.toml"),
+            "bind = \"nowhere\"\nhandshake_timeout = \"x\"",
+        )
+        .unwrap_err();
+        assert_eq!(keys(e), vec!["bind", "handshake_timeout"]);
+    }
+
+    #[test]
+    fn ip_filter_section_is_validated() {
+        let m = MainConfig::from_toml(
+            Path::new("n.toml"),
+            "[ip_filter]\ndeny = [\"203.0.113.0/24\", \"198.51.100.9\"]",
+        )
+        .unwrap();
+        let f = m.ip_filter.unwrap();
+        assert_eq!(f.deny.len(), 2);
+        assert_eq!(f.message, DEFAULT_IP_FILTER_MESSAGE);
+        let e = MainConfig::from_toml(
+            Path::new("n.toml"),
+            "[ip_filter]\nallow = [\"10.0.0.0/33\"]",
+        )
+        .unwrap_err();
+        assert_eq!(keys(e), vec!["ip_filter.allow"]);
+        // A kick vanilla clients cannot read is refused like a `disconnect_message`.
+        let with = |message: &str| {
+            MainConfig::from_toml(
+                Path::new("n.toml"),
+                &format!("[ip_filter]\ndeny = [\"203.0.113.0/24\"]\nmessage = {message:?}"),
+            )
+        };
+        let warned = |m: &MainConfig| {
+            m.warnings("n.toml")
+                .iter()
+                .any(|w| w.key == "ip_filter.message" && w.reason.contains("1.7–1.12 clients"))
+        };
+        assert!(with(&"x".repeat(32_700)).is_ok_and(|m| !warned(&m)));
+        // Over what 1.7–1.12 clients read: a warning; over what any client reads: refused.
+        assert!(with(&"x".repeat(32_760)).is_ok_and(|m| warned(&m)));
+        let e = with(&"x".repeat(262_200)).unwrap_err();
+        assert_eq!(keys(e.clone()), vec!["ip_filter.message"]);
+        assert!(e.to_string().contains("the kick it is sent in"), "{e}");
+    }
+}

@@ -1,0 +1,292 @@
+//! Configuration: the main file and one file per server, as plain data, plus validation that reports every
+//! problem at once, each naming the file, the key and the reason.
+//!
+//! Parsing goes through loosely typed `Raw*` structs (strings for durations and addresses) so that a bad
+//! value is reported with its key and a precise reason instead of a generic deserialisation error. Every
+//! value in them is a `Field`, and unknown keys are collected rather than refused, so a value of the
+//! wrong type or a misspelt key does not stop the checks of the rest of the file: an admin sees every
+//! problem of a file in one run. Only a file that is not TOML at all stops at its first syntax error.
+//!
+//! The files of this module, one concept each: `field` (reading one value, durations), `syntax` (where a
+//! TOML error is, and the key it is in), `floor` (time limits short enough to be mistakes), `address`
+//! (`host:port`), `domain` (a `domains` entry, internationalised names), `server` (a server file),
+//! `main_file` (the main file and `[ip_filter]`), `docker` (the `[docker]` section), `files` (the server
+//! directory) and `catalog` (the live servers of every source).
+
+mod address;
+mod catalog;
+mod docker;
+mod domain;
+mod field;
+mod files;
+mod floor;
+mod main_file;
+mod server;
+mod syntax;
+
+pub use address::BackendAddress;
+pub use catalog::Catalog;
+pub use docker::{DockerConfig, DockerEndpoint, DEFAULT_DOCKER_ENDPOINT, DEFAULT_LABEL_PREFIX};
+pub use field::MAX_DURATION;
+pub use files::{read_server_file, ServerFiles};
+pub use main_file::{MainConfig, DEFAULT_IP_FILTER_MESSAGE};
+pub use server::{
+    ProxyMode, ProxyProtocolVersion, ServerConfig, Timeouts, DEFAULT_DISCONNECT_MESSAGE,
+};
+
+use main_file::{read_main_file, CheckedMain};
+use std::fmt;
+use std::path::Path;
+
+/// One problem found in a configuration source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    /// The file (or other source, such as a Docker container) the problem is in.
+    pub source: String,
+    /// The key, dotted for nested keys (`timeouts.connect`); empty when the whole file is unreadable.
+    pub key: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl ConfigIssue {
+    fn new(source: &str, key: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigIssue {
+            source: source.to_owned(),
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.source, self.reason)
+        } else {
+            write!(f, "{}: `{}`: {}", self.source, self.key, self.reason)
+        }
+    }
+}
+
+/// Every problem found, in the order found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigIssue>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, issue) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{issue}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A whole configuration: the main file and its servers, every server valid and the route table buildable.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The main file.
+    pub main: MainConfig,
+    /// The servers, in file order.
+    pub servers: Vec<ServerConfig>,
+}
+
+impl Config {
+    /// The warnings of the main file at `main_file` and of every server ([`ServerConfig::warnings`]).
+    pub fn warnings(&self, main_file: &Path) -> Vec<ConfigIssue> {
+        let mut warnings = self.main.warnings(&main_file.display().to_string());
+        warnings.extend(self.servers.iter().flat_map(ServerConfig::warnings));
+        warnings
+    }
+
+    /// Loads the main file at `path` and every server file of its `servers_dir`; reports every problem.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = read_main_file(path)?;
+        // A main file with wrong values still names a server directory (unless `servers_dir` is the wrong
+        // value): its files are checked too, so that every problem is reported at once.
+        let CheckedMain {
+            main,
+            servers_dir_known,
+            mut issues,
+        } = MainConfig::check(path, &text)?;
+        let mut servers = Vec::new();
+        if servers_dir_known {
+            match ServerFiles::read_dir(&main.servers_dir, Some(path)) {
+                Ok(files) => {
+                    issues.extend(files.issues());
+                    servers = files.servers().cloned().collect();
+                    // Conflicts with what a broken file claims too: every problem is reported at once.
+                    if let Err(e) = crate::route::RouteTable::build(&files.claims()) {
+                        issues.extend(e.0);
+                    }
+                }
+                Err(e) => issues.extend(e.0),
+            }
+        }
+        if !issues.is_empty() {
+            return Err(ConfigErrors(issues));
+        }
+        Ok(Config { main, servers })
+    }
+}
+
+#[cfg(test)]
+mod testing {
+    use super::*;
+    use std::path::PathBuf;
+
+    pub(super) fn server(text: &str) -> Result<ServerConfig, ConfigErrors> {
+        ServerConfig::from_toml("servers/lobby.toml", "lobby", text)
+    }
+
+    pub(super) fn keys(e: ConfigErrors) -> Vec<String> {
+        e.0.into_iter().map(|i| i.key).collect()
+    }
+
+    /// A main file and its `servers` directory in a fresh temporary directory; the main file's path.
+    pub(super) fn layout(name: &str, main: &str, servers: &[(&str, &str)]) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("nethergate-config-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("servers")).unwrap();
+        for (file, text) in servers {
+            std::fs::write(dir.join("servers").join(file), text).unwrap();
+        }
+        let path = dir.join("nethergate.toml");
+        std::fs::write(&path, main).unwrap();
+        path
+    }
+
+    /// Loads the layout at `path`, then removes it.
+    pub(super) fn load_once(path: &Path) -> Result<Config, ConfigErrors> {
+        let loaded = Config::load(path);
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        loaded
+    }
+
+    /// (file name, key) of each problem.
+    pub(super) fn places(e: &ConfigErrors) -> Vec<(String, String)> {
+        e.0.iter()
+            .map(|i| {
+                let file = Path::new(&i.source).file_name().unwrap_or_default();
+                (file.to_string_lossy().into_owned(), i.key.clone())
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::*;
+
+    #[test]
+    fn a_bad_main_file_does_not_hide_the_server_files_problems() {
+        let good = "domains = [\"a.test\"]\naddresses = [\"10.0.0.1:1\"]";
+        let clash = "domains = [\"a.test\"]\naddresses = [\"10.0.0.2:1\"]";
+        let path = layout(
+            "main-and-servers",
+            "handshake_timeout = \"abc\"\n",
+            &[
+                ("a.toml", good),
+                ("b.toml", clash),
+                ("c.toml", "domains = []\naddresses = [\"10.0.0.3:1\"]"),
+            ],
+        );
+        let e = load_once(&path).unwrap_err();
+        let found = places(&e);
+        for expected in [
+            ("nethergate.toml", "handshake_timeout"),
+            ("c.toml", "domains"),
+            ("b.toml", "domains"),
+        ] {
+            let expected = (expected.0.to_owned(), expected.1.to_owned());
+            assert!(
+                found.contains(&expected),
+                "{expected:?} missing in {found:?}"
+            );
+        }
+        assert_eq!(found.len(), 3, "{e}");
+        // An unreadable `servers_dir` is reported with the main file's problems.
+        let path = layout(
+            "main-and-missing-dir",
+            "servers_dir = \"nowhere\"\nbind = \"x\"\n",
+            &[],
+        );
+        let e = load_once(&path).unwrap_err();
+        let found = places(&e);
+        assert_eq!(found.len(), 2, "{e}");
+        assert_eq!(found[0], ("nethergate.toml".to_owned(), "bind".to_owned()));
+        // It is the main file's key: the problem names the main file, and the reason the directory.
+        assert_eq!(
+            found[1],
+            ("nethergate.toml".to_owned(), "servers_dir".to_owned())
+        );
+        assert!(
+            e.0[1].reason.starts_with("cannot read the directory ")
+                && e.0[1].reason.contains("nowhere"),
+            "{e}"
+        );
+        // A bad `servers_dir` names no directory: the server files are not guessed at.
+        let path = layout(
+            "bad-servers-dir",
+            "servers_dir = 5\nhandshake_timeout = \"abc\"\n",
+            &[("c.toml", "domains = []")],
+        );
+        let e = load_once(&path).unwrap_err();
+        assert_eq!(
+            places(&e),
+            vec![
+                ("nethergate.toml".to_owned(), "servers_dir".to_owned()),
+                ("nethergate.toml".to_owned(), "handshake_timeout".to_owned())
+            ],
+            "{e}"
+        );
+        // A good main file with good servers loads.
+        let path = layout("all-good", "", &[("a.toml", good)]);
+        let config = load_once(&path).unwrap();
+        assert_eq!(config.servers.len(), 1);
+    }
+
+    #[test]
+    fn a_conflict_with_a_broken_file_is_reported_with_its_problems() {
+        // README's example: lobby has two problems of its own and claims the domain survival claims too.
+        let lobby = "domains = [\"mc.example.com\", \"*..bad\"]\naddresses = [\"10.0.0.1:1\"]\n\
+                     network = \"main\"\n[timeouts]\nconnect = \"5 sex\"\n";
+        let survival = "domains = [\"MC.example.com\"]\naddresses = [\"10.0.0.2:1\"]";
+        let path = layout(
+            "broken-and-conflict",
+            "",
+            &[("lobby.toml", lobby), ("survival.toml", survival)],
+        );
+        let e = load_once(&path).unwrap_err();
+        assert_eq!(
+            places(&e),
+            [
+                ("lobby.toml", "domains"),
+                ("lobby.toml", "network"),
+                ("lobby.toml", "timeouts.connect"),
+                ("survival.toml", "domains"),
+            ]
+            .map(|(f, k)| (f.to_owned(), k.to_owned())),
+            "{e}"
+        );
+        assert!(e.0[3].reason.contains("claimed by both"), "{e}");
+        // A broken file's empty name takes the file's, so it clashes with nothing by that alone.
+        let path = layout(
+            "broken-names",
+            "",
+            &[
+                ("a.toml", "name = \"\"\ndomains = [\"a.test\"]"),
+                ("b.toml", "name = \"\"\ndomains = [\"b.test\"]"),
+            ],
+        );
+        let e = load_once(&path).unwrap_err();
+        assert!(!e.to_string().contains("already used"), "{e}");
+        assert_eq!(places(&e).len(), 4, "{e}");
+    }
+}
