@@ -279,10 +279,13 @@ pub fn watch(reloader: Arc<Reloader>) -> Result<Watch, notify::Error> {
     let mut watcher = notify::recommended_watcher(move |event| {
         let _ = sender.send(Message::Fs(event));
     })?;
+    // Which directory is watched is read here, before the watch is added, not when the thread first runs:
+    // a directory repointed in between would otherwise count as the watched one, and never be followed.
+    let watched = identity(&dir);
     watcher.watch(&dir, RecursiveMode::NonRecursive)?;
     let thread = std::thread::Builder::new()
         .name("nethergate-watch".into())
-        .spawn(move || watch_loop(&inbox, watcher, &dir, &reloader))
+        .spawn(move || watch_loop(&inbox, watcher, &dir, watched, &reloader))
         .map_err(notify::Error::io)?;
     Ok(Watch {
         messages,
@@ -290,15 +293,16 @@ pub fn watch(reloader: Arc<Reloader>) -> Result<Watch, notify::Error> {
     })
 }
 
-/// The watch thread: collects events, reloads when due, and checks which directory `dir` names.
+/// The watch thread: collects events, reloads when due, and checks which directory `dir` names (`watched`:
+/// the one it named when the watch was added).
 fn watch_loop(
     inbox: &mpsc::Receiver<Message>,
     mut watcher: notify::RecommendedWatcher,
     dir: &Path,
+    mut watched: Option<(u64, u64)>,
     reloader: &Reloader,
 ) {
     use notify::{RecursiveMode, Watcher};
-    let mut watched = identity(dir);
     // (first change since the last reload, when to reload).
     let mut pending: Option<(Instant, Instant)> = None;
     let mut next_check = Instant::now() + IDENTITY_CHECK;
