@@ -1,6 +1,7 @@
 //! A backend address as configured: `host:port`, `[IPv6]:port`.
 
 use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 
 /// A backend address as configured: a host (name or IP) and a port, resolved when dialled.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -61,6 +62,27 @@ impl BackendAddress {
             host: host.to_owned(),
             port,
         })
+    }
+}
+
+impl BackendAddress {
+    /// Whether dialling this address reaches a proxy listening on `bind`: the same port, and the bind
+    /// address itself, or a loopback or unspecified address when the proxy listens on every address. A
+    /// backend that is the proxy makes every login dial the proxy again, in a loop that ends only when
+    /// connections or file descriptors run out.
+    pub fn is_bind(&self, bind: SocketAddr) -> bool {
+        let ip = match self.host.parse::<IpAddr>() {
+            Ok(ip) => ip.to_canonical(),
+            Err(_) if self.host.eq_ignore_ascii_case("localhost") => {
+                return self.port == bind.port()
+                    && (bind.ip().is_unspecified() || bind.ip().is_loopback())
+            }
+            Err(_) => return false,
+        };
+        let local = bind.ip().to_canonical();
+        self.port == bind.port()
+            && (ip == local
+                || (local.is_unspecified() && (ip.is_loopback() || ip.is_unspecified())))
     }
 }
 

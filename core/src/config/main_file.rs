@@ -111,7 +111,7 @@ fn networks(
                     .map(crate::plugin::IpNet::from)
             });
             match parsed {
-                Ok(n) => Some(n),
+                Ok(n) => Some(unmapped(n)),
                 Err(_) => {
                     issues.push(ConfigIssue::new(
                         source,
@@ -123,6 +123,21 @@ fn networks(
             }
         })
         .collect()
+}
+
+/// An IPv4-mapped IPv6 network (`::ffff:10.0.0.0/104`, `::ffff:192.0.2.7`) as the IPv4 network it is: a
+/// client of a dual-stack listener is matched as the IPv4 address it is, which no IPv6 network contains,
+/// so such an entry would otherwise never match anyone.
+fn unmapped(net: crate::plugin::IpNet) -> crate::plugin::IpNet {
+    use crate::plugin::IpNet;
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => v6
+            .addr()
+            .to_ipv4_mapped()
+            .and_then(|v4| ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).ok())
+            .map_or(net, IpNet::V4),
+        _ => net,
+    }
 }
 
 /// The text of the main file at `path`.
@@ -344,6 +359,28 @@ mod tests {
         let f = m.ip_filter.unwrap();
         assert_eq!(f.deny.len(), 2);
         assert_eq!(f.message, DEFAULT_IP_FILTER_MESSAGE);
+        // IPv4-mapped entries are the IPv4 networks they name: clients are matched as IPv4 addresses.
+        let m = MainConfig::from_toml(
+            Path::new("n.toml"),
+            "[ip_filter]\ndeny = [\"::ffff:127.0.0.1\", \"::ffff:10.0.0.0/104\", \"::ffff:0:0/80\", \"2001:db8::/32\"]",
+        )
+        .unwrap();
+        let deny: Vec<String> = m
+            .ip_filter
+            .unwrap()
+            .deny
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            deny,
+            [
+                "127.0.0.1/32",
+                "10.0.0.0/8",
+                "::ffff:0.0.0.0/80",
+                "2001:db8::/32"
+            ]
+        );
         let e = MainConfig::from_toml(
             Path::new("n.toml"),
             "[ip_filter]\nallow = [\"10.0.0.0/33\"]",

@@ -118,6 +118,22 @@ impl Config {
                 Ok(files) => {
                     issues.extend(files.issues());
                     servers = files.servers().cloned().collect();
+                    for (server, address) in servers.iter().flat_map(|s: &ServerConfig| {
+                        s.addresses
+                            .iter()
+                            .filter(|a| a.is_bind(main.bind))
+                            .map(move |a| (s, a))
+                    }) {
+                        issues.push(ConfigIssue::new(
+                            &server.source,
+                            "addresses",
+                            format!(
+                                "{address} is this proxy's own `bind` ({}): every login would dial the proxy \
+                                 again, in a loop that ends only when connections or open files run out",
+                                main.bind
+                            ),
+                        ));
+                    }
                     // Conflicts with what a broken file claims too: every problem is reported at once.
                     if let Err(e) = crate::route::RouteTable::build(&files.claims()) {
                         issues.extend(e.0);
@@ -250,6 +266,30 @@ mod tests {
         let path = layout("all-good", "", &[("a.toml", good)]);
         let config = load_once(&path).unwrap();
         assert_eq!(config.servers.len(), 1);
+    }
+
+    #[test]
+    fn a_backend_that_is_the_proxy_itself_is_refused() {
+        let server = |address: &str| format!("domains = [\"a.test\"]\naddresses = [{address:?}]");
+        for (bind, address, refused) in [
+            ("0.0.0.0:25565", "127.0.0.1:25565", true),
+            ("0.0.0.0:25565", "localhost:25565", true),
+            ("[::]:25565", "[::1]:25565", true),
+            ("[::]:25565", "127.0.0.1:25565", true),
+            ("192.0.2.7:25565", "192.0.2.7:25565", true),
+            ("0.0.0.0:25565", "127.0.0.1:25566", false),
+            ("127.0.0.1:25565", "192.0.2.7:25565", false),
+            ("0.0.0.0:25565", "backend.example:25565", false),
+        ] {
+            let main = format!("bind = {bind:?}\n");
+            let path = layout("loop", &main, &[("a.toml", &server(address))]);
+            let loaded = load_once(&path);
+            assert_eq!(loaded.is_err(), refused, "{bind} -> {address}: {loaded:?}");
+            if let Err(e) = loaded {
+                assert_eq!(places(&e), [("a.toml".to_owned(), "addresses".to_owned())]);
+                assert!(e.to_string().contains("this proxy's own `bind`"), "{e}");
+            }
+        }
     }
 
     #[test]
