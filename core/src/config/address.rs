@@ -63,26 +63,24 @@ impl BackendAddress {
             port,
         })
     }
-}
 
-impl BackendAddress {
     /// Whether dialling this address reaches a proxy listening on `bind`: the same port, and the bind
     /// address itself, or a loopback or unspecified address when the proxy listens on every address. A
     /// backend that is the proxy makes every login dial the proxy again, in a loop that ends only when
     /// connections or file descriptors run out.
     pub fn is_bind(&self, bind: SocketAddr) -> bool {
-        let ip = match self.host.parse::<IpAddr>() {
-            Ok(ip) => ip.to_canonical(),
-            Err(_) if self.host.eq_ignore_ascii_case("localhost") => {
-                return self.port == bind.port()
-                    && (bind.ip().is_unspecified() || bind.ip().is_loopback())
-            }
-            Err(_) => return false,
-        };
         let local = bind.ip().to_canonical();
-        self.port == bind.port()
-            && (ip == local
-                || (local.is_unspecified() && (ip.is_loopback() || ip.is_unspecified())))
+        let reaches = match self.host.parse::<IpAddr>().map(|ip| ip.to_canonical()) {
+            Ok(ip) => {
+                ip == local || (local.is_unspecified() && (ip.is_loopback() || ip.is_unspecified()))
+            }
+            // The one name that surely resolves to a loopback address.
+            Err(_) => {
+                self.host.eq_ignore_ascii_case("localhost")
+                    && (local.is_unspecified() || local.is_loopback())
+            }
+        };
+        self.port == bind.port() && reaches
     }
 }
 

@@ -118,21 +118,16 @@ impl Config {
                 Ok(files) => {
                     issues.extend(files.issues());
                     servers = files.servers().cloned().collect();
-                    for (server, address) in servers.iter().flat_map(|s: &ServerConfig| {
-                        s.addresses
-                            .iter()
-                            .filter(|a| a.is_bind(main.bind))
-                            .map(move |a| (s, a))
-                    }) {
-                        issues.push(ConfigIssue::new(
-                            &server.source,
-                            "addresses",
-                            format!(
-                                "{address} is this proxy's own `bind` ({}): every login would dial the proxy \
-                                 again, in a loop that ends only when connections or open files run out",
+                    for server in &servers {
+                        for address in server.addresses.iter().filter(|a| a.is_bind(main.bind)) {
+                            let reason = format!(
+                                "{address} is this proxy's own `bind` ({}): every login would dial \
+                                 the proxy again, in a loop that ends only when connections or open \
+                                 files run out",
                                 main.bind
-                            ),
-                        ));
+                            );
+                            issues.push(ConfigIssue::new(&server.source, "addresses", reason));
+                        }
                     }
                     // Conflicts with what a broken file claims too: every problem is reported at once.
                     if let Err(e) = crate::route::RouteTable::build(&files.claims()) {
