@@ -12,6 +12,10 @@ pub const VARINT_MAX_LEN: usize = 5;
 /// A VarLong never takes more than this many bytes.
 pub const VARLONG_MAX_LEN: usize = 10;
 
+/// A frame's length prefix never takes more than this many bytes: vanilla reads frame lengths of at
+/// most 21 bits and refuses a wider prefix, even one that spells a small number with padding bytes.
+pub const FRAME_LENGTH_MAX_LEN: usize = 3;
+
 /// Outcome of a parser that succeeded so far.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Parsed<T> {
@@ -40,6 +44,11 @@ pub enum CodecError {
         /// The maximum width in bytes.
         max: usize,
     },
+    /// A frame's length prefix ran past [`FRAME_LENGTH_MAX_LEN`] bytes.
+    #[error(
+        "frame length prefix longer than {FRAME_LENGTH_MAX_LEN} bytes (over 21 bits, or padded)"
+    )]
+    FrameLengthTooLong,
     /// A length prefix was negative.
     #[error("negative length {len}")]
     NegativeLength {
@@ -171,13 +180,16 @@ pub struct Frame<'a> {
     pub body: &'a [u8],
 }
 
-/// The length of the frame at the start of `buf` (checked against `max_len`), and the bytes its prefix takes.
+/// The length of the frame at the start of `buf` (checked against `max_len`), and the bytes its prefix
+/// takes (at most [`FRAME_LENGTH_MAX_LEN`]).
 fn read_frame_length(buf: &[u8], max_len: usize) -> Result<Parsed<usize>, CodecError> {
-    let (len, prefix) = match read_varint(buf)? {
+    let prefix = read_var(buf, FRAME_LENGTH_MAX_LEN).map_err(|_| CodecError::FrameLengthTooLong)?;
+    let (len, prefix) = match prefix {
         Parsed::Complete(len, used) => (len, used),
         Parsed::Incomplete => return Ok(Parsed::Incomplete),
     };
-    let len = usize::try_from(len).map_err(|_| CodecError::NegativeLength { len })?;
+    // Three bytes hold 21 bits: never negative, always a usize.
+    let len = usize::try_from(len).unwrap_or(usize::MAX);
     if len > max_len {
         return Err(CodecError::FrameTooLarge { len, max: max_len });
     }
@@ -353,6 +365,25 @@ mod tests {
                 max: 1024
             })
         );
+    }
+
+    #[test]
+    fn frame_length_prefix_wider_than_three_bytes_is_an_error() {
+        // 5 spelt in four bytes: a small length, but wider than vanilla reads.
+        assert_eq!(
+            read_frame(&[0x85, 0x80, 0x80, 0x00, 0x00], 1024),
+            Err(CodecError::FrameLengthTooLong)
+        );
+        assert_eq!(
+            read_frame_id(&[0x85, 0x80, 0x80], 1024),
+            Err(CodecError::FrameLengthTooLong)
+        );
+        // Two padded bytes are still a valid prefix (vanilla reads them), and a cut prefix waits.
+        assert_eq!(
+            read_frame(&[0x82, 0x80, 0x00, 0x07, 0x09], 1024),
+            Ok(Parsed::Complete(Frame { id: 7, body: &[9] }, 5))
+        );
+        assert_eq!(read_frame(&[0x85, 0x80], 1024), Ok(Parsed::Incomplete));
     }
 
     #[test]

@@ -835,9 +835,15 @@ mod tests {
         assert_eq!(s.timeouts, Timeouts::default());
         let s = ok(&enabled(&[(
             "nethergate.name",
+            "a\" proxy_mode = \"zero_copy",
+        )]));
+        assert_eq!(s.name, "a\" proxy_mode = \"zero_copy");
+        assert_eq!(s.proxy_mode, ProxyMode::Passthrough);
+        // With a line break it is refused (a control character in a name), not read as TOML.
+        let e = err(&enabled(&[(
+            "nethergate.name",
             "a\"\nproxy_mode = \"zero_copy",
         )]));
-        assert_eq!(s.name, "a\"\nproxy_mode = \"zero_copy");
-        assert_eq!(s.proxy_mode, ProxyMode::Passthrough);
+        assert_eq!(keys(&e), ["nethergate.name"]);
     }
 }

@@ -165,7 +165,8 @@ impl LiveSession {
             b2c,
             reason = %reason,
             player = self.info.player.as_deref().unwrap_or("-"),
-            server = %self.info.server,
+            // A `&str`, quoted and escaped as `player` is: a server name with a space cannot forge fields.
+            server = &*self.info.server,
             client = %LoggedAddr(self.info.client),
             backend = %LoggedAddr(self.info.backend),
             duration_ms = report.duration.as_millis() as u64,

@@ -48,6 +48,39 @@ pub fn kick_length(reason: &str) -> usize {
     text_component(reason).encode_utf16().count()
 }
 
+/// The first protocol version (1.13) whose clients read a Login Disconnect reason of up to
+/// [`VANILLA_MAX_KICK`] units; older ones read [`VANILLA_MAX_STRING`].
+pub const LONG_KICK_PROTOCOL: i32 = 393;
+
+/// The longest login disconnect reason, in UTF-16 code units with its JSON, that a client of `protocol`
+/// reads.
+pub fn kick_limit(protocol: i32) -> usize {
+    if protocol >= LONG_KICK_PROTOCOL {
+        VANILLA_MAX_KICK
+    } else {
+        VANILLA_MAX_STRING
+    }
+}
+
+/// `reason` cut at a character so that the text component it is sent in takes at most `limit` UTF-16
+/// code units ([`kick_length`]); the whole of it when it fits. A reason from a plugin has no bound of
+/// its own, and a client that cannot read the packet fails with a decode error instead of showing it.
+pub fn fit_kick(reason: &str, limit: usize) -> &str {
+    let mut units = kick_length("");
+    for (i, c) in reason.char_indices() {
+        // As serde_json escapes a string: two-character escapes, `\u00XX` for other controls.
+        units += match c {
+            '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+            c if u32::from(c) < 0x20 => 6,
+            c => c.len_utf16(),
+        };
+        if units > limit {
+            return &reason[..i];
+        }
+    }
+    reason
+}
+
 /// What a configuration problem says of a message whose packet would be `length` UTF-16 code units long,
 /// over the `limit` that `readers` read.
 pub fn overflow_reason(what: &str, length: usize, limit: usize, readers: &str) -> String {
@@ -184,5 +217,35 @@ mod tests {
             beta.split('\u{a7}').collect::<Vec<_>>(),
             ["Use new", "0", "0"]
         );
+    }
+
+    #[test]
+    fn a_kick_is_cut_to_what_the_client_reads() {
+        assert_eq!(kick_limit(340), VANILLA_MAX_STRING); // 1.12.2
+        assert_eq!(kick_limit(393), VANILLA_MAX_KICK); // 1.13
+        let long = "a".repeat(40_000);
+        let cut = fit_kick(&long, VANILLA_MAX_STRING);
+        assert_eq!(kick_length(cut), VANILLA_MAX_STRING);
+        assert_eq!(fit_kick(&long, VANILLA_MAX_KICK), long);
+        // A quote takes two units: the last one that would pass the limit is left out whole.
+        assert_eq!(kick_length("ab"), 13);
+        assert_eq!(fit_kick("ab\"c", 14), "ab");
+        assert_eq!(fit_kick("ab\"c", 15), "ab\"");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_cut_kick_fits_and_is_the_longest_prefix_that_does(
+            reason in "(\\PC|[\\x00-\\x1f\"\\\\\u{10000}-\u{10ffff}]){0,40}",
+            limit in 11usize..80,
+        ) {
+            let cut = fit_kick(&reason, limit);
+            proptest::prop_assert!(reason.starts_with(cut));
+            proptest::prop_assert!(kick_length(cut) <= limit);
+            if let Some(next) = reason[cut.len()..].chars().next() {
+                let longer = &reason[..cut.len() + next.len_utf8()];
+                proptest::prop_assert!(kick_length(longer) > limit);
+            }
+        }
     }
 }

@@ -102,6 +102,9 @@ pub enum CloseReason {
     StatusServed,
     /// The proxy shut down (its shutdown deadline, or a second signal) before the session was forwarded.
     Shutdown,
+    /// The connection came from the proxy itself: a server's address leads back to the proxy
+    /// ([`Session::refuse_loop`]).
+    Loop,
 }
 
 impl fmt::Display for CloseReason {
@@ -443,6 +446,25 @@ impl Session {
         self.connect_next();
     }
 
+    /// Instead of [`Session::pre_connect_result`]: the connection comes from the proxy itself, one of its
+    /// own backend dials (the driver knows which connections those are), so the server's addresses lead
+    /// back to the proxy and every login would dial it again until connections run out. The session
+    /// closes without an answer: the dialling session sees its backend close without a byte and tells its
+    /// player the server's `disconnect_message`.
+    pub fn refuse_loop(&mut self) {
+        if self.state != State::PreConnect {
+            return;
+        }
+        self.server = self.routed.take();
+        tracing::warn!(
+            server = self.server().unwrap_or("-"),
+            host = self.pre_connect_event().host,
+            "a server's address leads back to this proxy: its own backend connection arrived as a client; \
+             refused (give the server its backend's address, not the proxy's)"
+        );
+        self.close(CloseReason::Loop);
+    }
+
     /// The backend at the last [`Action::Connect`] accepted the connection from the proxy; `backend` is its
     /// resolved address.
     pub fn backend_connected(&mut self, backend: SocketAddr, now: Instant) {
@@ -465,7 +487,7 @@ impl Session {
             started: now,
         };
         let live = self.ctx.registry.register(info, self.admission.take());
-        tracing::debug!(client = %self.client, backend = %backend, server = %server.name(),
+        tracing::debug!(client = %self.client, backend = %backend, server = server.name(),
             player = self.player().unwrap_or("-"), "forwarding");
         let opening = if !cfg.send_proxy_protocol && rewritten.is_none() {
             // What the client sent is what the backend gets: the buffer itself, no copy (and, read in one
@@ -531,7 +553,7 @@ impl Session {
                 .push(Action::SendToClient(server.login_disconnect()));
             self.close(CloseReason::BackendUnreachable);
         } else {
-            tracing::debug!(client = %self.client, server = %server.name(), "backend unreachable, answering status");
+            tracing::debug!(client = %self.client, server = server.name(), "backend unreachable, answering status");
             // A Status Request read before routing is answered now; then the ping.
             if self.status_requested {
                 let status = self.offline_status();
@@ -559,12 +581,15 @@ impl Session {
         self.handshake.is_some_and(|h| h.next_state.is_login())
     }
 
+    /// Tells a login `reason`, cut to what its client reads (a plugin's reason has no bound of its own).
     fn send_login_disconnect(&mut self, reason: &str) {
-        if self.is_login() {
-            self.actions.push(Action::SendToClient(
-                response::login_disconnect(reason).into(),
-            ));
-        }
+        let Some(hs) = self.handshake.filter(|h| h.next_state.is_login()) else {
+            return;
+        };
+        let reason = response::fit_kick(reason, response::kick_limit(hs.protocol_version));
+        self.actions.push(Action::SendToClient(
+            response::login_disconnect(reason).into(),
+        ));
     }
 
     fn close(&mut self, reason: CloseReason) {
@@ -934,11 +959,11 @@ mod tests {
     }
 
     fn disconnect_text(bytes: &[u8]) -> String {
-        let Ok(Parsed::Complete(frame, _)) = read_frame(bytes, 4096) else {
+        let Ok(Parsed::Complete(frame, _)) = read_frame(bytes, 1 << 21) else {
             panic!("not a frame: {bytes:?}")
         };
         assert_eq!(frame.id, 0);
-        let Ok(Parsed::Complete(json, _)) = read_string(frame.body, 4096) else {
+        let Ok(Parsed::Complete(json, _)) = read_string(frame.body, 1 << 21) else {
             panic!("not a string")
         };
         let v: serde_json::Value = serde_json::from_str(json).unwrap();
@@ -1194,6 +1219,55 @@ mod tests {
         };
         assert_eq!(disconnect_text(p), "Banned");
         assert_eq!(did[2], Did::Close(CloseReason::Denied));
+    }
+
+    #[test]
+    fn a_long_deny_reason_is_cut_to_what_the_client_reads() {
+        let reason = "\u{e9}".repeat(300_000);
+        for (protocol, limit) in [
+            (340, response::VANILLA_MAX_STRING),
+            (765, response::VANILLA_MAX_KICK),
+        ] {
+            let mut s = session(&[server("lobby", "")]);
+            let mut bytes = Vec::new();
+            Handshake {
+                protocol_version: protocol,
+                server_address: "lobby.example.com",
+                port: 25565,
+                next_state: NextState::Login,
+            }
+            .encode(&mut bytes);
+            LoginStart {
+                name: "Steve",
+                tail: &[],
+            }
+            .encode(&mut bytes);
+            let did = Script::new(Decision::Deny(reason.clone()), 0).run(&mut s, &[&bytes]);
+            let Did::ToClient(p) = &did[1] else {
+                panic!("{protocol}")
+            };
+            let text = disconnect_text(p);
+            assert_eq!(response::kick_length(&text), limit, "{protocol}");
+            assert!(reason.starts_with(&text));
+            assert_eq!(did[2], Did::Close(CloseReason::Denied));
+        }
+    }
+
+    #[test]
+    fn a_connection_from_the_proxy_itself_closes_without_an_answer() {
+        let mut s = session(&[server("lobby", "")]);
+        s.handle_client_data(&login_bytes("lobby.example.com", "Steve", NextState::Login));
+        assert!(matches!(s.poll_action(), Some(Action::PreConnect)));
+        s.refuse_loop();
+        assert!(matches!(
+            s.poll_action(),
+            Some(Action::Close(CloseReason::Loop))
+        ));
+        assert!(s.poll_action().is_none());
+        assert_eq!(s.server(), Some("lobby"));
+        // Only a session waiting for its pre-connect answer can be refused so.
+        s.refuse_loop();
+        assert!(s.poll_action().is_none());
     }
 
     #[test]

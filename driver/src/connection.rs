@@ -1,6 +1,7 @@
 //! One client connection: feed the core, do what it says, then copy.
 
 use crate::copy::{self, write_all_fresh};
+use crate::loops::OwnDial;
 use crate::pool::Buffer;
 use crate::proxy::Shared;
 use crate::runtime::{Runtime, Stream};
@@ -191,7 +192,7 @@ pub(crate) async fn serve<R: Runtime>(shared: &Shared<R>, client: R::Stream, pee
     let prepared = abort
         .unless_set(Box::pin(handshake(shared, &client, peer)))
         .await;
-    let Some(Some((backend, fwd))) = prepared else {
+    let Some(Some((backend, fwd, _own_dial))) = prepared else {
         return;
     };
     let copied = copy::bidirectional(
@@ -242,13 +243,17 @@ impl Drop for Handshaking {
     }
 }
 
+/// A forwarded session's backend, what the copy needs, and its mark while its backend is on the proxy's
+/// port (see [`crate::loops`]).
+type Forwarded<'s, R> = (<R as Runtime>::Stream, Forward, Option<OwnDial<'s>>);
+
 /// Drives the session until it forwards (returning the backend, with the first bytes already written to it)
 /// or closes (returning `None`).
-async fn handshake<R: Runtime>(
-    shared: &Shared<R>,
+async fn handshake<'s, R: Runtime>(
+    shared: &'s Shared<R>,
     client: &R::Stream,
     peer: SocketAddr,
-) -> Option<(R::Stream, Forward)> {
+) -> Option<Forwarded<'s, R>> {
     let rt = &shared.rt;
     #[cfg(not(target_os = "linux"))] // on Linux the listener passed it on (see bind_std)
     set_nodelay(client);
@@ -265,6 +270,7 @@ async fn handshake<R: Runtime>(
     let mut session = Handshaking(Session::new(ctx, peer, local, Instant::now()));
     let session = &mut session.0;
     let mut backend: Option<R::Stream> = None;
+    let mut own_dial = None;
     // What goes to the backend before the copy starts (the core sends it in one piece).
     let mut opening = Bytes::new();
     let mut first = true;
@@ -273,17 +279,20 @@ async fn handshake<R: Runtime>(
     loop {
         while let Some(action) = session.poll_action() {
             match action {
+                // One of our own backend connections (its mark is in before it sends a byte).
+                Action::PreConnect if shared.own_dials.is_own(peer, local) => session.refuse_loop(),
                 Action::PreConnect => {
                     let decision = shared.plugins.decide(&session.pre_connect_event());
                     session.pre_connect_result(decision);
                 }
                 Action::Connect(req) => match dial(rt, &req).await {
                     Ok((stream, addr)) => {
+                        own_dial = shared.own_dials.mark(addr, || local_addr(&stream));
                         backend = Some(stream);
                         session.backend_connected(addr, Instant::now());
                     }
                     Err(e) => {
-                        tracing::warn!(server = %req.server, backend = %req.address, client = %peer,
+                        tracing::warn!(server = &*req.server, backend = %req.address, client = %peer,
                             error = %e, "backend unreachable");
                         session.backend_failed(Instant::now());
                     }
@@ -317,7 +326,7 @@ async fn handshake<R: Runtime>(
                         linger(rt, client).await;
                         return None;
                     }
-                    return Some((backend, fwd));
+                    return Some((backend, fwd, own_dial));
                 }
                 Action::Close(_) => {
                     if answered {

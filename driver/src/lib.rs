@@ -21,6 +21,7 @@ pub mod copy;
 pub mod docker;
 pub mod limits;
 pub mod log;
+mod loops;
 pub mod pool;
 mod proxy;
 pub mod reload;

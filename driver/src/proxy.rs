@@ -1,6 +1,7 @@
 //! The listener: accept loop, connection limit, shutdown phases, and the handle that controls it.
 
 use crate::connection;
+use crate::loops::OwnDials;
 use crate::runtime::{Listener, Runtime};
 use crate::signal::{Flag, Tasks};
 use arc_swap::ArcSwap;
@@ -80,6 +81,8 @@ pub(crate) struct Shared<R: Runtime> {
     /// The listener's address when it names one interface: every client connection has it as its local
     /// address, so no `getsockname` is needed per connection. `None` for a wildcard bind.
     pub(crate) fixed_local: Option<SocketAddr>,
+    /// Backend connections to the proxy's own port, to recognise one arriving as a client.
+    pub(crate) own_dials: OwnDials,
     /// Refusals (`max_connections`) and accept errors come in floods: one line per second at most for
     /// the whole proxy, whichever thread's listener they hit.
     refusals: Flood,
@@ -176,6 +179,7 @@ impl<R: Runtime> Proxy<R> {
                 plugins,
                 main: config.main,
                 fixed_local: (!local_addr.ip().is_unspecified()).then_some(local_addr),
+                own_dials: OwnDials::new(local_addr.port()),
                 refusals: Flood::default(),
                 accept_errors: Flood::default(),
             }),

@@ -1,5 +1,5 @@
 //! A whole `Session` driven by an adversarial runtime: arbitrary client bytes in arbitrary chunks,
-//! arbitrary plugin answers, backend outcomes, timeouts and EOF, in any order, answered at once or late.
+//! arbitrary plugin answers (or the driver's loop refusal), backend outcomes, timeouts and EOF, in any order, answered at once or late.
 //!
 //! Input layout: `[L][L control bytes][client bytes]`. The control bytes choose the configuration (2 or 3
 //! servers, each with or without a domain rewrite, a PROXY header, `max_players`, 1-3 addresses), players
@@ -21,7 +21,8 @@
 //! - what is sent to the backend is the PROXY header (when configured) then the client's handshake, with
 //!   only the host part replaced when a rewrite is configured (decoration kept), then every other client
 //!   byte in order; `c2b_initial` counts exactly what was sent before forwarding;
-//! - the close reason matches what happened; a refused login is told why with a Login Disconnect;
+//! - the close reason matches what happened; a refused login is told why with a Login Disconnect, and
+//!   a connection the driver recognised as its own (`refuse_loop`) closes with `Loop` and no answer;
 //! - player slots are released: counts return to what they were when the session ends.
 
 #![no_main]
@@ -250,6 +251,8 @@ struct Run<'a> {
     decision: Option<Decision>,
     /// The server a `Connect` may name, from `decision`.
     target: Option<String>,
+    /// The driver answered the pre-connect event with `refuse_loop` (its own backend connection).
+    looped: bool,
     pre_connects: usize,
     connects: Vec<String>,
     failures: usize,
@@ -423,6 +426,9 @@ impl Run<'_> {
 
     /// `server`: what the event named.
     fn answer_pre_connect(&mut self, server: Option<String>) {
+        if self.ctl.byte() % 16 == 15 {
+            return self.refuse_loop();
+        }
         let names: Vec<String> = self
             .routes
             .servers()
@@ -449,6 +455,24 @@ impl Run<'_> {
         self.drain();
         if done {
             assert_eq!(self.actions, before, "an answer after the end was acted on");
+        }
+    }
+
+    /// The driver recognised the connection as one of its own backend dials, instead of asking plugins.
+    fn refuse_loop(&mut self) {
+        let done = self.end.is_some();
+        if !done {
+            self.looped = true;
+            self.target = None;
+        }
+        let before = self.actions;
+        self.s.refuse_loop();
+        self.drain();
+        if done {
+            assert_eq!(
+                self.actions, before,
+                "a loop refusal after the end was acted on"
+            );
         }
     }
 
@@ -634,8 +658,9 @@ impl Run<'_> {
             return;
         }
         let before = self.actions;
-        match kind % 4 {
+        match kind % 5 {
             0 => self.s.pre_connect_result(Decision::Allow),
+            4 => self.s.refuse_loop(),
             1 => self
                 .s
                 .pre_connect_result(Decision::Redirect("lobby".into())),
@@ -779,6 +804,14 @@ impl Run<'_> {
                 assert_eq!(self.to_client.len(), 1);
                 assert_eq!(self.to_client[0].first(), Some(&0xFF));
             }
+            CloseReason::Loop => {
+                assert!(self.looped);
+                assert!(self.connects.is_empty());
+                assert!(
+                    self.to_client.is_empty(),
+                    "a loop is refused without a word"
+                );
+            }
             CloseReason::BufferLimit => assert!(self.buffer_overflowed),
             CloseReason::Shutdown => assert!(self.aborted),
             CloseReason::HandshakeTimeout | CloseReason::ClientClosed => {}
@@ -851,6 +884,7 @@ fuzz_target!(|data: &[u8]| {
         pending_connect: None,
         decision: None,
         target: None,
+        looped: false,
         pre_connects: 0,
         connects: Vec::new(),
         failures: 0,

@@ -365,18 +365,28 @@ fn malformed_openings_are_closed_at_once_with_a_reason<F: Rt>() {
         (
             "5-byte VarInt length with the continuation bit on the last byte",
             vec![0xff; 5],
-            "VarInt longer than 5 bytes",
+            "frame length prefix longer than 3 bytes",
         ),
         ("frame length 0", vec![0x00, 0x00], "empty frame"),
         (
             "negative frame length (-1)",
             vec![0xff, 0xff, 0xff, 0xff, 0x0f],
-            "negative length -1",
+            "frame length prefix longer than 3 bytes",
+        ),
+        (
+            "frame length 5 padded to 4 bytes",
+            vec![0x85, 0x80, 0x80, 0x00],
+            "frame length prefix longer than 3 bytes",
         ),
         (
             "frame length of 2 MiB",
             [varint(2 << 20), vec![0x00]].concat(),
-            "frame of 2097152 bytes exceeds",
+            "frame length prefix longer than 3 bytes",
+        ),
+        (
+            "frame length of 2 MiB - 1",
+            [varint((2 << 20) - 1), vec![0x00]].concat(),
+            "frame of 2097151 bytes exceeds",
         ),
         (
             "frame length of 16 KiB + 1",

@@ -275,6 +275,67 @@ fn a_repointed_server_directory_symlink_is_followed<F: Flavor>() {
     drop(proxy);
 }
 
+/// A server file added live whose address is the proxy's own (startup refuses that, a reload does not
+/// look): the proxy recognises its own backend connection arriving as a client and refuses it, so the
+/// player is told the server's `disconnect_message` instead of the proxy dialling itself until its
+/// connections run out.
+fn a_server_leading_back_to_the_proxy_is_refused_not_looped<F: Flavor>() {
+    capture_logs();
+    let a = Backend::named();
+    let layout = Layout::new().server(
+        "alpha",
+        &server_toml(&["alpha.example.com"], &[a.addr()], ""),
+    );
+    let proxy = F::start(layout.load(), nethergate_core::Plugins::new()).expect("start");
+    let addr = proxy.addr();
+    let extra = "disconnect_message = \"Loop!\"";
+    // Named per runtime: both runtimes' tests log into one capture at once.
+    let name = format!("loop-{}", F::NAME);
+    layout.write_server(&name, &server_toml(&["loop.example.com"], &[addr], extra));
+    // Refused as an unknown host until the reload, then told the looping server's message.
+    let told = || {
+        let mut c = connect(addr);
+        c.write_all(&login_bytes("loop.example.com", "Steve"))
+            .ok()?;
+        let (_, json) = read_json_packet(&mut c).ok()?;
+        Some(json["text"].as_str()?.to_owned())
+    };
+    eventually("the looping server is loaded", || {
+        told().as_deref() == Some("Loop!")
+    });
+    let refusals = || {
+        let quoted = format!("server={name:?}");
+        captured_logs()
+            .lines()
+            .filter(|l| l.contains("leads back to this proxy") && l.contains(&quoted))
+            .count()
+    };
+    assert_eq!(
+        refusals(),
+        1,
+        "[{}] one refusal for the first login",
+        F::NAME
+    );
+    for attempt in 2..=4 {
+        let what = format!("[{}] login {attempt}", F::NAME);
+        assert_login_refused(addr, "loop.example.com", "Steve", "Loop!", &what);
+        assert_eq!(
+            refusals(),
+            attempt,
+            "{what}: one refusal per login, no chain"
+        );
+    }
+    assert!(
+        captured_logs().contains("reason=Loop"),
+        "[{}] {}",
+        F::NAME,
+        captured_logs()
+    );
+    assert_eq!(routed_to(addr, "alpha.example.com"), Some(a.addr().port()));
+    eventually("every session ended", || proxy.registry().is_empty());
+    drop(proxy);
+}
+
 /// Each scenario above, once per runtime: `<name>::tokio` and `<name>::smol`.
 macro_rules! on_both_runtimes {
     ($($(#[$attr:meta])* $name:ident),* $(,)?) => { $(
@@ -297,4 +358,5 @@ on_both_runtimes!(
     a_configmap_update_is_picked_up,
     #[cfg(unix)]
     a_repointed_server_directory_symlink_is_followed,
+    a_server_leading_back_to_the_proxy_is_refused_not_looped,
 );

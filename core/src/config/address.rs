@@ -20,6 +20,12 @@ impl BackendAddress {
                 let (inner, after) = rest
                     .split_once(']')
                     .ok_or_else(|| format!("{s:?} has an unclosed `[`"))?;
+                if inner.contains('%') {
+                    return Err(format!(
+                        "{s:?}: an IPv6 address with a zone (`%`) cannot be dialled; use a global or \
+                         unique-local address of the backend"
+                    ));
+                }
                 if inner.parse::<std::net::Ipv6Addr>().is_err() {
                     return Err(format!(
                         "{s:?}: [{inner}] is not an IPv6 address (brackets are for IPv6 only)"
@@ -49,8 +55,14 @@ impl BackendAddress {
         if host.is_empty() {
             return Err(format!("{s:?} has no host"));
         }
-        if host.chars().any(|c| c.is_whitespace() || c == '/') {
-            return Err(format!("{s:?} has an invalid host"));
+        // A host name (letters, digits, `-`, `.`, and `_` as Docker and SRV-style names have), an IPv4
+        // address, or the IPv6 address checked above.
+        let in_name = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_');
+        if let Some(c) = host.chars().find(|&c| !in_name(c) && c != ':') {
+            return Err(format!(
+                "{s:?} has {c:?} in its host: a host is a name (letters, digits, `-`, `.`, `_`) or an \
+                 IP address"
+            ));
         }
         let port: u16 = port
             .parse()
@@ -109,9 +121,26 @@ mod tests {
             "::1:25565",
             "[::1:25565",
             "a b:1",
+            "a]:1",
+            "a\\u0007b:1", // a TOML escape: BEL
+            "caf\u{e9}.example:1",
+            "a/b:1",
+            "[fe80::1%eth0]:1",
         ] {
             let e = server(&format!("domains = [\"a\"]\naddresses = [\"{bad}\"]")).unwrap_err();
             assert_eq!(keys(e), vec!["addresses"], "{bad}");
+        }
+        let e = BackendAddress::parse("lobby\u{1b}[2J:25565").unwrap_err();
+        assert!(e.contains("has '\\u{1b}' in its host"), "{e}");
+        let e = BackendAddress::parse("[fe80::1%eth0]:25565").unwrap_err();
+        assert!(e.contains("with a zone (`%`)"), "{e}");
+        for good in [
+            "backend_1.internal:25565",
+            "10.0.0.1:25565",
+            "[::1]:1",
+            "LOBBY-2:1",
+        ] {
+            assert!(BackendAddress::parse(good).is_ok(), "{good}");
         }
     }
 

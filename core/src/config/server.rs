@@ -215,10 +215,15 @@ impl ServerConfig {
         let mut issues = Vec::new();
         unknown_keys(&raw.unknown, "", SERVER_KEYS, source, &mut issues);
 
-        let mut name =
-            field(raw.name, source, "name", &mut issues).unwrap_or_else(|| stem.to_owned());
-        if name.trim().is_empty() {
+        // Spaces around a name are a slip: `" lobby"` is the server `lobby` (plugins redirect by name).
+        let mut name = field(raw.name, source, "name", &mut issues)
+            .map_or_else(|| stem.to_owned(), |n| n.trim().to_owned());
+        if name.is_empty() {
             issues.push(ConfigIssue::new(source, "name", "must not be empty"));
+            name = stem.to_owned();
+        } else if name.chars().any(char::is_control) {
+            let why = format!("{name:?} has a control character");
+            issues.push(ConfigIssue::new(source, "name", why));
             name = stem.to_owned();
         }
 
@@ -324,7 +329,8 @@ impl ServerConfig {
             }
             Some(Field::Ok(RawRewrite::Explicit(explicit))) => {
                 let host = explicit.trim();
-                // What `addresses` refuses in a host, and control characters.
+                // Whitespace, `/` and control characters, which no host name has. Looser than a backend
+                // host in `addresses`: this name is only told to the backend, never resolved.
                 let bad = |c: char| c.is_whitespace() || c.is_control() || c == '/';
                 if host.is_empty() || host.chars().any(bad) || host.len() > 255 {
                     issues.push(ConfigIssue::new(
@@ -464,6 +470,20 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.domain_rewrite, Rewrite::Host("lobby.internal".into()));
+    }
+
+    #[test]
+    fn a_name_is_trimmed_and_has_no_control_character() {
+        let s =
+            server("name = \" survival \"\ndomains = [\"a.b\"]\naddresses = [\"x:1\"]").unwrap();
+        assert_eq!(s.name, "survival");
+        for bad in ["\\n", "a\\u001b[31m"] {
+            let e = server(&format!(
+                "name = \"{bad}\"\ndomains = [\"a.b\"]\naddresses = [\"x:1\"]"
+            ))
+            .unwrap_err();
+            assert_eq!(keys(e), vec!["name"], "{bad}");
+        }
     }
 
     #[test]
