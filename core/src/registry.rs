@@ -1,7 +1,8 @@
 //! The player-session registry and per-server admission: plain shared data, no IO.
 //!
 //! Admission for `max_players` is a compare-and-swap on a per-server counter, so concurrent logins can
-//! never overshoot; the counter is keyed by server name and outlives configuration reloads.
+//! never overshoot; the counter is keyed by server name and outlives configuration reloads while anyone
+//! holds a slot on it ([`Registry::forget_idle_servers`]).
 
 use crate::config::ProxyMode;
 use std::collections::HashMap;
@@ -214,6 +215,18 @@ impl Registry {
         Some(Admission { count })
     }
 
+    /// Forgets the player counters of servers no one holds a slot on or is being admitted to, so that
+    /// servers that come and go (reloads, Docker containers) do not leave a counter each behind. Call
+    /// when the servers change; a server that comes back starts a new counter at zero, which is what the
+    /// forgotten one held.
+    pub fn forget_idle_servers(&self) {
+        // Every clone of a counter is made under this lock (`admit`) and held by a slot or an admission
+        // in progress: a counter with no clone but the map's is not in use, and none can be taken now.
+        self.lock()
+            .players
+            .retain(|_, count| Arc::strong_count(count) > 1);
+    }
+
     /// Players holding a slot on `server`.
     pub fn players_on(&self, server: &str) -> u32 {
         self.lock()
@@ -319,6 +332,27 @@ mod tests {
         drop(admitted);
         assert_eq!(registry.players_on("lobby"), 0);
         assert!(registry.admit("lobby", 5).is_some());
+    }
+
+    #[test]
+    fn idle_servers_counters_are_forgotten_and_busy_ones_kept() {
+        let registry = Registry::new();
+        let slot = registry.admit("lobby", 2);
+        drop(registry.admit("gone", 2));
+        registry.forget_idle_servers();
+        assert_eq!(
+            registry.lock().players.keys().collect::<Vec<_>>(),
+            ["lobby"]
+        );
+        assert_eq!(registry.players_on("lobby"), 1);
+        // The kept counter still counts the slot taken before.
+        let second = registry.admit("lobby", 2);
+        assert!(second.is_some());
+        assert!(registry.admit("lobby", 2).is_none());
+        drop((slot, second));
+        registry.forget_idle_servers();
+        assert!(registry.lock().players.is_empty());
+        assert!(registry.admit("lobby", 2).is_some());
     }
 
     #[test]

@@ -672,10 +672,17 @@ impl Session {
                             return self.request_pre_connect();
                         }
                         Ok(Parsed::Complete(frame, _)) => {
-                            return self.close(CloseReason::ProtocolError(format!(
-                                "expected the status request, got packet {:#04x}",
-                                frame.id
-                            )))
+                            let why = match frame.id {
+                                0x00 => format!(
+                                    "a status request has no body, this one has {} bytes",
+                                    frame.body.len()
+                                ),
+                                0x01 => {
+                                    format!("a ping carries 8 bytes, this one {}", frame.body.len())
+                                }
+                                id => format!("expected the status request, got packet {id:#04x}"),
+                            };
+                            return self.close(CloseReason::ProtocolError(why));
                         }
                         Err(e) => return self.close(CloseReason::ProtocolError(e.to_string())),
                     }
@@ -1250,6 +1257,39 @@ mod tests {
             assert_eq!(response::kick_length(&text), limit, "{protocol}");
             assert!(reason.starts_with(&text));
             assert_eq!(did[2], Did::Close(CloseReason::Denied));
+        }
+    }
+
+    #[test]
+    fn a_malformed_status_request_or_ping_is_named_in_the_close() {
+        for (id, body, why) in [
+            (
+                0x00,
+                &[1u8, 2][..],
+                "a status request has no body, this one has 2 bytes",
+            ),
+            (0x01, &[0; 4][..], "a ping carries 8 bytes, this one 4"),
+            (
+                0x02,
+                &[][..],
+                "expected the status request, got packet 0x02",
+            ),
+        ] {
+            let mut bytes = Vec::new();
+            Handshake {
+                protocol_version: 765,
+                server_address: "lobby.example.com",
+                port: 25565,
+                next_state: NextState::Status,
+            }
+            .encode(&mut bytes);
+            codec::write_frame(&mut bytes, id, body);
+            let mut s = session(&[server("lobby", "")]);
+            s.handle_client_data(&bytes);
+            assert!(
+                matches!(s.poll_action(), Some(Action::Close(CloseReason::ProtocolError(e))) if e == why),
+                "{why}"
+            );
         }
     }
 

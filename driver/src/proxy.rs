@@ -64,6 +64,7 @@ impl Handle {
     /// Replaces the route table for new connections; live sessions keep the one they started with.
     pub fn set_routes(&self, routes: RouteTable) {
         self.control.routes.store(Arc::new(routes));
+        self.control.registry.forget_idle_servers();
     }
 
     /// The route table new connections use.
