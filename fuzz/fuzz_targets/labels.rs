@@ -75,7 +75,9 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(enable.as_deref(), Some("true"));
             assert_eq!(s.source, c.source());
             let name_label = c.labels.get(&format!("{PREFIX}.name"));
-            assert_eq!(&s.name, name_label.unwrap_or(&c.name));
+            // The name label, else the container's name: trimmed, and refused with a control character.
+            assert_eq!(s.name, name_label.unwrap_or(&c.name).trim());
+            assert!(!s.name.chars().any(char::is_control), "{:?}", s.name);
             assert!(!s.domains.is_empty());
             assert!(!s.addresses.is_empty());
             for a in &s.addresses {
