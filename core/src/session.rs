@@ -413,7 +413,15 @@ impl Session {
             Decision::Redirect(name) => match self.ctx.routes.by_name(&name) {
                 Some(s) => Arc::clone(s),
                 None => {
-                    self.send_login_disconnect(UNKNOWN_HOST_MESSAGE);
+                    // The player's address was fine: the server it was sent to is gone (a reload) or
+                    // misspelt in the plugin. Told what the routed server tells when it is down.
+                    let routed = self.routed.take();
+                    let message = routed
+                        .as_deref()
+                        .map_or(crate::config::DEFAULT_DISCONNECT_MESSAGE, |s| {
+                            s.config.disconnect_message.as_str()
+                        });
+                    self.send_login_disconnect(message);
                     return self.close(CloseReason::UnknownRedirect(name));
                 }
             },
@@ -1319,8 +1327,13 @@ mod tests {
         assert!(matches!(did[2], Did::Forward));
         assert_eq!(&*script.live[0].info().server, "limbo");
 
-        let mut s = session(&[server("lobby", "")]);
+        // To a server that does not exist: the player is told the routed server is down.
+        let mut s = session(&[server("lobby", "disconnect_message = \"Lobby down\"")]);
         let did = Script::new(Decision::Redirect("nowhere".into()), 0).run(&mut s, &[&bytes]);
+        let Did::ToClient(p) = &did[1] else {
+            panic!("{did:?}")
+        };
+        assert_eq!(disconnect_text(p), "Lobby down");
         assert_eq!(
             did.last(),
             Some(&Did::Close(CloseReason::UnknownRedirect("nowhere".into())))

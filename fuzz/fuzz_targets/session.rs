@@ -253,6 +253,8 @@ struct Run<'a> {
     target: Option<String>,
     /// The driver answered the pre-connect event with `refuse_loop` (its own backend connection).
     looped: bool,
+    /// The server the answered pre-connect event named (the routed one).
+    routed: Option<String>,
     pre_connects: usize,
     connects: Vec<String>,
     failures: usize,
@@ -442,6 +444,7 @@ impl Run<'_> {
             _ => Decision::Allow,
         };
         if self.end.is_none() {
+            self.routed = server.clone();
             self.target = match &decision {
                 Decision::Allow => server,
                 Decision::Deny(_) => None,
@@ -772,7 +775,13 @@ impl Run<'_> {
             CloseReason::UnknownRedirect(name) => {
                 assert_eq!(self.decision, Some(Decision::Redirect(name.clone())));
                 assert!(self.routes.by_name(name).is_none());
-                refusal_sent(Some(UNKNOWN_HOST_MESSAGE));
+                // What the routed server tells when it is down (there is one: it was asked about).
+                let routed = self.routed.as_deref().and_then(|n| self.routes.by_name(n));
+                let message = routed
+                    .map_or(nethergate_core::config::DEFAULT_DISCONNECT_MESSAGE, |s| {
+                        s.config.disconnect_message.as_str()
+                    });
+                refusal_sent(Some(message));
             }
             CloseReason::ServerFull => {
                 assert!(login, "a status ping refused as full");
@@ -885,6 +894,7 @@ fuzz_target!(|data: &[u8]| {
         decision: None,
         target: None,
         looped: false,
+        routed: None,
         pre_connects: 0,
         connects: Vec::new(),
         failures: 0,
