@@ -456,9 +456,10 @@ impl Session {
 
     /// Instead of [`Session::pre_connect_result`]: the connection comes from the proxy itself, one of its
     /// own backend dials (the driver knows which connections those are), so the server's addresses lead
-    /// back to the proxy and every login would dial it again until connections run out. The session
-    /// closes without an answer: the dialling session sees its backend close without a byte and tells its
-    /// player the server's `disconnect_message`.
+    /// back to the proxy and every login would dial it again until connections run out. A login is closed
+    /// without an answer: the dialling session sees its backend close without a byte and tells its player
+    /// the server's `disconnect_message`. A server-list ping gets the offline status an unreachable
+    /// backend gets, which the dialling session passes on.
     pub fn refuse_loop(&mut self) {
         if self.state != State::PreConnect {
             return;
@@ -470,6 +471,10 @@ impl Session {
             "a server's address leads back to this proxy: its own backend connection arrived as a client; \
              refused (give the server its backend's address, not the proxy's)"
         );
+        if !self.is_login() && self.status_requested {
+            let status = self.offline_status();
+            self.actions.push(Action::SendToClient(status.into()));
+        }
         self.close(CloseReason::Loop);
     }
 
@@ -1316,6 +1321,26 @@ mod tests {
         // Only a session waiting for its pre-connect answer can be refused so.
         s.refuse_loop();
         assert!(s.poll_action().is_none());
+
+        // A server-list ping is answered as if the backend were down.
+        let mut s = session(&[server("lobby", "disconnect_message = \"Looping\"")]);
+        s.handle_client_data(&status_bytes("lobby.example.com"));
+        assert!(matches!(s.poll_action(), Some(Action::PreConnect)));
+        s.refuse_loop();
+        let Some(Action::SendToClient(status)) = s.poll_action() else {
+            panic!("no status answer")
+        };
+        let Ok(Parsed::Complete(frame, _)) = read_frame(&status, 4096) else {
+            panic!("not a frame")
+        };
+        let Ok(Parsed::Complete(json, _)) = read_string(frame.body, 4096) else {
+            panic!("not a string")
+        };
+        assert!(json.contains("Looping"), "{json}");
+        assert!(matches!(
+            s.poll_action(),
+            Some(Action::Close(CloseReason::Loop))
+        ));
     }
 
     #[test]

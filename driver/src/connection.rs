@@ -23,6 +23,10 @@ fn local_addr<S: Stream>(s: &S) -> Option<SocketAddr> {
     socket2::SockRef::from(s).local_addr().ok()?.as_socket()
 }
 
+fn peer_addr<S: Stream>(s: &S) -> Option<SocketAddr> {
+    socket2::SockRef::from(s).peer_addr().ok()?.as_socket()
+}
+
 fn set_nodelay<S: Stream>(s: &S) {
     let _ = socket2::SockRef::from(s).set_nodelay(true);
 }
@@ -287,7 +291,9 @@ async fn handshake<'s, R: Runtime>(
                 }
                 Action::Connect(req) => match dial(rt, &req).await {
                     Ok((stream, addr)) => {
-                        own_dial = shared.own_dials.mark(addr, || local_addr(&stream));
+                        own_dial = shared
+                            .own_dials
+                            .mark(addr, || Some((local_addr(&stream)?, peer_addr(&stream)?)));
                         backend = Some(stream);
                         session.backend_connected(addr, Instant::now());
                     }
@@ -318,6 +324,9 @@ async fn handshake<'s, R: Runtime>(
                         // reading): it has sent nothing. The session ends here (its line, its slot);
                         // then tell the player and close as a refusal does (drain what the client
                         // sent, so no reset destroys the message), which an abort may cut.
+                        // Unmarked before the socket closes, as every mark is (its ends are free then).
+                        drop(own_dial);
+                        drop(backend);
                         let mut ending = Ending::default();
                         ending.record(Side::Backend, stop);
                         fwd.live.finish(0, 0, ending.reason(), Instant::now());

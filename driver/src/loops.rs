@@ -3,15 +3,23 @@
 //! A server whose address is the proxy's own (`localhost:25565` behind a proxy on port 25565, a host name
 //! or a container that resolves to it) makes every login dial the proxy again, which dials it again, until
 //! connections or file descriptors run out. `Config::load` refuses the literal cases at startup, but not a
-//! name that resolves to the proxy, a reloaded file or a Docker container. This catches all of them where
-//! they happen: each backend connection to the proxy's port is remembered by its two ends while it is
-//! open, and a client whose connection has those two ends (swapped) is one of them arriving.
+//! name that resolves to the proxy, a reloaded file or a Docker container. This catches those where they
+//! happen: each backend connection that can reach the proxy's own listener is remembered by its two ends
+//! while it is open, and a client whose connection has those two ends (swapped) is one of them arriving.
 //!
 //! A TCP connection's two ends are unique on the host, so no other client can match: a local client that
 //! happens to use the same source port towards the proxy has a different pair.
+//!
+//! Only a connection to the proxy's port on an address of this host can reach the listener: a loopback
+//! address, or one whose local end has the same address (for a destination on the host itself, the
+//! kernel takes the destination as the source). Backends elsewhere on the same port (a Docker default)
+//! are not remembered, so they cost a `getsockname` and no lock. A loop through address translation (a
+//! published Docker port, a cloud address not on the interface, a port redirect, two proxies pointing
+//! at each other) has other ends on each side and is not caught.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 /// The open backend connections to the proxy's port, by (local end, remote end).
@@ -19,6 +27,8 @@ use std::sync::{Mutex, MutexGuard};
 pub(crate) struct OwnDials {
     port: u16,
     open: Mutex<HashSet<(SocketAddr, SocketAddr)>>,
+    /// How many are in `open`: with none (nearly always), a client is checked without the lock.
+    count: AtomicUsize,
 }
 
 /// One backend connection in [`OwnDials`], until dropped. Its ends are boxed: a session holds the mark
@@ -40,6 +50,7 @@ impl OwnDials {
         OwnDials {
             port,
             open: Mutex::default(),
+            count: AtomicUsize::new(0),
         }
     }
 
@@ -48,19 +59,27 @@ impl OwnDials {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Remembers a backend connection to `remote` from its `local` end while the returned mark lives,
-    /// when `remote` is on the proxy's port (only those can be the proxy; `local`, a `getsockname`, is
-    /// asked only then). `local` gives `None` when the socket could not say: nothing is remembered.
+    /// Remembers a backend connection dialled at `dialled` while the returned mark lives, when it can
+    /// reach the proxy's listener: on the proxy's port, at a loopback address or at the address of its
+    /// own local end. `ends` gives the socket's (local, remote) ends, asked only for the proxy's port
+    /// (two system calls; the remote end is not always what was dialled: `0.0.0.0` reaches 127.0.0.1),
+    /// or `None` when the socket could not say: nothing is remembered.
     pub(crate) fn mark(
         &self,
-        remote: SocketAddr,
-        local: impl FnOnce() -> Option<SocketAddr>,
+        dialled: SocketAddr,
+        ends: impl FnOnce() -> Option<(SocketAddr, SocketAddr)>,
     ) -> Option<OwnDial<'_>> {
-        if remote.port() != self.port {
+        if dialled.port() != self.port {
             return None;
         }
-        let ends = (canonical(local()?), canonical(remote));
-        self.lock().insert(ends);
+        let (local, remote) = ends()?;
+        let ends = (canonical(local), canonical(remote));
+        if !ends.1.ip().is_loopback() && ends.0.ip() != ends.1.ip() {
+            return None; // another host
+        }
+        if self.lock().insert(ends) {
+            self.count.fetch_add(1, Ordering::Release);
+        }
         Some(OwnDial {
             dials: self,
             ends: Box::new(ends),
@@ -72,6 +91,11 @@ impl OwnDials {
     /// Asked once the client's handshake is in: the dialling session marks its connection before it
     /// writes that handshake, so the mark is always there by then.
     pub(crate) fn is_own(&self, peer: SocketAddr, local: SocketAddr) -> bool {
+        // The count is raised under the lock before the dial writes a byte, and so before its client
+        // can get here: seeing zero means no mark can match.
+        if self.count.load(Ordering::Acquire) == 0 {
+            return false;
+        }
         let ends = (canonical(peer), canonical(local));
         self.lock().contains(&ends)
     }
@@ -79,7 +103,9 @@ impl OwnDials {
 
 impl Drop for OwnDial<'_> {
     fn drop(&mut self) {
-        self.dials.lock().remove(&*self.ends);
+        if self.dials.lock().remove(&*self.ends) {
+            self.dials.count.fetch_sub(1, Ordering::Release);
+        }
     }
 }
 
@@ -94,7 +120,9 @@ mod tests {
     #[test]
     fn a_marked_connection_is_known_from_its_other_end_until_dropped() {
         let dials = OwnDials::new(25565);
-        let mark = dials.mark(addr("127.0.0.1:25565"), || Some(addr("127.0.0.1:40000")));
+        let mark = dials.mark(addr("127.0.0.1:25565"), || {
+            Some((addr("127.0.0.1:40000"), addr("127.0.0.1:25565")))
+        });
         assert!(mark.is_some());
         assert!(dials.is_own(addr("127.0.0.1:40000"), addr("127.0.0.1:25565")));
         // A dual-stack listener sees the same connection with mapped addresses.
@@ -123,11 +151,36 @@ mod tests {
         let asked = std::cell::Cell::new(false);
         let other_port = dials.mark(addr("127.0.0.1:25566"), || {
             asked.set(true);
-            Some(addr("127.0.0.1:40000"))
+            Some((addr("127.0.0.1:40000"), addr("127.0.0.1:25566")))
         });
         assert!(other_port.is_none());
         assert!(!asked.get(), "no getsockname for a backend on another port");
         assert!(dials.mark(addr("127.0.0.1:25565"), || None).is_none());
+        // Another host on the same port (a backend container on 25565): not the proxy.
+        let elsewhere = dials.mark(addr("172.17.0.2:25565"), || {
+            Some((addr("172.17.0.1:40000"), addr("172.17.0.2:25565")))
+        });
+        assert!(elsewhere.is_none());
         assert!(dials.lock().is_empty());
+        assert_eq!(dials.count.load(Ordering::Relaxed), 0);
+        // An address of this host, not loopback: the kernel dials it from itself.
+        let own = dials.mark(addr("10.0.0.5:25565"), || {
+            Some((addr("10.0.0.5:40000"), addr("10.0.0.5:25565")))
+        });
+        assert!(own.is_some());
+        drop(own);
+        // Dialled at 0.0.0.0, which Linux takes for 127.0.0.1: the socket's own ends are kept.
+        let own = dials.mark(addr("0.0.0.0:25565"), || {
+            Some((addr("127.0.0.1:40001"), addr("127.0.0.1:25565")))
+        });
+        assert!(dials.is_own(addr("127.0.0.1:40001"), addr("127.0.0.1:25565")));
+        drop(own);
+        let own = dials.mark(addr("10.0.0.5:25565"), || {
+            Some((addr("10.0.0.5:40000"), addr("10.0.0.5:25565")))
+        });
+        assert!(own.is_some());
+        assert!(dials.is_own(addr("10.0.0.5:40000"), addr("10.0.0.5:25565")));
+        drop(own);
+        assert_eq!(dials.count.load(Ordering::Relaxed), 0);
     }
 }

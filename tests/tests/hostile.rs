@@ -363,13 +363,13 @@ fn malformed_openings_are_closed_at_once_with_a_reason<F: Rt>() {
     .concat();
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         (
-            "5-byte VarInt length with the continuation bit on the last byte",
+            "frame length prefix of five 0xff bytes (wider than 3)",
             vec![0xff; 5],
             "frame length prefix longer than 3 bytes",
         ),
         ("frame length 0", vec![0x00, 0x00], "empty frame"),
         (
-            "negative frame length (-1)",
+            "frame length -1 (a 5-byte VarInt, wider than 3)",
             vec![0xff, 0xff, 0xff, 0xff, 0x0f],
             "frame length prefix longer than 3 bytes",
         ),

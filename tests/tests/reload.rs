@@ -280,17 +280,27 @@ fn a_repointed_server_directory_symlink_is_followed<F: Flavor>() {
 /// player is told the server's `disconnect_message` instead of the proxy dialling itself until its
 /// connections run out.
 fn a_server_leading_back_to_the_proxy_is_refused_not_looped<F: Flavor>() {
+    leading_back::<F>("127.0.0.1:0", "one");
+}
+
+/// The same with the proxy on every address, dual-stack: its own connection arrives with IPv4-mapped
+/// addresses, and its local end is asked of the socket.
+fn a_server_leading_back_to_a_proxy_on_every_address_is_refused<F: Flavor>() {
+    leading_back::<F>("[::]:0", "every");
+}
+
+fn leading_back<F: Flavor>(bind: &str, tag: &str) {
     capture_logs();
     let a = Backend::named();
-    let layout = Layout::new().server(
+    let layout = Layout::new().bind(bind).server(
         "alpha",
         &server_toml(&["alpha.example.com"], &[a.addr()], ""),
     );
     let proxy = F::start(layout.load(), nethergate_core::Plugins::new()).expect("start");
-    let addr = proxy.addr();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], proxy.addr().port()));
     let extra = "disconnect_message = \"Loop!\"";
-    // Named per runtime: both runtimes' tests log into one capture at once.
-    let name = format!("loop-{}", F::NAME);
+    // Named per runtime and bind: every such test logs into one capture at once.
+    let name = format!("loop-{}-{tag}", F::NAME);
     layout.write_server(&name, &server_toml(&["loop.example.com"], &[addr], extra));
     // Refused as an unknown host until the reload, then told the looping server's message.
     let told = || {
@@ -331,6 +341,16 @@ fn a_server_leading_back_to_the_proxy_is_refused_not_looped<F: Flavor>() {
         F::NAME,
         captured_logs()
     );
+    // A server-list ping gets the offline status, from the proxy it looped into.
+    let mut c = connect(addr);
+    c.write_all(&status_bytes("loop.example.com")).unwrap();
+    let (id, status) = read_json_packet(&mut c).expect("a status answer");
+    assert_eq!(
+        (id, status["description"]["text"].as_str()),
+        (0, Some("Loop!"))
+    );
+    assert_eq!(refusals(), 5, "[{}] the ping was refused once", F::NAME);
+    drop(c);
     assert_eq!(routed_to(addr, "alpha.example.com"), Some(a.addr().port()));
     eventually("every session ended", || proxy.registry().is_empty());
     drop(proxy);
@@ -359,4 +379,5 @@ on_both_runtimes!(
     #[cfg(unix)]
     a_repointed_server_directory_symlink_is_followed,
     a_server_leading_back_to_the_proxy_is_refused_not_looped,
+    a_server_leading_back_to_a_proxy_on_every_address_is_refused,
 );

@@ -60,8 +60,8 @@ impl BackendAddress {
         let in_name = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_');
         if let Some(c) = host.chars().find(|&c| !in_name(c) && c != ':') {
             return Err(format!(
-                "{s:?} has {c:?} in its host: a host is a name (letters, digits, `-`, `.`, `_`) or an \
-                 IP address"
+                "{s:?} has {c:?} in its host: a host is a name (letters, digits, `-`, `.`, `_`; an \
+                 international name in its xn-- form) or an IP address"
             ));
         }
         let port: u16 = port

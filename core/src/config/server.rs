@@ -216,13 +216,19 @@ impl ServerConfig {
         unknown_keys(&raw.unknown, "", SERVER_KEYS, source, &mut issues);
 
         // Spaces around a name are a slip: `" lobby"` is the server `lobby` (plugins redirect by name).
-        let mut name = field(raw.name, source, "name", &mut issues)
-            .map_or_else(|| stem.to_owned(), |n| n.trim().to_owned());
+        let written = field(raw.name, source, "name", &mut issues).map(|n| n.trim().to_owned());
+        let mut name = written.clone().unwrap_or_else(|| stem.to_owned());
         if name.is_empty() {
             issues.push(ConfigIssue::new(source, "name", "must not be empty"));
             name = stem.to_owned();
         } else if name.chars().any(char::is_control) {
-            let why = format!("{name:?} has a control character");
+            let why = match written {
+                Some(_) => format!("{name:?} has a control character"),
+                None => format!(
+                    "the file name {name:?} (the default name) has a control character; rename the \
+                     file or set `name`"
+                ),
+            };
             issues.push(ConfigIssue::new(source, "name", why));
             name = stem.to_owned();
         }
@@ -484,6 +490,10 @@ mod tests {
             .unwrap_err();
             assert_eq!(keys(e), vec!["name"], "{bad}");
         }
+        // A file name is the default name: the message says which to change.
+        let text = "domains = [\"a.b\"]\naddresses = [\"x:1\"]";
+        let e = ServerConfig::from_toml("servers/a\tb.toml", "a\tb", text).unwrap_err();
+        assert!(e.to_string().contains("the file name \"a\\tb\""), "{e}");
     }
 
     #[test]
