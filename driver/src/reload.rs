@@ -85,6 +85,7 @@ impl Reloader {
                     // removed): the admin who saw the error learns it is over.
                     tracing::info!(
                         source = what,
+                        servers_dir = &*self.dir.to_string_lossy(),
                         "configuration valid again; the live routes are unchanged"
                     );
                 }

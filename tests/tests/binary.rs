@@ -686,8 +686,16 @@ fn no_servers_is_warned_about_unless_docker_brings_them() {
                 "{bin} --check: {stdout}"
             );
             let ((_child, _, rx), mut startup) = spawn_with_startup(bin, layout, &[]);
-            // The warning comes right after the listening line.
-            startup.extend(rx.recv_timeout(Duration::from_millis(500)));
+            // The warning comes right after the listening line: read what comes for 2 s (all of it,
+            // when none is expected), or until it is there.
+            let until = Instant::now() + Duration::from_secs(2);
+            while !startup.iter().any(|l| l.contains("no servers configured")) {
+                let left = until.saturating_duration_since(Instant::now());
+                match rx.recv_timeout(left) {
+                    Ok(line) => startup.push(line),
+                    Err(_) => break,
+                }
+            }
             assert_eq!(
                 startup.iter().any(|l| l.contains("no servers configured")),
                 warned,

@@ -597,6 +597,24 @@ fn layout(endpoint: &str, extra: &str) -> Layout {
     ))
 }
 
+/// Waits until the proxy has listed the containers `n` more times (each poll lists them), so that what is
+/// checked next had that many polls to happen in, however slow the machine.
+fn wait_polls(engine: &Engine, n: usize) {
+    let lists = || {
+        engine
+            .requests()
+            .iter()
+            .filter(|r| r.contains("/containers/json"))
+            .count()
+    };
+    let target = lists() + n;
+    assert!(
+        wait_until(Duration::from_secs(10), || lists() >= target),
+        "{n} more polls never came ({} lists)",
+        lists()
+    );
+}
+
 fn log_lines(needles: &[&str]) -> usize {
     captured_logs()
         .lines()
@@ -678,7 +696,7 @@ fn containers_come_and_go_with_their_routes(rt: Rt) {
         "[{n}] label error reported\n{}",
         captured_logs()
     );
-    std::thread::sleep(Duration::from_millis(700)); // several polls
+    wait_polls(&engine, 3);
     assert_eq!(
         log_lines(&[&broken, "invalid label"]),
         1,
@@ -704,7 +722,7 @@ fn containers_come_and_go_with_their_routes(rt: Rt) {
     );
     assert_eq!(routed_to(addr, &files), Some(pf));
     assert_eq!(routed_to(addr, &lobby), Some(pa));
-    std::thread::sleep(Duration::from_millis(700)); // several polls find the same conflict
+    wait_polls(&engine, 3); // several polls find the same conflict
     assert_eq!(
         log_lines(&[&format!("docker container thief-{n}"), "claimed by both"]),
         1,
@@ -900,13 +918,20 @@ fn a_forbidden_event_stream_falls_back_to_polling_with_one_warning() {
         routed_to(addr, "polled.example.com") == Some(pa)
     });
     // Several polls, each asking for the stream again.
-    std::thread::sleep(Duration::from_millis(1500));
+    let streams = || {
+        engine
+            .requests()
+            .iter()
+            .filter(|r| r.contains("/events"))
+            .count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || streams() >= 3),
+        "the stream is asked for again: {} times",
+        streams()
+    );
     let path = socket.display().to_string();
-    let asked = engine
-        .requests()
-        .iter()
-        .filter(|r| r.contains("/events"))
-        .count();
+    let asked = streams();
     // Once at the connection and once per 200 ms poll since: not again straight after each failure.
     let polls = started.elapsed().as_millis() / 200;
     assert!(
