@@ -328,6 +328,14 @@ impl Engine {
     fn requests(&self) -> Vec<String> {
         lock(&self.shared.requests).clone()
     }
+
+    /// How many requests so far went to a target holding `path`.
+    fn requests_to(&self, path: &str) -> usize {
+        lock(&self.shared.requests)
+            .iter()
+            .filter(|r| r.contains(path))
+            .count()
+    }
 }
 
 impl Drop for Engine {
@@ -600,13 +608,7 @@ fn layout(endpoint: &str, extra: &str) -> Layout {
 /// Waits until the proxy has listed the containers `n` more times (each poll lists them), so that what is
 /// checked next had that many polls to happen in, however slow the machine.
 fn wait_polls(engine: &Engine, n: usize) {
-    let lists = || {
-        engine
-            .requests()
-            .iter()
-            .filter(|r| r.contains("/containers/json"))
-            .count()
-    };
+    let lists = || engine.requests_to("/containers/json");
     let target = lists() + n;
     assert!(
         wait_until(Duration::from_secs(10), || lists() >= target),
@@ -918,13 +920,7 @@ fn a_forbidden_event_stream_falls_back_to_polling_with_one_warning() {
         routed_to(addr, "polled.example.com") == Some(pa)
     });
     // Several polls, each asking for the stream again.
-    let streams = || {
-        engine
-            .requests()
-            .iter()
-            .filter(|r| r.contains("/events"))
-            .count()
-    };
+    let streams = || engine.requests_to("/events");
     assert!(
         wait_until(Duration::from_secs(10), || streams() >= 3),
         "the stream is asked for again: {} times",
