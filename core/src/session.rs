@@ -413,14 +413,13 @@ impl Session {
             Decision::Redirect(name) => match self.ctx.routes.by_name(&name) {
                 Some(s) => Arc::clone(s),
                 None => {
-                    // The player's address was fine: the server it was sent to is gone (a reload) or
-                    // misspelt in the plugin. Told what the routed server tells when it is down.
+                    // The server it was sent to is gone (a reload) or misspelt in the plugin. A player
+                    // whose address routed is told what that server tells when it is down; one whose
+                    // address routed nowhere, that the address is unknown.
                     let routed = self.routed.take();
-                    let message = routed
-                        .as_deref()
-                        .map_or(crate::config::DEFAULT_DISCONNECT_MESSAGE, |s| {
-                            s.config.disconnect_message.as_str()
-                        });
+                    let message = routed.as_deref().map_or(UNKNOWN_HOST_MESSAGE, |s| {
+                        s.config.disconnect_message.as_str()
+                    });
                     self.send_login_disconnect(message);
                     return self.close(CloseReason::UnknownRedirect(name));
                 }
@@ -458,8 +457,9 @@ impl Session {
     /// own backend dials (the driver knows which connections those are), so the server's addresses lead
     /// back to the proxy and every login would dial it again until connections run out. A login is closed
     /// without an answer: the dialling session sees its backend close without a byte and tells its player
-    /// the server's `disconnect_message`. A server-list ping gets the offline status an unreachable
-    /// backend gets, which the dialling session passes on.
+    /// the server's `disconnect_message`. A server-list ping whose Status Request was read gets the
+    /// offline status an unreachable backend gets (which the dialling session passes on), then the close:
+    /// no pong, and nothing for a ping routed on a bare Ping.
     pub fn refuse_loop(&mut self) {
         if self.state != State::PreConnect {
             return;
@@ -1337,6 +1337,25 @@ mod tests {
             panic!("not a string")
         };
         assert!(json.contains("Looping"), "{json}");
+        assert!(matches!(
+            s.poll_action(),
+            Some(Action::Close(CloseReason::Loop))
+        ));
+
+        // Routed on a bare ping (no Status Request read): closed without an answer.
+        let mut s = session(&[server("lobby", "")]);
+        let mut bytes = Vec::new();
+        Handshake {
+            protocol_version: 765,
+            server_address: "lobby.example.com",
+            port: 25565,
+            next_state: NextState::Status,
+        }
+        .encode(&mut bytes);
+        codec::write_frame(&mut bytes, 0x01, &7i64.to_be_bytes());
+        s.handle_client_data(&bytes);
+        assert!(matches!(s.poll_action(), Some(Action::PreConnect)));
+        s.refuse_loop();
         assert!(matches!(
             s.poll_action(),
             Some(Action::Close(CloseReason::Loop))

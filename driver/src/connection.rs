@@ -313,12 +313,14 @@ async fn handshake<'s, R: Runtime>(
                     let _ = write_all_fresh(rt, client, &bytes, handshake_timeout).await;
                 }
                 Action::Forward(fwd) => {
-                    let Some(backend) = backend.take() else {
+                    // The stream stays in `backend` (declared before the mark) while the opening is
+                    // written: an abort at that write drops the mark before the socket, as everywhere.
+                    let Some(stream) = backend.as_ref() else {
                         fwd.live.finish(0, 0, EndReason::Error, Instant::now());
                         return None;
                     };
                     if let Err(stop) =
-                        write_all_fresh(rt, &backend, &opening, fwd.timeouts.write).await
+                        write_all_fresh(rt, stream, &opening, fwd.timeouts.write).await
                     {
                         // The opening could not be written (the backend closed, reset or stopped
                         // reading): it has sent nothing. The session ends here (its line, its slot);
@@ -335,6 +337,7 @@ async fn handshake<'s, R: Runtime>(
                         linger(rt, client).await;
                         return None;
                     }
+                    let backend = backend.take()?;
                     return Some((backend, fwd, own_dial));
                 }
                 Action::Close(_) => {

@@ -10,9 +10,9 @@
 //! A TCP connection's two ends are unique on the host, so no other client can match: a local client that
 //! happens to use the same source port towards the proxy has a different pair.
 //!
-//! Only a connection to the proxy's port on an address of this host can reach the listener: a loopback
-//! address, or one whose local end has the same address (for a destination on the host itself, the
-//! kernel takes the destination as the source). Backends elsewhere on the same port (a Docker default)
+//! Only a connection to the proxy's port on an address of this host can reach the listener: its own
+//! address when it listens on one, else a loopback address or one whose local end has the same address
+//! (for a destination on the host itself, the kernel takes the destination as the source). Backends elsewhere on the same port (a Docker default)
 //! are not remembered, so they cost a `getsockname` and no lock. A loop through address translation (a
 //! published Docker port, a cloud address not on the interface, a port redirect, two proxies pointing
 //! at each other) has other ends on each side and is not caught.
@@ -25,7 +25,8 @@ use std::sync::{Mutex, MutexGuard};
 /// The open backend connections to the proxy's port, by (local end, remote end).
 #[derive(Debug)]
 pub(crate) struct OwnDials {
-    port: u16,
+    /// The listener's address: with a specified IP, only that address reaches it.
+    listener: SocketAddr,
     open: Mutex<HashSet<(SocketAddr, SocketAddr)>>,
     /// How many are in `open`: with none (nearly always), a client is checked without the lock.
     count: AtomicUsize,
@@ -45,10 +46,10 @@ fn canonical(a: SocketAddr) -> SocketAddr {
 }
 
 impl OwnDials {
-    /// For a proxy listening on `port`.
-    pub(crate) fn new(port: u16) -> Self {
+    /// For a proxy listening on `listener`.
+    pub(crate) fn new(listener: SocketAddr) -> Self {
         OwnDials {
-            port,
+            listener: canonical(listener),
             open: Mutex::default(),
             count: AtomicUsize::new(0),
         }
@@ -60,8 +61,8 @@ impl OwnDials {
     }
 
     /// Remembers a backend connection dialled at `dialled` while the returned mark lives, when it can
-    /// reach the proxy's listener: on the proxy's port, at a loopback address or at the address of its
-    /// own local end. `ends` gives the socket's (local, remote) ends, asked only for the proxy's port
+    /// reach the proxy's listener: at the listener's own address, or, for a listener on every address,
+    /// on its port at a loopback address or at the address of the connection's own local end. `ends` gives the socket's (local, remote) ends, asked only for the proxy's port
     /// (two system calls; the remote end is not always what was dialled: `0.0.0.0` reaches 127.0.0.1),
     /// or `None` when the socket could not say: nothing is remembered.
     pub(crate) fn mark(
@@ -69,16 +70,24 @@ impl OwnDials {
         dialled: SocketAddr,
         ends: impl FnOnce() -> Option<(SocketAddr, SocketAddr)>,
     ) -> Option<OwnDial<'_>> {
-        if dialled.port() != self.port {
+        if dialled.port() != self.listener.port() {
             return None;
         }
         let (local, remote) = ends()?;
         let ends = (canonical(local), canonical(remote));
-        if !ends.1.ip().is_loopback() && ends.0.ip() != ends.1.ip() {
-            return None; // another host
+        let reaches = if self.listener.ip().is_unspecified() {
+            // Every address of the host: loopback, or one the kernel dials from itself.
+            ends.1.ip().is_loopback() || ends.0.ip() == ends.1.ip()
+        } else {
+            ends.1 == self.listener // a backend on 127.0.0.1 beside a proxy on a public address is not it
+        };
+        if !reaches {
+            return None;
         }
-        if self.lock().insert(ends) {
-            self.count.fetch_add(1, Ordering::Release);
+        let mut open = self.lock();
+        if open.insert(ends) {
+            // Under the lock: the count is the set's size whenever the lock is free.
+            self.count.fetch_add(1, Ordering::Relaxed);
         }
         Some(OwnDial {
             dials: self,
@@ -91,9 +100,9 @@ impl OwnDials {
     /// Asked once the client's handshake is in: the dialling session marks its connection before it
     /// writes that handshake, so the mark is always there by then.
     pub(crate) fn is_own(&self, peer: SocketAddr, local: SocketAddr) -> bool {
-        // The count is raised under the lock before the dial writes a byte, and so before its client
-        // can get here: seeing zero means no mark can match.
-        if self.count.load(Ordering::Acquire) == 0 {
+        // A mark is counted before its dial writes a byte, and so before its client can get here (the
+        // socket write and read order them): seeing zero means no mark can match.
+        if self.count.load(Ordering::Relaxed) == 0 {
             return false;
         }
         let ends = (canonical(peer), canonical(local));
@@ -103,8 +112,9 @@ impl OwnDials {
 
 impl Drop for OwnDial<'_> {
     fn drop(&mut self) {
-        if self.dials.lock().remove(&*self.ends) {
-            self.dials.count.fetch_sub(1, Ordering::Release);
+        let mut open = self.dials.lock();
+        if open.remove(&*self.ends) {
+            self.dials.count.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -119,7 +129,7 @@ mod tests {
 
     #[test]
     fn a_marked_connection_is_known_from_its_other_end_until_dropped() {
-        let dials = OwnDials::new(25565);
+        let dials = OwnDials::new(addr("0.0.0.0:25565"));
         let mark = dials.mark(addr("127.0.0.1:25565"), || {
             Some((addr("127.0.0.1:40000"), addr("127.0.0.1:25565")))
         });
@@ -138,6 +148,21 @@ mod tests {
     }
 
     #[test]
+    fn a_proxy_on_one_address_is_reached_only_there() {
+        let dials = OwnDials::new(addr("203.0.113.5:25565"));
+        // A Minecraft server on 127.0.0.1:25565 beside the proxy: not the proxy, no lock, no entry.
+        let beside = dials.mark(addr("127.0.0.1:25565"), || {
+            Some((addr("127.0.0.1:40000"), addr("127.0.0.1:25565")))
+        });
+        assert!(beside.is_none());
+        let own = dials.mark(addr("203.0.113.5:25565"), || {
+            Some((addr("203.0.113.5:40000"), addr("203.0.113.5:25565")))
+        });
+        assert!(own.is_some());
+        assert_eq!(dials.count.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
     fn no_mark_costs_two_words() {
         assert_eq!(
             std::mem::size_of::<Option<OwnDial<'_>>>(),
@@ -147,7 +172,7 @@ mod tests {
 
     #[test]
     fn only_connections_to_the_proxys_port_are_marked() {
-        let dials = OwnDials::new(25565);
+        let dials = OwnDials::new(addr("0.0.0.0:25565"));
         let asked = std::cell::Cell::new(false);
         let other_port = dials.mark(addr("127.0.0.1:25566"), || {
             asked.set(true);

@@ -180,7 +180,7 @@ impl<R: Runtime> Proxy<R> {
                 plugins,
                 main: config.main,
                 fixed_local: (!local_addr.ip().is_unspecified()).then_some(local_addr),
-                own_dials: OwnDials::new(local_addr.port()),
+                own_dials: OwnDials::new(local_addr),
                 refusals: Flood::default(),
                 accept_errors: Flood::default(),
             }),

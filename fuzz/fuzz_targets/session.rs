@@ -784,12 +784,12 @@ impl Run<'_> {
             CloseReason::UnknownRedirect(name) => {
                 assert_eq!(self.decision, Some(Decision::Redirect(name.clone())));
                 assert!(self.routes.by_name(name).is_none());
-                // What the routed server tells when it is down (there is one: it was asked about).
+                // What the routed server tells when it is down; an address that routed nowhere is
+                // unknown.
                 let routed = self.routed.as_deref().and_then(|n| self.routes.by_name(n));
-                let message = routed
-                    .map_or(nethergate_core::config::DEFAULT_DISCONNECT_MESSAGE, |s| {
-                        s.config.disconnect_message.as_str()
-                    });
+                let message = routed.map_or(UNKNOWN_HOST_MESSAGE, |s| {
+                    s.config.disconnect_message.as_str()
+                });
                 refusal_sent(Some(message));
             }
             CloseReason::ServerFull => {

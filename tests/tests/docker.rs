@@ -909,7 +909,6 @@ fn a_forbidden_event_stream_falls_back_to_polling_with_one_warning() {
     let (pa, socket) = (a.addr().port(), dir.path().join("docker.sock"));
     engine.shared.events_forbidden.store(true, Ordering::SeqCst);
     engine.up();
-    let started = std::time::Instant::now();
     let proxy = Proxy::start(
         Rt::Tokio,
         layout(&engine.endpoint(), "poll_interval = \"200ms\"").load(),
@@ -920,19 +919,17 @@ fn a_forbidden_event_stream_falls_back_to_polling_with_one_warning() {
         routed_to(addr, "polled.example.com") == Some(pa)
     });
     // Several polls, each asking for the stream again.
-    let streams = || engine.requests_to("/events");
-    assert!(
-        wait_until(Duration::from_secs(10), || streams() >= 3),
-        "the stream is asked for again: {} times",
-        streams()
-    );
+    wait_polls(&engine, 5);
     let path = socket.display().to_string();
-    let asked = streams();
-    // Once at the connection and once per 200 ms poll since: not again straight after each failure.
-    let polls = started.elapsed().as_millis() / 200;
+    // Once at the connection and once per poll since (each poll lists the containers): not again
+    // straight after each failure. The stream count is read first: a poll in between only adds a list.
+    let (asked, lists) = (
+        engine.requests_to("/events"),
+        engine.requests_to("/containers/json"),
+    );
     assert!(
-        asked >= 3 && asked as u128 <= polls + 2,
-        "the stream is asked for at each poll: {asked} in {polls} polls"
+        asked >= 3 && asked <= lists + 1,
+        "the stream is asked for at each poll: {asked} times in {lists} polls"
     );
     assert_eq!(
         log_lines(&["docker event stream unavailable", &path, "403"]),

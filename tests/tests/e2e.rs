@@ -367,7 +367,7 @@ fn hung_backend_times_out_with_the_disconnect_message_in<F: Flavor>(mode: &str) 
     );
     assert!(started.elapsed() >= Duration::from_millis(900), "{what}");
     // This test's line: its backend is its own.
-    let backend_needle = format!("backend={}", backend.addr());
+    let backend_needle = format!("backend={} ", backend.addr());
     let ended = ["session ended", "b2c=0", "reason=Timeout", &backend_needle];
     assert!(wait_for_log(&ended, IO_TIMEOUT).is_some(), "{what}");
     // A status ping is not a login: no Login Disconnect packet.
