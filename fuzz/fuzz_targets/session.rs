@@ -831,8 +831,28 @@ impl Run<'_> {
                         "a looping login is refused without a word"
                     );
                 } else {
-                    // A status request that was read is answered offline; a bare ping is not.
-                    assert!(self.to_client.len() <= 1, "{:?}", self.to_client);
+                    // A status request (the frame after the handshake is 0x00) is answered offline,
+                    // with a Status Response; a session routed on a bare ping gets nothing.
+                    let Ok(Parsed::Complete(_, hs_used)) = handshake::parse(&self.fed) else {
+                        panic!("a looping status session without its handshake")
+                    };
+                    let requested = matches!(
+                        codec::read_frame(&self.fed[hs_used..], MAX_HANDSHAKE_FRAME),
+                        Ok(Parsed::Complete(f, _)) if f.id == 0x00
+                    );
+                    assert_eq!(
+                        self.to_client.len(),
+                        usize::from(requested),
+                        "{:?}",
+                        self.to_client
+                    );
+                    if let Some(answer) = self.to_client.first() {
+                        let Ok(Parsed::Complete(frame, _)) = codec::read_frame(answer, 1 << 16)
+                        else {
+                            panic!("the offline status is not a frame")
+                        };
+                        assert_eq!(frame.id, 0x00, "not a Status Response");
+                    }
                 }
             }
             CloseReason::BufferLimit => assert!(self.buffer_overflowed),
