@@ -832,6 +832,19 @@ mod tests {
         }
     }
 
+    /// A handshake for lobby.example.com:25565.
+    fn handshake_bytes(protocol_version: i32, next_state: NextState) -> Vec<u8> {
+        let mut out = Vec::new();
+        Handshake {
+            protocol_version,
+            server_address: "lobby.example.com",
+            port: 25565,
+            next_state,
+        }
+        .encode(&mut out);
+        out
+    }
+
     fn login_bytes(host: &str, name: &str, next_state: NextState) -> Vec<u8> {
         let mut out = Vec::new();
         Handshake {
@@ -1249,14 +1262,7 @@ mod tests {
             (765, response::VANILLA_MAX_KICK),
         ] {
             let mut s = session(&[server("lobby", "")]);
-            let mut bytes = Vec::new();
-            Handshake {
-                protocol_version: protocol,
-                server_address: "lobby.example.com",
-                port: 25565,
-                next_state: NextState::Login,
-            }
-            .encode(&mut bytes);
+            let mut bytes = handshake_bytes(protocol, NextState::Login);
             LoginStart {
                 name: "Steve",
                 tail: &[],
@@ -1288,14 +1294,7 @@ mod tests {
                 "expected the status request, got packet 0x02",
             ),
         ] {
-            let mut bytes = Vec::new();
-            Handshake {
-                protocol_version: 765,
-                server_address: "lobby.example.com",
-                port: 25565,
-                next_state: NextState::Status,
-            }
-            .encode(&mut bytes);
+            let mut bytes = handshake_bytes(765, NextState::Status);
             codec::write_frame(&mut bytes, id, body);
             let mut s = session(&[server("lobby", "")]);
             s.handle_client_data(&bytes);
@@ -1344,14 +1343,7 @@ mod tests {
 
         // Routed on a bare ping (no Status Request read): closed without an answer.
         let mut s = session(&[server("lobby", "")]);
-        let mut bytes = Vec::new();
-        Handshake {
-            protocol_version: 765,
-            server_address: "lobby.example.com",
-            port: 25565,
-            next_state: NextState::Status,
-        }
-        .encode(&mut bytes);
+        let mut bytes = handshake_bytes(765, NextState::Status);
         codec::write_frame(&mut bytes, 0x01, &7i64.to_be_bytes());
         s.handle_client_data(&bytes);
         assert!(matches!(s.poll_action(), Some(Action::PreConnect)));

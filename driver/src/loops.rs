@@ -127,12 +127,15 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// A dial to `to` whose socket reports the ends `from` → `to`.
+    fn dial<'a>(dials: &'a OwnDials, from: &str, to: &str) -> Option<OwnDial<'a>> {
+        dials.mark(addr(to), || Some((addr(from), addr(to))))
+    }
+
     #[test]
     fn a_marked_connection_is_known_from_its_other_end_until_dropped() {
         let dials = OwnDials::new(addr("0.0.0.0:25565"));
-        let mark = dials.mark(addr("127.0.0.1:25565"), || {
-            Some((addr("127.0.0.1:40000"), addr("127.0.0.1:25565")))
-        });
+        let mark = dial(&dials, "127.0.0.1:40000", "127.0.0.1:25565");
         assert!(mark.is_some());
         assert!(dials.is_own(addr("127.0.0.1:40000"), addr("127.0.0.1:25565")));
         // A dual-stack listener sees the same connection with mapped addresses.
@@ -151,13 +154,9 @@ mod tests {
     fn a_proxy_on_one_address_is_reached_only_there() {
         let dials = OwnDials::new(addr("203.0.113.5:25565"));
         // A Minecraft server on 127.0.0.1:25565 beside the proxy: not the proxy, no lock, no entry.
-        let beside = dials.mark(addr("127.0.0.1:25565"), || {
-            Some((addr("127.0.0.1:40000"), addr("127.0.0.1:25565")))
-        });
+        let beside = dial(&dials, "127.0.0.1:40000", "127.0.0.1:25565");
         assert!(beside.is_none());
-        let own = dials.mark(addr("203.0.113.5:25565"), || {
-            Some((addr("203.0.113.5:40000"), addr("203.0.113.5:25565")))
-        });
+        let own = dial(&dials, "203.0.113.5:40000", "203.0.113.5:25565");
         assert!(own.is_some());
         assert_eq!(dials.count.load(Ordering::Relaxed), 1);
     }
@@ -182,16 +181,12 @@ mod tests {
         assert!(!asked.get(), "no getsockname for a backend on another port");
         assert!(dials.mark(addr("127.0.0.1:25565"), || None).is_none());
         // Another host on the same port (a backend container on 25565): not the proxy.
-        let elsewhere = dials.mark(addr("172.17.0.2:25565"), || {
-            Some((addr("172.17.0.1:40000"), addr("172.17.0.2:25565")))
-        });
+        let elsewhere = dial(&dials, "172.17.0.1:40000", "172.17.0.2:25565");
         assert!(elsewhere.is_none());
         assert!(dials.lock().is_empty());
         assert_eq!(dials.count.load(Ordering::Relaxed), 0);
         // An address of this host, not loopback: the kernel dials it from itself.
-        let own = dials.mark(addr("10.0.0.5:25565"), || {
-            Some((addr("10.0.0.5:40000"), addr("10.0.0.5:25565")))
-        });
+        let own = dial(&dials, "10.0.0.5:40000", "10.0.0.5:25565");
         assert!(own.is_some());
         drop(own);
         // Dialled at 0.0.0.0, which Linux takes for 127.0.0.1: the socket's own ends are kept.
@@ -200,9 +195,7 @@ mod tests {
         });
         assert!(dials.is_own(addr("127.0.0.1:40001"), addr("127.0.0.1:25565")));
         drop(own);
-        let own = dials.mark(addr("10.0.0.5:25565"), || {
-            Some((addr("10.0.0.5:40000"), addr("10.0.0.5:25565")))
-        });
+        let own = dial(&dials, "10.0.0.5:40000", "10.0.0.5:25565");
         assert!(own.is_some());
         assert!(dials.is_own(addr("10.0.0.5:40000"), addr("10.0.0.5:25565")));
         drop(own);
