@@ -8,7 +8,7 @@ use crate::runtime::{Runtime, Stream};
 use bytes::Bytes;
 use futures_lite::future;
 use nethergate_core::forward::{Ending, Side};
-use nethergate_core::{Action, ConnectRequest, Context, EndReason, Forward, Session};
+use nethergate_core::{Action, CloseReason, ConnectRequest, Context, EndReason, Forward, Session};
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -340,7 +340,19 @@ async fn handshake<'s, R: Runtime>(
                     let backend = backend.take()?;
                     return Some((backend, fwd, own_dial));
                 }
-                Action::Close(_) => {
+                Action::Close(reason) => {
+                    if matches!(reason, CloseReason::ProtocolError(_))
+                        && shared.own_dials.is_own(peer, local)
+                    {
+                        // A PROXY header (`send_proxy_protocol`) from our own dial: refused before any
+                        // PreConnect, as the garbage it is to a Minecraft handshake. Said as the loop it is.
+                        tracing::warn!(
+                            listener_port = local.port(),
+                            "a server's address leads back to this proxy: its own backend connection \
+                             (with a PROXY header) arrived as a client; refused (give the server its \
+                             backend's address, not the proxy's)"
+                        );
+                    }
                     if answered {
                         linger(rt, client).await; // abort: see `serve`
                     } else {

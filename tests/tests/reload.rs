@@ -359,6 +359,32 @@ fn leading_back<F: Flavor>(bind: &str, tag: &str) {
     );
     assert_eq!(refusals(), 5, "[{}] the ping was refused once", F::NAME);
     drop(c);
+    // With `send_proxy_protocol`, the proxy's own connection opens with a PROXY header, which no
+    // handshake starts with: refused as garbage, but said as the loop it is.
+    layout.write_server(
+        &format!("{name}-pp"),
+        &server_toml(
+            &["loop-pp.example.com"],
+            &[addr],
+            "disconnect_message = \"Loop!\"\nsend_proxy_protocol = true",
+        ),
+    );
+    let told_pp = || {
+        let mut c = connect(addr);
+        c.write_all(&login_bytes("loop-pp.example.com", "Steve"))
+            .ok()?;
+        let (_, json) = read_json_packet(&mut c).ok()?;
+        Some(json["text"].as_str()?.to_owned())
+    };
+    eventually("the looping PROXY-header server is loaded", || {
+        told_pp().as_deref() == Some("Loop!")
+    });
+    let port = format!("listener_port={}", addr.port());
+    assert!(
+        wait_for_log(&["(with a PROXY header)", &port], IO_TIMEOUT).is_some(),
+        "[{}] the PROXY-header loop is named",
+        F::NAME
+    );
     assert_eq!(routed_to(addr, "alpha.example.com"), Some(a.addr().port()));
     eventually("every session ended", || proxy.registry().is_empty());
     drop(proxy);
