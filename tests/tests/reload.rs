@@ -311,15 +311,14 @@ fn leading_back<F: Flavor>(bind: &str, tag: &str) {
     let name = format!("loop-{}-{tag}", F::NAME);
     layout.write_server(&name, &server_toml(&["loop.example.com"], &[addr], extra));
     // Refused as an unknown host until the reload, then told the looping server's message.
-    let told = || {
+    let told = |host: &str| {
         let mut c = connect(addr);
-        c.write_all(&login_bytes("loop.example.com", "Steve"))
-            .ok()?;
+        c.write_all(&login_bytes(host, "Steve")).ok()?;
         let (_, json) = read_json_packet(&mut c).ok()?;
         Some(json["text"].as_str()?.to_owned())
     };
     eventually("the looping server is loaded", || {
-        told().as_deref() == Some("Loop!")
+        told("loop.example.com").as_deref() == Some("Loop!")
     });
     let refusals = || {
         let quoted = format!("server={name:?}");
@@ -369,15 +368,8 @@ fn leading_back<F: Flavor>(bind: &str, tag: &str) {
             "disconnect_message = \"Loop!\"\nsend_proxy_protocol = true",
         ),
     );
-    let told_pp = || {
-        let mut c = connect(addr);
-        c.write_all(&login_bytes("loop-pp.example.com", "Steve"))
-            .ok()?;
-        let (_, json) = read_json_packet(&mut c).ok()?;
-        Some(json["text"].as_str()?.to_owned())
-    };
     eventually("the looping PROXY-header server is loaded", || {
-        told_pp().as_deref() == Some("Loop!")
+        told("loop-pp.example.com").as_deref() == Some("Loop!")
     });
     let port = format!("listener_port={}", addr.port());
     assert!(
