@@ -12,8 +12,9 @@
 //!
 //! Only a connection to the proxy's port on an address of this host can reach the listener: its own
 //! address when it listens on one, else a loopback address or one whose local end has the same address
-//! (for a destination on the host itself, the kernel takes the destination as the source). Backends elsewhere on the same port (a Docker default)
-//! are not remembered, so they cost a `getsockname` and no lock. A loop through address translation (a
+//! (for a destination on the host itself, the kernel takes the destination as the source). Backends
+//! elsewhere on the same port (a Docker default) are not remembered: beside a proxy on every address
+//! they cost two system calls (the socket's ends) and no lock, beside a proxy on one address nothing. A loop through address translation (a
 //! published Docker port, a cloud address not on the interface, a port redirect, two proxies pointing
 //! at each other) has other ends on each side and is not caught.
 
@@ -62,9 +63,10 @@ impl OwnDials {
 
     /// Remembers a backend connection dialled at `dialled` while the returned mark lives, when it can
     /// reach the proxy's listener: at the listener's own address, or, for a listener on every address,
-    /// on its port at a loopback address or at the address of the connection's own local end. `ends` gives the socket's (local, remote) ends, asked only for the proxy's port
-    /// (two system calls; the remote end is not always what was dialled: `0.0.0.0` reaches 127.0.0.1),
-    /// or `None` when the socket could not say: nothing is remembered.
+    /// on its port at a loopback address or at the address of the connection's own local end. `ends`
+    /// gives the socket's (local, remote) ends, asked only when the dial may reach the listener (two
+    /// system calls; the remote end is not always what was dialled: `0.0.0.0` reaches 127.0.0.1), or
+    /// `None` when the socket could not say: nothing is remembered.
     pub(crate) fn mark(
         &self,
         dialled: SocketAddr,
@@ -73,13 +75,19 @@ impl OwnDials {
         if dialled.port() != self.listener.port() {
             return None;
         }
+        // A listener on one address: a dial to another specified address is its own remote end, and
+        // not the listener's, without asking the socket.
+        let one_address = !self.listener.ip().is_unspecified();
+        if one_address && !dialled.ip().is_unspecified() && canonical(dialled) != self.listener {
+            return None;
+        }
         let (local, remote) = ends()?;
         let ends = (canonical(local), canonical(remote));
-        let reaches = if self.listener.ip().is_unspecified() {
+        let reaches = if one_address {
+            ends.1 == self.listener // a backend on 127.0.0.1 beside a proxy on a public address is not it
+        } else {
             // Every address of the host: loopback, or one the kernel dials from itself.
             ends.1.ip().is_loopback() || ends.0.ip() == ends.1.ip()
-        } else {
-            ends.1 == self.listener // a backend on 127.0.0.1 beside a proxy on a public address is not it
         };
         if !reaches {
             return None;
@@ -156,6 +164,15 @@ mod tests {
         // A Minecraft server on 127.0.0.1:25565 beside the proxy: not the proxy, no lock, no entry.
         let beside = dial(&dials, "127.0.0.1:40000", "127.0.0.1:25565");
         assert!(beside.is_none());
+        let asked = std::cell::Cell::new(false);
+        let beside = dials.mark(addr("127.0.0.1:25565"), || {
+            asked.set(true);
+            None
+        });
+        assert!(
+            beside.is_none() && !asked.get(),
+            "no system call for it either"
+        );
         let own = dial(&dials, "203.0.113.5:40000", "203.0.113.5:25565");
         assert!(own.is_some());
         assert_eq!(dials.count.load(Ordering::Relaxed), 1);
