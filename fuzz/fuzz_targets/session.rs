@@ -1,5 +1,6 @@
 //! A whole `Session` driven by an adversarial runtime: arbitrary client bytes in arbitrary chunks,
-//! arbitrary plugin answers (or the driver's loop refusal), backend outcomes, timeouts and EOF, in any order, answered at once or late.
+//! arbitrary plugin answers (or the driver's loop refusal), backend outcomes, timeouts and EOF, in any
+//! order, answered at once or late.
 //!
 //! Input layout: `[L][L control bytes][client bytes]`. The control bytes choose the configuration (2 or 3
 //! servers, each with or without a domain rewrite, a PROXY header, `max_players`, 1-3 addresses), players
@@ -22,7 +23,8 @@
 //!   only the host part replaced when a rewrite is configured (decoration kept), then every other client
 //!   byte in order; `c2b_initial` counts exactly what was sent before forwarding;
 //! - the close reason matches what happened; a refused login is told why with a Login Disconnect, and
-//!   a connection the driver recognised as its own (`refuse_loop`) closes with `Loop` and no answer;
+//!   a connection the driver recognised as its own (`refuse_loop`) closes with `Loop`, answering only
+//!   a Status Request (with the offline status);
 //! - player slots are released: counts return to what they were when the session ends.
 
 #![no_main]
