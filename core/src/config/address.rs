@@ -64,6 +64,9 @@ impl BackendAddress {
                  international name in its xn-- form) or an IP address"
             ));
         }
+        if host.parse::<IpAddr>().is_err() {
+            check_name_labels(s, host)?;
+        }
         let port: u16 = port
             .parse()
             .map_err(|_| format!("{s:?} has an invalid port {port:?} (1-65535)"))?;
@@ -96,6 +99,31 @@ impl BackendAddress {
     }
 }
 
+/// A host name's dot-separated labels: none empty (`a..b`, `.a`), none over 63 bytes, the name at most 253
+/// (the limits of DNS, which a resolver would refuse only when the address is dialled). One trailing dot,
+/// an absolute name, is allowed.
+fn check_name_labels(s: &str, host: &str) -> Result<(), String> {
+    let name = host.strip_suffix('.').unwrap_or(host);
+    if name.split('.').any(str::is_empty) {
+        return Err(format!(
+            "{s:?} has an empty label in its host (a leading dot or two dots in a row)"
+        ));
+    }
+    if let Some(label) = name.split('.').find(|l| l.len() > 63) {
+        return Err(format!(
+            "{s:?} has a label of {} characters in its host (at most 63): {label:?}",
+            label.len()
+        ));
+    }
+    if name.len() > 253 {
+        return Err(format!(
+            "{s:?} has a host of {} characters (at most 253)",
+            name.len()
+        ));
+    }
+    Ok(())
+}
+
 impl fmt::Display for BackendAddress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.host.contains(':') {
@@ -126,6 +154,10 @@ mod tests {
             "caf\u{e9}.example:1",
             "a/b:1",
             "[fe80::1%eth0]:1",
+            "a..b:1",
+            ".lobby:1",
+            ".:1",
+            "lobby..:1",
         ] {
             let e = server(&format!("domains = [\"a\"]\naddresses = [\"{bad}\"]")).unwrap_err();
             assert_eq!(keys(e), vec!["addresses"], "{bad}");
@@ -134,7 +166,17 @@ mod tests {
         assert!(e.contains("has '\\u{1b}' in its host"), "{e}");
         let e = BackendAddress::parse("[fe80::1%eth0]:25565").unwrap_err();
         assert!(e.contains("with a zone (`%`)"), "{e}");
+        let e = BackendAddress::parse("lobby..internal:25565").unwrap_err();
+        assert!(e.contains("empty label"), "{e}");
+        let long = "a".repeat(64);
+        let e = BackendAddress::parse(&format!("{long}.internal:1")).unwrap_err();
+        assert!(e.contains("a label of 64 characters"), "{e}");
+        let e = BackendAddress::parse(&format!("{}aa:1", "a.".repeat(126))).unwrap_err();
+        assert!(e.contains("a host of 254 characters"), "{e}");
         for good in [
+            "lobby.internal.:25565",
+            &format!("{}.internal:1", "a".repeat(63)),
+            &format!("{}a:1", "a.".repeat(126)),
             "backend_1.internal:25565",
             "10.0.0.1:25565",
             "[::1]:1",
