@@ -62,6 +62,12 @@ fn logged_host(host: &str) -> std::borrow::Cow<'_, str> {
 /// What a login is told when its host matches no server.
 pub const UNKNOWN_HOST_MESSAGE: &str = "Unknown server address";
 
+/// The warning for a connection refused by [`Session::refuse_loop`], and by a driver for its own PROXY
+/// header arriving as a client (which no handshake starts with, so no session reaches PreConnect).
+pub const LOOP_WARNING: &str = "a server's address leads back to this proxy: its own backend connection \
+                                arrived as a client; refused (give the server its backend's address, not \
+                                the proxy's)";
+
 /// Settings shared by every session of a listener.
 #[derive(Debug, Clone)]
 pub struct Context {
@@ -468,8 +474,7 @@ impl Session {
         tracing::warn!(
             server = self.server().unwrap_or("-"),
             host = self.pre_connect_event().host,
-            "a server's address leads back to this proxy: its own backend connection arrived as a client; \
-             refused (give the server its backend's address, not the proxy's)"
+            "{LOOP_WARNING}"
         );
         if !self.is_login() && self.status_requested {
             let status = self.offline_status();

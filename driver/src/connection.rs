@@ -348,9 +348,9 @@ async fn handshake<'s, R: Runtime>(
                         // PreConnect, as the garbage it is to a Minecraft handshake. Said as the loop it is.
                         tracing::warn!(
                             listener_port = local.port(),
-                            "a server's address leads back to this proxy: its own backend connection \
-                             (with a PROXY header) arrived as a client; refused (give the server its \
-                             backend's address, not the proxy's)"
+                            proxy_header = true,
+                            "{}",
+                            nethergate_core::session::LOOP_WARNING
                         );
                     }
                     if answered {
