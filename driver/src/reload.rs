@@ -221,7 +221,7 @@ impl Drop for Watch {
 }
 
 /// The longest a reload waits for the directory to go quiet (a file rewritten without pause).
-const MAX_DELAY: Duration = Duration::from_secs(2);
+pub const MAX_DELAY: Duration = Duration::from_secs(2);
 
 /// Whether `event` changes what the server directory `dir` holds: `None` if not, `Some(true)` if it is
 /// about the directory itself (removed or renamed: which directory the path names must be checked),
@@ -249,7 +249,7 @@ fn relevance(event: &notify::Event, dir: &Path) -> Option<bool> {
 }
 
 /// How often the watch thread checks that `servers_dir` still names the directory it watches.
-const IDENTITY_CHECK: Duration = Duration::from_secs(5);
+pub const IDENTITY_CHECK: Duration = Duration::from_secs(5);
 
 /// Which directory `dir` names now (device and inode, following symlinks), if any.
 #[cfg(unix)]

@@ -18,7 +18,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 /// The smol runtime, for the driver: async-io sockets and timers, and one worker thread per core whose
-/// tasks run where their wake-up is taken (see [`exec`]).
+/// tasks run where their wake-up is taken (see the `exec` module).
 #[derive(Clone)]
 pub struct Smol {
     pool: Arc<exec::Pool>,

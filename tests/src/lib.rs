@@ -739,7 +739,7 @@ pub fn workspace() -> PathBuf {
 }
 
 /// The directory cargo puts binaries of this profile in (…/target/debug), from the running test's path
-/// (…/target/debug/deps/<test>-<hash>).
+/// (`…/target/debug/deps/<test>-<hash>`).
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     exe.parent()
