@@ -52,6 +52,15 @@ fn check_server(text: &str, source: &str, stem: &str) -> Option<ServerConfig> {
             assert!(!s.addresses.is_empty());
             for a in &s.addresses {
                 assert!(a.port != 0 && !a.host.is_empty());
+                // A name is dialable: no empty label, DNS's length limits (one trailing dot allowed).
+                if a.host.parse::<std::net::IpAddr>().is_err() {
+                    let name = a.host.strip_suffix('.').unwrap_or(&a.host);
+                    assert!(name.len() <= 253, "{a}");
+                    assert!(
+                        name.split('.').all(|l| !l.is_empty() && l.len() <= 63),
+                        "{a}"
+                    );
+                }
                 // What the runtime dials must be what was configured.
                 let again = nethergate_core::BackendAddress::parse(&a.to_string());
                 assert_eq!(again.as_ref(), Ok(a), "{a} does not parse back");
