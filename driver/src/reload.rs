@@ -307,6 +307,9 @@ fn watch_loop(
     // (first change since the last reload, when to reload).
     let mut pending: Option<(Instant, Instant)> = None;
     let mut next_check = Instant::now() + IDENTITY_CHECK;
+    // An event about the directory itself (removed, renamed) or a failed watch: the watch may be gone even
+    // where the path names the same inode again (`rm -rf servers && mkdir servers` reuses it on ext4).
+    let mut maybe_lost = false;
     loop {
         let wake = pending.map_or(next_check, |(_, due)| due.min(next_check));
         let message = match inbox.recv_timeout(wake.saturating_duration_since(Instant::now())) {
@@ -329,6 +332,7 @@ fn watch_loop(
                     let first = pending.map_or(now, |(first, _)| first);
                     pending = Some((first, (now + DEBOUNCE).min(first + MAX_DELAY)));
                     if itself {
+                        maybe_lost = true;
                         next_check = next_check.min(now + DEBOUNCE);
                     }
                 }
@@ -339,16 +343,24 @@ fn watch_loop(
         if now >= next_check {
             next_check = now + IDENTITY_CHECK;
             let current = identity(dir);
-            if current != watched {
+            let replaced = current != watched;
+            if replaced || (maybe_lost && current.is_some()) {
+                // The old watch goes first: notify keeps one entry per path, and a stale one (a directory
+                // renamed away still has its watch) would take the new watch with it when the old
+                // directory is deleted later. For a watch the kernel dropped already, this is an error.
+                let _ = watcher.unwatch(dir);
                 match current.map(|_| watcher.watch(dir, RecursiveMode::NonRecursive)) {
-                    Some(Ok(())) => tracing::info!(dir = %dir.display(),
+                    Some(Ok(())) if replaced => tracing::info!(dir = %dir.display(),
                         "server directory replaced, watching the new one"),
+                    Some(Ok(())) => tracing::debug!(dir = %dir.display(),
+                        "server directory watched again"),
                     Some(Err(e)) => tracing::warn!(dir = %dir.display(), error = %e,
                         "cannot watch the new server directory; changes need SIGHUP"),
                     None => tracing::warn!(dir = %dir.display(),
                         "the server directory is gone; its servers stay live until it is back"),
                 }
                 watched = current;
+                maybe_lost = false;
                 pending = Some((now, now)); // the directory itself changed: reload now
             }
         }

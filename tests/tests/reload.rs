@@ -211,6 +211,75 @@ fn a_replaced_server_directory_is_watched_again<F: Flavor>() {
     drop(proxy);
 }
 
+/// `mv servers servers.old && mv servers.new servers`, then `rm -rf servers.old` some time later: the old
+/// directory's deletion must not take the new directory's watch with it.
+fn the_watch_survives_deleting_the_replaced_directory<F: Flavor>() {
+    capture_logs();
+    let (a, b) = (Backend::named(), Backend::named());
+    let layout = Layout::new().server(
+        "alpha",
+        &server_toml(&["alpha.example.com"], &[a.addr()], ""),
+    );
+    let proxy = F::start(layout.load(), nethergate_core::Plugins::new()).expect("start");
+    let addr = proxy.addr();
+    let servers = layout.dir().join("servers");
+    let (staged, old) = (
+        layout.dir().join("servers.new"),
+        layout.dir().join("servers.old"),
+    );
+    std::fs::create_dir(&staged).expect("staging dir");
+    std::fs::write(
+        staged.join("beta.toml"),
+        server_toml(&["beta.example.com"], &[b.addr()], ""),
+    )
+    .expect("staged file");
+    std::fs::rename(&servers, &old).expect("move servers away");
+    std::fs::rename(&staged, &servers).expect("swap in servers.new");
+    eventually("the new directory is read", || {
+        routed_to(addr, "beta.example.com") == Some(b.addr().port())
+    });
+    std::fs::remove_dir_all(&old).expect("delete servers.old");
+    std::thread::sleep(Duration::from_millis(500)); // the deletion's events come and go
+    layout.write_server(
+        "gamma",
+        &server_toml(&["gamma.example.com"], &[a.addr()], ""),
+    );
+    eventually(
+        "a file added after the old directory was deleted is read",
+        || routed_to(addr, "gamma.example.com") == Some(a.addr().port()),
+    );
+    drop(proxy);
+}
+
+/// `rm -rf servers && mkdir servers && cp ...`: on ext4 the new directory often gets the old one's inode
+/// number, so only the deletion itself says that the watch is gone.
+fn a_server_directory_deleted_and_made_again_is_watched<F: Flavor>() {
+    capture_logs();
+    let (a, b) = (Backend::named(), Backend::named());
+    let layout = Layout::new().server(
+        "alpha",
+        &server_toml(&["alpha.example.com"], &[a.addr()], ""),
+    );
+    let proxy = F::start(layout.load(), nethergate_core::Plugins::new()).expect("start");
+    let addr = proxy.addr();
+    let servers = layout.dir().join("servers");
+    std::fs::remove_dir_all(&servers).expect("rm -rf servers");
+    std::fs::create_dir(&servers).expect("mkdir servers");
+    layout.write_server("beta", &server_toml(&["beta.example.com"], &[b.addr()], ""));
+    eventually("the remade directory is read", || {
+        routed_to(addr, "beta.example.com") == Some(b.addr().port())
+            && routed_to(addr, "alpha.example.com").is_none()
+    });
+    layout.write_server(
+        "gamma",
+        &server_toml(&["gamma.example.com"], &[a.addr()], ""),
+    );
+    eventually("a file added to the remade directory is read", || {
+        routed_to(addr, "gamma.example.com") == Some(a.addr().port())
+    });
+    drop(proxy);
+}
+
 /// A Kubernetes ConfigMap volume: `alpha.toml` is a symlink into `..data/`, and an update points the
 /// `..data` symlink at a new directory (no `*.toml` entry changes at all).
 #[cfg(unix)]
@@ -409,6 +478,8 @@ on_both_runtimes!(
     every_reload_step_keeps_live_sessions,
     a_broken_file_is_reported_once,
     a_replaced_server_directory_is_watched_again,
+    the_watch_survives_deleting_the_replaced_directory,
+    a_server_directory_deleted_and_made_again_is_watched,
     #[cfg(unix)]
     a_configmap_update_is_picked_up,
     #[cfg(unix)]
