@@ -235,8 +235,9 @@ impl MainConfig {
             toml::from_str(text).map_err(|e| ConfigErrors(vec![toml_issue(&source, text, &e)]))?;
         let mut issues = Vec::new();
         unknown_keys(&raw.unknown, "", MAIN_KEYS, &source, &mut issues);
+        let problems_before_bind = issues.len();
         let bind_text = field(raw.bind, &source, "bind", &mut issues);
-        let bind_text = bind_text.as_deref().unwrap_or("0.0.0.0:25565");
+        let bind_text = bind_text.as_deref().map_or("0.0.0.0:25565", str::trim);
         let bind = bind_text.parse().unwrap_or_else(|_| {
             issues.push(ConfigIssue::new(
                 &source,
@@ -245,6 +246,7 @@ impl MainConfig {
             ));
             SocketAddr::from(([0, 0, 0, 0], 25565))
         });
+        let bind_known = issues.len() == problems_before_bind;
         let base = path.parent().unwrap_or(Path::new("."));
         let problems_before = issues.len();
         let servers_dir = field(raw.servers_dir, &source, "servers_dir", &mut issues);
@@ -286,6 +288,7 @@ impl MainConfig {
         Ok(CheckedMain {
             main,
             servers_dir_known,
+            bind_known,
             issues,
         })
     }
@@ -297,6 +300,8 @@ pub(super) struct CheckedMain {
     pub(super) main: MainConfig,
     /// `servers_dir` is the configured directory (or the default): its server files can be checked.
     pub(super) servers_dir_known: bool,
+    /// `bind` is the configured address (or the default): server addresses can be checked against it.
+    pub(super) bind_known: bool,
     pub(super) issues: Vec<ConfigIssue>,
 }
 

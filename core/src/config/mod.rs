@@ -110,6 +110,7 @@ impl Config {
         let CheckedMain {
             main,
             servers_dir_known,
+            bind_known,
             mut issues,
         } = MainConfig::check(path, &text)?;
         let mut servers = Vec::new();
@@ -118,7 +119,8 @@ impl Config {
                 Ok(files) => {
                     issues.extend(files.issues());
                     servers = files.servers().cloned().collect();
-                    for server in &servers {
+                    // Against a `bind` that is wrong, the default stands in: no loop to report.
+                    for server in servers.iter().filter(|_| bind_known) {
                         for address in server.addresses.iter().filter(|a| a.is_bind(main.bind)) {
                             let reason = format!(
                                 "{address} is this proxy's own `bind` ({}): every login would dial \
@@ -285,6 +287,28 @@ mod tests {
                 assert!(e.to_string().contains("this proxy's own `bind`"), "{e}");
             }
         }
+        // A `bind` that is wrong is the one error: the default standing in for it is not the proxy's.
+        let path = layout(
+            "loop-bad-bind",
+            "bind = \"0.0.0.0:25577x\"\n",
+            &[("a.toml", &server("127.0.0.1:25565"))],
+        );
+        let e = load_once(&path).unwrap_err();
+        assert_eq!(
+            places(&e),
+            [("nethergate.toml".to_owned(), "bind".to_owned())],
+            "{e}"
+        );
+        // Spaces around it are trimmed, as around every other value.
+        let path = layout(
+            "bind-spaces",
+            "bind = \" 0.0.0.0:25577 \"\n",
+            &[("a.toml", &server("127.0.0.1:25565"))],
+        );
+        assert_eq!(
+            load_once(&path).map(|c| c.main.bind.port()).ok(),
+            Some(25577)
+        );
     }
 
     #[test]
