@@ -4,9 +4,15 @@ use super::{ConfigErrors, ConfigIssue, ServerConfig};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// Whether `path` is a symbolic link whose target does not exist.
+/// Whether `path` is a symbolic link whose target cannot be looked at, and why.
+fn broken_link(path: &Path) -> Option<std::io::Error> {
+    path.is_symlink().then(|| std::fs::metadata(path).err())?
+}
+
+/// Whether `path` is a symbolic link whose target does not exist (not merely one that cannot be reached:
+/// a permission denied on the way, or a loop of links, is another error).
 fn dangling(path: &Path) -> bool {
-    path.is_symlink() && !path.exists()
+    broken_link(path).is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound)
 }
 
 /// The server files of a directory, each parsed on its own: one broken file does not hide the others.
@@ -43,12 +49,13 @@ impl ServerFiles {
                 p.file_name()
                     .is_some_and(|n| !n.as_encoded_bytes().starts_with(b"."))
             })
-            // A link to nowhere is listed too, so that reading it reports the missing target instead of
-            // the server quietly vanishing; directories, sockets and FIFOs named `*.toml` are not.
+            // A link to nowhere (or to where the proxy may not look) is listed too, so that reading it
+            // reports why instead of the server quietly vanishing; directories, sockets and FIFOs named
+            // `*.toml` are not.
             .filter(|p| {
                 p.extension()
                     .is_some_and(|x| x.eq_ignore_ascii_case("toml"))
-                    && (p.is_file() || dangling(p))
+                    && (p.is_file() || broken_link(p).is_some())
             })
             .filter(|p| main_file.is_none() || p.canonicalize().ok() != main_file)
             .collect();
@@ -159,6 +166,18 @@ mod tests {
             e.to_string().contains("gone.txt, which does not exist"),
             "{e}"
         );
+        // A loop of links exists, but cannot be read: said as it is, not as a missing target.
+        let path = layout("link-loop", "", &[]);
+        let servers = path.with_file_name("servers");
+        std::os::unix::fs::symlink("b.toml", servers.join("b.toml")).unwrap();
+        let e = load_once(&path).unwrap_err();
+        assert_eq!(
+            places(&e),
+            vec![("b.toml".to_owned(), String::new())],
+            "{e}"
+        );
+        assert!(!e.to_string().contains("does not exist"), "{e}");
+        assert!(e.to_string().contains("cannot read"), "{e}");
     }
 
     #[test]
