@@ -40,6 +40,10 @@ fn check_server(text: &str, source: &str, stem: &str) -> Option<ServerConfig> {
             assert!(!s.domains.is_empty());
             for d in &s.domains {
                 assert!(!d.is_empty(), "empty domain");
+                assert!(
+                    d.len() <= 253,
+                    "{d} is longer than any host a client can send"
+                );
                 assert_eq!(*d, d.to_ascii_lowercase());
                 // Config and handshake hosts are normalised alike: a client sending the domain (upper case,
                 // trailing dot) gets this exact string to route on. Only one trailing dot is removed on

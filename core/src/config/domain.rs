@@ -88,6 +88,19 @@ pub(super) fn domain(source: &str, value: &str, issues: &mut Vec<ConfigIssue>) -
         // Patterns are globs (`*` may span dots, so their labels may be longer), but an empty label
         // matches nothing a client can send there either.
         let exact = !crate::route::is_wildcard(&d);
+        if d.len() > crate::hostname::MAX_HOST_LEN {
+            // Only an internationalised name gets here: its punycode is longer than what was written.
+            issues.push(ConfigIssue::new(
+                source,
+                "domains",
+                format!(
+                    "{value:?} is {} characters as clients send it ({d}), over the {} a host name may have",
+                    d.len(),
+                    crate::hostname::MAX_HOST_LEN
+                ),
+            ));
+            return None;
+        }
         match d
             .split('.')
             .find(|l| l.is_empty() || (exact && l.len() > 63))
@@ -245,5 +258,24 @@ mod tests {
         let e =
             server("domains = [\"mü\u{FF0A}.example.com\"]\naddresses = [\"a:1\"]").unwrap_err();
         assert!(e.to_string().contains("punycode"), "{e}");
+    }
+
+    #[test]
+    fn an_international_domain_too_long_as_punycode_is_refused() {
+        // 252 bytes as written, 436 as punycode: no client host that long is routed.
+        let long = vec!["\u{121}\u{165}\u{573}\u{437}\u{15d}"; 23].join(".");
+        assert!(long.len() <= crate::hostname::MAX_HOST_LEN);
+        let e = server(&format!("domains = [{long:?}]\naddresses = [\"a:1\"]")).unwrap_err();
+        assert_eq!(keys(e.clone()), vec!["domains"]);
+        assert!(
+            e.to_string().contains("436 characters as clients send it"),
+            "{e}"
+        );
+        // Half as long fits, and routes what a client sends.
+        let short = vec!["\u{121}\u{165}\u{573}\u{437}\u{15d}"; 11].join(".");
+        let s = server(&format!("domains = [{short:?}]\naddresses = [\"a:1\"]")).unwrap();
+        let table = crate::route::RouteTable::build(&[s.clone()]).unwrap();
+        let sent = crate::hostname::Host::normalise(&s.domains[0]).expect("a host");
+        assert!(table.route(sent.as_str()).is_some(), "{}", s.domains[0]);
     }
 }
