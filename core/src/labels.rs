@@ -355,6 +355,24 @@ fn parse(source: &str, name: &str, table: &toml::Table) -> Result<ServerConfig, 
 }
 
 /// `host:port` of the backend, by the preference documented in the module docs.
+/// Why the backend address of an enabled `container` is not on the preferred `rules.network`, when the
+/// container is not attached to it but to other networks (its address is then taken from the first of
+/// them by name, which the proxy may not reach). Docker Compose names a network `<project>_<name>` unless
+/// the file gives it a `name:`, so a `network` written as in the compose file is a common miss.
+pub fn network_fallback(container: &Container, rules: LabelRules<'_>) -> Option<String> {
+    let wanted = rules.network?;
+    if container.networks.contains_key(wanted) {
+        return None;
+    }
+    let (used, _) = container.networks.iter().find(|(_, ip)| ip.is_some())?;
+    let on: Vec<&str> = container.networks.keys().map(String::as_str).collect();
+    Some(format!(
+        "not on the network `{wanted}` ([docker] network), but on {}: its address on `{used}` is used. \
+         Docker Compose names a network `<project>_{wanted}` unless it has `name: {wanted}`",
+        on.join(", ")
+    ))
+}
+
 fn backend_address(container: &Container, network: Option<&str>, port: u16) -> Option<String> {
     let on = |ip: IpAddr| crate::config::BackendAddress {
         host: ip.to_string(),
@@ -747,6 +765,23 @@ mod tests {
             on("c_empty"),
             "10.0.0.5:25565",
             "no IP there: first network"
+        );
+        // Only the container that is not on the network at all is warned about, with where it is.
+        assert_eq!(network_fallback(&c, rules("b_backend")), None);
+        assert_eq!(network_fallback(&c, RULES), None, "no network preferred");
+        let why = network_fallback(&c, rules("backend")).unwrap_or_default();
+        assert!(
+            why.contains("not on the network `backend`")
+                && why.contains("a_front, b_backend, c_empty")
+                && why.contains("on `a_front` is used")
+                && why.contains("`<project>_backend`"),
+            "{why}"
+        );
+        c.networks = [("host".to_owned(), None)].into_iter().collect();
+        assert_eq!(
+            network_fallback(&c, rules("backend")),
+            None,
+            "no address taken from another network"
         );
     }
 

@@ -32,7 +32,7 @@ use futures_lite::StreamExt;
 use nethergate_core::config::{ConfigErrors, DockerConfig, DockerEndpoint};
 use nethergate_core::labels::{self, Container, LabelRules, PublishedPort};
 use nethergate_core::ServerConfig;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::io;
 use std::net::IpAddr;
@@ -142,6 +142,8 @@ struct State {
     sink: Sink,
     /// Label problems already logged, by container ID, so each is reported once.
     reported: HashMap<String, ConfigErrors>,
+    /// Containers whose address is not on `[docker] network` (logged once while they run).
+    off_network: HashSet<String>,
     /// Whether the daemon is unreachable (the outage was logged).
     down: bool,
     /// Whether the event stream fails while the daemon answers lists (logged once): containers are then
@@ -156,6 +158,7 @@ async fn run(config: DockerConfig, sink: Sink, mut stopped: tokio::sync::oneshot
         config,
         sink,
         reported: HashMap::new(),
+        off_network: HashSet::new(),
         down: false,
         events_down: false,
     };
@@ -365,10 +368,19 @@ async fn sync(state: &mut State, docker: &Docker) -> Result<(), Lost> {
     };
     let mut servers = Vec::new();
     let mut reported = HashMap::new();
+    let mut off_network = HashSet::new();
     for summary in list {
         let container = container(summary);
         match labels::server_config(&container, rules) {
-            Ok(Some(server)) => servers.push(server),
+            Ok(Some(server)) => {
+                if let Some(why) = labels::network_fallback(&container, rules) {
+                    if !state.off_network.contains(&container.id) {
+                        tracing::warn!(container = ?container.name, "docker container {why}");
+                    }
+                    off_network.insert(container.id);
+                }
+                servers.push(server);
+            }
             Ok(None) => {}
             Err(errors) => {
                 if state.reported.get(&container.id) != Some(&errors) {
@@ -382,6 +394,7 @@ async fn sync(state: &mut State, docker: &Docker) -> Result<(), Lost> {
         }
     }
     state.reported = reported;
+    state.off_network = off_network;
     // A stable order, so an unchanged set of containers is an unchanged set of servers.
     servers.sort_by(|a, b| a.name.cmp(&b.name).then(a.source.cmp(&b.source)));
     (state.sink)(servers);

@@ -707,6 +707,30 @@ fn containers_come_and_go_with_their_routes(rt: Rt) {
     assert_eq!(routed_to(addr, &lobby), Some(pa));
     assert_eq!(routed_to(addr, &survival), Some(pb));
 
+    // Not on `[docker] network` (compose's `<project>_mcnet`): routed on the network it is on, and warned
+    // about once while it runs.
+    let stray = format!("stray-{n}.example.com");
+    let mut off = minecraft(&format!("stray-{n}"), &stray, pa);
+    off.networks.clear();
+    engine.run(off.on_network("proj_mcnet"));
+    eventually("stray routed", || routed_to(addr, &stray) == Some(pa));
+    let warned = format!("container=\"stray-{n}\"");
+    wait_polls(&engine, 3);
+    assert_eq!(
+        log_lines(&[
+            &warned,
+            "not on the network `mcnet`",
+            "on `proj_mcnet` is used"
+        ]),
+        1,
+        "[{n}] warned once, not at every poll\n{}",
+        captured_logs()
+    );
+    assert_eq!(
+        log_lines(&[&format!("container=\"lobby-{n}\""), "not on the network"]),
+        0
+    );
+
     // A domain conflict with a file server: reported, the previous table stays.
     engine.run(minecraft(&format!("thief-{n}"), &files, pa));
     assert!(
