@@ -263,7 +263,7 @@ mod tests {
     #[test]
     fn an_international_domain_too_long_as_punycode_is_refused() {
         // 252 bytes as written, 436 as punycode: no client host that long is routed.
-        let long = vec!["\u{121}\u{165}\u{573}\u{437}\u{15d}"; 23].join(".");
+        let long = ["\u{121}\u{165}\u{573}\u{437}\u{15d}"; 23].join(".");
         assert!(long.len() <= crate::hostname::MAX_HOST_LEN);
         let e = server(&format!("domains = [{long:?}]\naddresses = [\"a:1\"]")).unwrap_err();
         assert_eq!(keys(e.clone()), vec!["domains"]);
@@ -272,9 +272,9 @@ mod tests {
             "{e}"
         );
         // Half as long fits, and routes what a client sends.
-        let short = vec!["\u{121}\u{165}\u{573}\u{437}\u{15d}"; 11].join(".");
+        let short = ["\u{121}\u{165}\u{573}\u{437}\u{15d}"; 11].join(".");
         let s = server(&format!("domains = [{short:?}]\naddresses = [\"a:1\"]")).unwrap();
-        let table = crate::route::RouteTable::build(&[s.clone()]).unwrap();
+        let table = crate::route::RouteTable::build(std::slice::from_ref(&s)).unwrap();
         let sent = crate::hostname::Host::normalise(&s.domains[0]).expect("a host");
         assert!(table.route(sent.as_str()).is_some(), "{}", s.domains[0]);
     }
