@@ -31,6 +31,12 @@ pub const DEFAULT_DOCKER_ENDPOINT: &str = "unix:///var/run/docker.sock";
 /// Default `[docker] label_prefix`.
 pub const DEFAULT_LABEL_PREFIX: &str = "nethergate";
 
+/// `[docker] poll_interval` when not set.
+pub(super) const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(30);
+
+/// `[docker] reconnect_delay` when not set.
+pub(super) const DEFAULT_RECONNECT_DELAY: Duration = Duration::from_secs(5);
+
 /// The `[docker]` section: where the daemon is and how container labels are read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DockerConfig {
@@ -53,8 +59,8 @@ impl DockerConfig {
             endpoint,
             label_prefix: DEFAULT_LABEL_PREFIX.to_owned(),
             network: None,
-            poll_interval: Duration::from_secs(30),
-            reconnect_delay: Duration::from_secs(5),
+            poll_interval: DEFAULT_POLL_INTERVAL,
+            reconnect_delay: DEFAULT_RECONNECT_DELAY,
         }
     }
 }

@@ -42,6 +42,22 @@ pub(super) const TIMEOUT_FLOORS: [Floor; 3] = [
     },
 ];
 
+/// `[docker]`'s two intervals: each poll lists every container from the daemon, and each reconnect is a
+/// dial of it; changes arrive by the event stream at once anyway.
+pub(super) const DOCKER_FLOORS: [Floor; 2] = [
+    Floor {
+        key: "docker.poll_interval",
+        floor: Duration::from_secs(1),
+        why: "every poll asks the daemon for the whole container list, so the proxy keeps it busy (the \
+              event stream brings changes in at once; the poll only catches what it missed)",
+    },
+    Floor {
+        key: "docker.reconnect_delay",
+        floor: Duration::from_millis(100),
+        why: "while the daemon is away the proxy dials it again this often",
+    },
+];
+
 impl Floor {
     /// A warning when `value` is under the floor; `default` is the key's default, named as the way out.
     /// The key is named as `key_prefix` + the file's key (`nethergate.timeouts.read` for a label).
@@ -118,6 +134,32 @@ mod tests {
                  lost packet (a resend takes at least 200 ms) or by a slow link arrives after it, and \
                  that player is closed before logging in"
             )
+        );
+
+        // `[docker]`'s intervals: "30ms" for "30s" would list the containers 33 times a second.
+        assert!(main("[docker]\npoll_interval = \"1s\"\nreconnect_delay = \"100ms\"").is_empty());
+        assert!(main("[docker]").is_empty());
+        let warned = main("[docker]\npoll_interval = \"30ms\"\nreconnect_delay = \"5ms\"");
+        let keys: Vec<&str> = warned.iter().map(|w| w.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["docker.poll_interval", "docker.reconnect_delay"],
+            "{warned:?}"
+        );
+        assert!(
+            warned[0].reason.starts_with("30ms is very short")
+                && warned[0]
+                    .reason
+                    .ends_with("(the default is 30s; under 1s is warned about)"),
+            "{}",
+            warned[0]
+        );
+        assert!(
+            warned[1]
+                .reason
+                .ends_with("(the default is 5s; under 100ms is warned about)"),
+            "{}",
+            warned[1]
         );
     }
 }

@@ -1,9 +1,11 @@
 //! The main file (`nethergate.toml`): where to listen, where the server files are, global limits and the
 //! `[ip_filter]` section.
 
-use super::docker::{docker, DockerConfig, RawDocker};
+use super::docker::{
+    docker, DockerConfig, RawDocker, DEFAULT_POLL_INTERVAL, DEFAULT_RECONNECT_DELAY,
+};
 use super::field::{duration, field, table, unknown_keys, Field};
-use super::floor::HANDSHAKE_FLOOR;
+use super::floor::{DOCKER_FLOORS, HANDSHAKE_FLOOR};
 use super::syntax::toml_issue;
 use super::{ConfigErrors, ConfigIssue};
 use serde::Deserialize;
@@ -167,6 +169,16 @@ impl MainConfig {
             )
             .into_iter()
             .collect();
+        if let Some(docker) = &self.docker {
+            let [poll, reconnect] = &DOCKER_FLOORS;
+            warnings.extend(poll.check(source, "", docker.poll_interval, DEFAULT_POLL_INTERVAL));
+            warnings.extend(reconnect.check(
+                source,
+                "",
+                docker.reconnect_delay,
+                DEFAULT_RECONNECT_DELAY,
+            ));
+        }
         // 1.13 and later read a kick eight times longer: refused only over that (see `ip_filter`).
         if let Some(filter) = &self.ip_filter {
             let (n, limit) = (
