@@ -354,25 +354,36 @@ fn parse(source: &str, name: &str, table: &toml::Table) -> Result<ServerConfig, 
     ServerConfig::from_toml(source, name, &text)
 }
 
-/// `host:port` of the backend, by the preference documented in the module docs.
-/// Why the backend address of an enabled `container` is not on the preferred `rules.network`, when the
-/// container is not attached to it but to other networks (its address is then taken from the first of
-/// them by name, which the proxy may not reach). Docker Compose names a network `<project>_<name>` unless
-/// the file gives it a `name:`, so a `network` written as in the compose file is a common miss.
-pub fn network_fallback(container: &Container, rules: LabelRules<'_>) -> Option<String> {
+/// An enabled container whose backend address is not on the preferred network (`[docker] network`):
+/// it is not attached to that network, or has no IP there, so its IP on another one is used, which the
+/// proxy may not reach. Docker Compose names a network `<project>_<name>` unless the file gives it a
+/// `name:`, so a `network` written as in the compose file is a common miss.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkFallback<'a> {
+    /// The network whose IP is used instead.
+    pub used: &'a str,
+    /// Every network the container is on, by name.
+    pub networks: Vec<&'a str>,
+}
+
+/// Whether `container`'s backend address falls back from `rules.network` to another network's IP
+/// (nothing to say without a preferred network, or when no network IP is used at all).
+pub fn network_fallback<'a>(
+    container: &'a Container,
+    rules: LabelRules<'_>,
+) -> Option<NetworkFallback<'a>> {
     let wanted = rules.network?;
-    if container.networks.contains_key(wanted) {
+    if container.networks.get(wanted).copied().flatten().is_some() {
         return None;
     }
     let (used, _) = container.networks.iter().find(|(_, ip)| ip.is_some())?;
-    let on: Vec<&str> = container.networks.keys().map(String::as_str).collect();
-    Some(format!(
-        "not on the network `{wanted}` ([docker] network), but on {}: its address on `{used}` is used. \
-         Docker Compose names a network `<project>_{wanted}` unless it has `name: {wanted}`",
-        on.join(", ")
-    ))
+    Some(NetworkFallback {
+        used,
+        networks: container.networks.keys().map(String::as_str).collect(),
+    })
 }
 
+/// `host:port` of the backend, by the preference documented in the module docs.
 fn backend_address(container: &Container, network: Option<&str>, port: u16) -> Option<String> {
     let on = |ip: IpAddr| crate::config::BackendAddress {
         host: ip.to_string(),
@@ -766,16 +777,22 @@ mod tests {
             "10.0.0.5:25565",
             "no IP there: first network"
         );
-        // Only the container that is not on the network at all is warned about, with where it is.
+        // A container whose address is not on the preferred network is told about, with where it is.
         assert_eq!(network_fallback(&c, rules("b_backend")), None);
         assert_eq!(network_fallback(&c, RULES), None, "no network preferred");
-        let why = network_fallback(&c, rules("backend")).unwrap_or_default();
-        assert!(
-            why.contains("not on the network `backend`")
-                && why.contains("a_front, b_backend, c_empty")
-                && why.contains("on `a_front` is used")
-                && why.contains("`<project>_backend`"),
-            "{why}"
+        let fell_back = Some(NetworkFallback {
+            used: "a_front",
+            networks: vec!["a_front", "b_backend", "c_empty"],
+        });
+        assert_eq!(
+            network_fallback(&c, rules("backend")),
+            fell_back,
+            "not on it"
+        );
+        assert_eq!(
+            network_fallback(&c, rules("c_empty")),
+            fell_back,
+            "no IP on it"
         );
         c.networks = [("host".to_owned(), None)].into_iter().collect();
         assert_eq!(

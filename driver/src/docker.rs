@@ -373,11 +373,16 @@ async fn sync(state: &mut State, docker: &Docker) -> Result<(), Lost> {
         let container = container(summary);
         match labels::server_config(&container, rules) {
             Ok(Some(server)) => {
-                if let Some(why) = labels::network_fallback(&container, rules) {
+                if let Some(fell_back) = labels::network_fallback(&container, rules) {
                     if !state.off_network.contains(&container.id) {
-                        tracing::warn!(container = ?container.name, "docker container {why}");
+                        // Names as quoted fields: a network's name is whoever made it's to choose.
+                        tracing::warn!(container = ?container.name, network = ?rules.network,
+                            networks = ?fell_back.networks, used = ?fell_back.used,
+                            "docker container has no address on [docker] network, so its address on \
+                             another network is used (Compose names a network <project>_<name> unless \
+                             it has a name:)");
                     }
-                    off_network.insert(container.id);
+                    off_network.insert(container.id.clone());
                 }
                 servers.push(server);
             }

@@ -719,15 +719,19 @@ fn containers_come_and_go_with_their_routes(rt: Rt) {
     assert_eq!(
         log_lines(&[
             &warned,
-            "not on the network `mcnet`",
-            "on `proj_mcnet` is used"
+            "no address on [docker] network",
+            "network=Some(\"mcnet\")",
+            "used=\"proj_mcnet\""
         ]),
         1,
         "[{n}] warned once, not at every poll\n{}",
         captured_logs()
     );
     assert_eq!(
-        log_lines(&[&format!("container=\"lobby-{n}\""), "not on the network"]),
+        log_lines(&[
+            &format!("container=\"lobby-{n}\""),
+            "no address on [docker] network"
+        ]),
         0
     );
 
