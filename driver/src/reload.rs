@@ -248,6 +248,19 @@ fn relevance(event: &notify::Event, dir: &Path) -> Option<bool> {
         .then_some(false)
 }
 
+/// Whether `event` may mean that the watch on `dir` is gone: the directory itself removed or renamed, or
+/// events lost (a queue overflow may have dropped just that). Not a change of its mode or owner: the
+/// watch stays through those.
+fn may_lose_watch(event: &notify::Event, dir: &Path) -> bool {
+    use notify::event::{EventKind, ModifyKind};
+    event.paths.is_empty()
+        || (event.paths.iter().any(|p| p == dir)
+            && matches!(
+                event.kind,
+                EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_))
+            ))
+}
+
 /// How often the watch thread checks that `servers_dir` still names the directory it watches.
 pub const IDENTITY_CHECK: Duration = Duration::from_secs(5);
 
@@ -307,9 +320,12 @@ fn watch_loop(
     // (first change since the last reload, when to reload).
     let mut pending: Option<(Instant, Instant)> = None;
     let mut next_check = Instant::now() + IDENTITY_CHECK;
-    // An event about the directory itself (removed, renamed) or a failed watch: the watch may be gone even
-    // where the path names the same inode again (`rm -rf servers && mkdir servers` reuses it on ext4).
+    // The directory itself removed or renamed, events lost, or a watch that failed: the watch may be gone
+    // even where the path names the same inode again (`rm -rf servers && mkdir servers` reuses it on
+    // ext4), so it is added afresh at the next check (and at every check while adding it fails).
     let mut maybe_lost = false;
+    // Adding the watch failed (logged once, until it succeeds).
+    let mut failing = false;
     loop {
         let wake = pending.map_or(next_check, |(_, due)| due.min(next_check));
         let message = match inbox.recv_timeout(wake.saturating_duration_since(Instant::now())) {
@@ -322,17 +338,20 @@ fn watch_loop(
             Some(Message::Stop) => return,
             Some(Message::Fs(event)) => {
                 let change = match event {
-                    Ok(event) => relevance(&event, dir),
+                    Ok(event) => {
+                        maybe_lost |= may_lose_watch(&event, dir);
+                        relevance(&event, dir)
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "watching the server directory failed; looking again");
+                        maybe_lost = true;
                         Some(true)
                     }
                 };
                 if let Some(itself) = change {
                     let first = pending.map_or(now, |(first, _)| first);
                     pending = Some((first, (now + DEBOUNCE).min(first + MAX_DELAY)));
-                    if itself {
-                        maybe_lost = true;
+                    if itself || maybe_lost {
                         next_check = next_check.min(now + DEBOUNCE);
                     }
                 }
@@ -349,19 +368,39 @@ fn watch_loop(
                 // renamed away still has its watch) would take the new watch with it when the old
                 // directory is deleted later. For a watch the kernel dropped already, this is an error.
                 let _ = watcher.unwatch(dir);
+                let retry = failing && !replaced;
                 match current.map(|_| watcher.watch(dir, RecursiveMode::NonRecursive)) {
-                    Some(Ok(())) if replaced => tracing::info!(dir = %dir.display(),
-                        "server directory replaced, watching the new one"),
-                    Some(Ok(())) => tracing::debug!(dir = %dir.display(),
-                        "server directory watched again"),
-                    Some(Err(e)) => tracing::warn!(dir = %dir.display(), error = %e,
-                        "cannot watch the new server directory; changes need SIGHUP"),
-                    None => tracing::warn!(dir = %dir.display(),
-                        "the server directory is gone; its servers stay live until it is back"),
+                    Some(Ok(())) => {
+                        if replaced {
+                            tracing::info!(dir = %dir.display(),
+                                "server directory replaced, watching the new one");
+                        } else if retry {
+                            tracing::info!(dir = %dir.display(), "watching the server directory again");
+                        } else {
+                            tracing::info!(dir = %dir.display(),
+                                "server directory watched again (it was deleted and made again, or \
+                                 its events were lost)");
+                        }
+                        (maybe_lost, failing) = (false, false);
+                    }
+                    Some(Err(e)) => {
+                        if !retry {
+                            tracing::warn!(dir = %dir.display(), error = %e,
+                                "cannot watch the server directory; trying again every 5 s, and \
+                                 SIGHUP reloads meanwhile");
+                        }
+                        (maybe_lost, failing) = (true, true);
+                    }
+                    None => {
+                        tracing::warn!(dir = %dir.display(),
+                            "the server directory is gone; its servers stay live until it is back");
+                        (maybe_lost, failing) = (false, false);
+                    }
                 }
                 watched = current;
-                maybe_lost = false;
-                pending = Some((now, now)); // the directory itself changed: reload now
+                if !retry || !failing {
+                    pending = Some((now, now)); // the directory itself changed: reload now
+                }
             }
         }
         if pending.is_some_and(|(_, due)| now >= due) {
@@ -374,6 +413,38 @@ fn watch_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_removal_a_rename_or_lost_events_may_lose_the_watch() {
+        use notify::event::{
+            AccessKind, AccessMode, CreateKind, EventKind, MetadataKind, ModifyKind, RemoveKind,
+            RenameMode,
+        };
+        let dir = Path::new("/srv/nethergate/servers");
+        let on = |kind: EventKind, path: &Path| notify::Event::new(kind).add_path(path.to_owned());
+        let entry = dir.join("lobby.toml");
+        let removed = EventKind::Remove(RemoveKind::Folder);
+        let renamed = EventKind::Modify(ModifyKind::Name(RenameMode::From));
+        let chmod = EventKind::Modify(ModifyKind::Metadata(MetadataKind::Permissions));
+        assert!(may_lose_watch(&on(removed, dir), dir));
+        assert!(may_lose_watch(&on(renamed, dir), dir));
+        assert!(
+            may_lose_watch(&notify::Event::new(EventKind::Other), dir),
+            "overflow"
+        );
+        // The watch stays through a chmod or chown of the directory, and through anything in it.
+        assert!(!may_lose_watch(&on(chmod, dir), dir));
+        assert!(!may_lose_watch(&on(removed, &entry), dir));
+        assert!(!may_lose_watch(
+            &on(EventKind::Create(CreateKind::File), &entry),
+            dir
+        ));
+        let closed = EventKind::Access(AccessKind::Close(AccessMode::Write));
+        assert!(!may_lose_watch(&on(closed, &entry), dir));
+        // Each is still a change to look at.
+        assert_eq!(relevance(&on(chmod, dir), dir), Some(true));
+        assert_eq!(relevance(&on(removed, &entry), dir), Some(false));
+    }
 
     /// A fresh, empty server directory.
     fn servers_dir(name: &str) -> PathBuf {

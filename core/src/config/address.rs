@@ -91,7 +91,8 @@ impl BackendAddress {
             }
             // The one name that surely resolves to a loopback address.
             Err(_) => {
-                self.host.eq_ignore_ascii_case("localhost")
+                let name = self.host.strip_suffix('.').unwrap_or(&self.host);
+                name.eq_ignore_ascii_case("localhost")
                     && (local.is_unspecified() || local.is_loopback())
             }
         };
