@@ -91,6 +91,9 @@ impl DockerProvider {
                     }
                 };
                 runtime.block_on(run(config, sink, stopped));
+                // Not waiting for a name lookup of the endpoint's host still in progress (a silent
+                // resolver holds it for up to 30 s, and the proxy's exit waits for this thread).
+                runtime.shutdown_background();
             })?;
         Ok(DockerProvider {
             stop: Some(stop),

@@ -155,7 +155,12 @@ pub fn runtime(threads: usize) -> io::Result<Runtimes> {
         rts.threads.push(
             std::thread::Builder::new()
                 .name("nethergate-worker".into())
-                .spawn(move || rt.block_on(stop.wait()))?,
+                .spawn(move || {
+                    rt.block_on(stop.wait());
+                    // Not waiting for blocking jobs: a name lookup (`getaddrinfo`, which a session's
+                    // abort cannot cancel) against a silent resolver would hold the exit for up to 30 s.
+                    rt.shutdown_background();
+                })?,
         );
     }
     rts.tokio.threads = handles.into();
@@ -207,6 +212,7 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{mpsc, Arc};
+    use std::time::Duration;
     use tokio::io::AsyncWriteExt;
 
     /// `spawn_on(i)` runs a task on session thread `i % threads`, and the task stays on that thread (its
@@ -233,6 +239,29 @@ mod tests {
 
     /// A loopback connect is ready at the first poll; one still in progress goes through the reactor (the
     /// checks are the driver's, shared with the smol runtime).
+    #[test]
+    fn stopping_does_not_wait_for_a_blocking_job() -> io::Result<()> {
+        // A name lookup runs as a blocking job that nothing can cancel; a stuck one must not hold the exit.
+        let rts = runtime(1)?;
+        let (tx, rx) = mpsc::channel();
+        rts.tokio().spawn_on(0, async move {
+            let _ = tx.send(());
+            let _ =
+                tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_secs(20))).await;
+        });
+        rx.recv_timeout(Duration::from_secs(5))
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        std::thread::sleep(Duration::from_millis(50)); // the job is running
+        let started = std::time::Instant::now();
+        drop(rts);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        Ok(())
+    }
+
     #[test]
     fn connect_is_ready_at_once_on_loopback_and_waits_otherwise() -> io::Result<()> {
         use nethergate_driver::runtime::{
