@@ -42,9 +42,15 @@ pub struct Args {
     pub threads: Option<std::num::NonZeroUsize>,
 }
 
-/// `--threads`: a whole number of at least 1.
+/// The most `--threads` allowed: far more than any machine has cores, far fewer than would exhaust it.
+const MAX_THREADS: usize = 1024;
+
+/// `--threads`: a whole number from 1 to [`MAX_THREADS`].
 fn parse_threads(arg: &str) -> Result<std::num::NonZeroUsize, String> {
     match arg.trim().parse::<usize>() {
+        Ok(n) if n > MAX_THREADS => Err(format!(
+            "{n} is more than {MAX_THREADS} threads (one per CPU core is the default)"
+        )),
         Ok(n) => std::num::NonZeroUsize::new(n)
             .ok_or_else(|| "must be at least 1 (0 threads could run no session)".to_owned()),
         Err(_) => Err(format!("{arg:?} is not a whole number of threads")),
@@ -118,6 +124,12 @@ where
     }
 }
 
+/// Writes `text` to `to` (stdout or stderr) in one go. A closed pipe (`--check | head -1`) or a full
+/// disk is not worth a panic: what could be written was, and the exit code still says the outcome.
+fn write_out(mut to: impl io::Write, text: &str) {
+    let _ = to.write_all(text.as_bytes()).and_then(|()| to.flush());
+}
+
 /// The plugins configured in the main file.
 pub fn plugins(config: &Config) -> Plugins {
     let mut plugins = Plugins::new();
@@ -127,13 +139,22 @@ pub fn plugins(config: &Config) -> Plugins {
     plugins
 }
 
-/// Prints what `--check` reports: every server with its domains and addresses.
-fn print_routes(config: &Config, main_file: &Path) {
+/// What `--check` prints: every server with its domains and addresses.
+fn routes_report(config: &Config, main_file: &Path) -> String {
+    use nethergate_core::config::Escaped;
+    use std::fmt::Write;
+    let mut out = String::new();
+    // Writing to a `String` cannot fail.
+    macro_rules! println {
+        ($($arg:tt)*) => {{
+            let _ = writeln!(out, $($arg)*);
+        }};
+    }
     println!(
         "configuration OK: listening on {}, {} server(s) from {}",
         config.main.bind,
         config.servers.len(),
-        config.main.servers_dir.display()
+        Escaped(&config.main.servers_dir.display().to_string())
     );
     let main = &config.main;
     println!(
@@ -184,7 +205,7 @@ fn print_routes(config: &Config, main_file: &Path) {
         println!(
             "  {} ({}): {} -> {} [{:?}{}]",
             s.name,
-            s.source,
+            Escaped(&s.source),
             s.domains.join(", "),
             addrs.join(", "),
             s.proxy_mode,
@@ -222,12 +243,14 @@ fn print_routes(config: &Config, main_file: &Path) {
             humantime::format_duration(docker.poll_interval)
         );
     }
+    out
 }
 
 /// Logs a valid setting that is almost surely a mistake ([`Config::warnings`]).
 pub(crate) fn log_warning(warning: &nethergate_core::config::ConfigIssue) {
-    tracing::warn!(file = %warning.source, key = %warning.key, reason = %warning.reason,
-        "setting looks wrong, used as configured");
+    use nethergate_core::config::Escaped;
+    tracing::warn!(file = %Escaped(&warning.source), key = %Escaped(&warning.key),
+        reason = %Escaped(&warning.reason), "setting looks wrong, used as configured");
 }
 
 /// Re-reads the main file on SIGHUP. It is read only at startup (it shapes the listeners, the threads and
@@ -263,6 +286,21 @@ fn report_main_file(path: &Path, running: &MainConfig) {
     }
 }
 
+/// SIGHUP, caught from the start of [`main`] (its default action ends the process: a `systemctl reload`
+/// right after `start` would kill a proxy still loading its files) and kept pending until
+/// [`install_signals`] takes the set over.
+static EARLY_SIGNALS: std::sync::Mutex<Option<signal_hook::iterator::Signals>> =
+    std::sync::Mutex::new(None);
+
+/// Catches SIGHUP from now on; one that comes before [`install_signals`] is a reload once it runs.
+fn catch_early_sighup() {
+    if let Ok(signals) = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP]) {
+        if let Ok(mut early) = EARLY_SIGNALS.lock() {
+            *early = Some(signals);
+        }
+    }
+}
+
 /// SIGINT/SIGTERM: first graceful shutdown, a second one closes sessions at once. SIGHUP: reload.
 fn install_signals(
     handle: Handle,
@@ -271,7 +309,15 @@ fn install_signals(
     running: MainConfig,
 ) -> io::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    let early = EARLY_SIGNALS.lock().ok().and_then(|mut e| e.take());
+    let mut signals = match early {
+        Some(signals) => {
+            signals.add_signal(SIGINT)?;
+            signals.add_signal(SIGTERM)?;
+            signals
+        }
+        None => signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?,
+    };
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
@@ -364,19 +410,23 @@ pub fn main(name: &'static str, serve: impl FnOnce(Launch) -> io::Result<()>) ->
         Ok(args) => args,
         Err(e) => e.exit(),
     };
+    if !args.check {
+        catch_early_sighup();
+    }
     let _log = init_logging(args.log_format);
     let config = match Config::load(&args.config) {
         Ok(c) => c,
         Err(errors) => {
-            eprintln!("invalid configuration ({} problem(s)):", errors.0.len());
+            let mut report = format!("invalid configuration ({} problem(s)):\n", errors.0.len());
             for issue in &errors.0 {
-                eprintln!("  {issue}");
+                report.push_str(&format!("  {issue}\n"));
             }
+            write_out(io::stderr(), &report);
             return ExitCode::from(2);
         }
     };
     if args.check {
-        print_routes(&config, &args.config);
+        write_out(io::stdout(), &routes_report(&config, &args.config));
         return ExitCode::SUCCESS;
     }
     crate::limits::raise_and_report(config.main.max_connections);
@@ -394,7 +444,7 @@ pub fn main(name: &'static str, serve: impl FnOnce(Launch) -> io::Result<()>) ->
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "fatal");
-            eprintln!("{name}: {e}");
+            write_out(io::stderr(), &format!("{name}: {e}\n"));
             ExitCode::FAILURE
         }
     }

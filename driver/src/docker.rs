@@ -394,7 +394,8 @@ async fn sync(state: &mut State, docker: &Docker) -> Result<(), Lost> {
                 if state.reported.get(&container.id) != Some(&errors) {
                     for issue in &errors.0 {
                         tracing::error!(container = ?container.name, key = ?issue.key,
-                            reason = %issue.reason, "docker container skipped: invalid label");
+                            reason = %nethergate_core::config::Escaped(&issue.reason),
+                            "docker container skipped: invalid label");
                     }
                 }
                 reported.insert(container.id, errors);

@@ -196,8 +196,10 @@ fn update_files(catalog: &mut Catalog, fresh: ServerFiles) -> bool {
 /// Logs a configuration problem with its file, key (when it has one: a syntax error may not) and reason.
 pub(crate) fn log_issue(issue: &ConfigIssue, message: &str) {
     // A `None` field is left out of the line.
-    let key = (!issue.key.is_empty()).then(|| tracing::field::display(&issue.key));
-    tracing::error!(file = %issue.source, key, reason = %issue.reason, "{message}");
+    use nethergate_core::config::Escaped;
+    // Escaped: whoever writes a server file chooses its name, keys and quoted values.
+    let key = (!issue.key.is_empty()).then(|| tracing::field::display(Escaped(&issue.key)));
+    tracing::error!(file = %Escaped(&issue.source), key, reason = %Escaped(&issue.reason), "{message}");
 }
 
 /// Keeps the directory watch alive; dropping it stops watching.

@@ -135,10 +135,17 @@ pub struct Runtimes {
 
 /// Builds the [`Runtimes`] with `threads` session threads (at least one).
 pub fn runtime(threads: usize) -> io::Result<Runtimes> {
-    let build = || {
+    let count = threads.max(1);
+    let build = |i: usize| {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot start session thread {} of {count}: {e}", i + 1),
+                )
+            })
     };
     // Built up in place: on an error, dropping it stops the threads already started.
     let mut rts = Runtimes {
@@ -149,8 +156,8 @@ pub fn runtime(threads: usize) -> io::Result<Runtimes> {
         threads: Vec::new(),
     };
     let mut handles = Vec::new();
-    for _ in 0..threads.max(1) {
-        let (rt, stop) = (build()?, rts.stop.clone());
+    for i in 0..count {
+        let (rt, stop) = (build(i)?, rts.stop.clone());
         handles.push(rt.handle().clone());
         rts.threads.push(
             std::thread::Builder::new()

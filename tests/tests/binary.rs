@@ -732,3 +732,132 @@ fn an_invalid_rust_log_is_warned_about() {
         );
     }
 }
+
+/// `--check` whose output cannot be written (a full disk; `--check | head -1` closes the pipe the same
+/// way) still exits with its outcome, 0 or 2, instead of a panic (101).
+#[test]
+fn check_output_that_cannot_be_written_is_no_panic() {
+    let good = Layout::new().server("a", &server_toml(&["a.example.com"], &[refused_addr()], ""));
+    let bad = Layout::new().server("a", "domains = []");
+    for bin in BINARIES {
+        for (layout, code, stream) in [(&good, 0, "stdout"), (&bad, 2, "stderr")] {
+            let full = || std::fs::File::create("/dev/full").expect("/dev/full");
+            let mut cmd = Command::new(binary(bin));
+            cmd.arg("--config").arg(layout.path()).arg("--check");
+            if stream == "stdout" {
+                cmd.stdout(full()).stderr(Stdio::piped());
+            } else {
+                cmd.stderr(full()).stdout(Stdio::piped());
+            }
+            let out = cmd.output().expect("run binary");
+            let said = String::from_utf8_lossy(if stream == "stdout" {
+                &out.stderr
+            } else {
+                &out.stdout
+            })
+            .into_owned();
+            assert_eq!(
+                out.status.code(),
+                Some(code),
+                "[{bin}] {stream} full: {said}"
+            );
+            assert!(!said.contains("panicked"), "[{bin}] {said}");
+        }
+    }
+}
+
+/// A SIGHUP while the proxy is still loading its files (`systemctl reload` right after `start`) is a
+/// reload once it runs, not the end of the process (SIGHUP's default action).
+#[cfg(unix)]
+#[test]
+fn a_sighup_during_startup_is_a_reload_not_the_end() {
+    // Enough server files that loading them takes a while (about 0.2 s in a debug build).
+    let mut layout = Layout::new();
+    for i in 0..3000 {
+        layout = layout.server(
+            &format!("s{i}"),
+            &server_toml(&[&format!("s{i}.example.com")], &[refused_addr()], ""),
+        );
+    }
+    for bin in BINARIES {
+        // An invalid RUST_LOG is warned about before the files are read: the moment to send it.
+        let mut child = Command::new(binary(bin))
+            .arg("--config")
+            .arg(layout.path())
+            .env("RUST_LOG", "info,nethergate=bogus")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut child = KillOnDrop(child);
+        wait_line(&rx, &["RUST_LOG is invalid"]);
+        signal(&child, libc::SIGHUP);
+        let t = Instant::now();
+        // Both, in either order (the reload may run before the listener's line is logged).
+        let (mut listening, mut reloaded) = (false, false);
+        while !(listening && reloaded) {
+            let line = rx.recv_timeout(IO_TIMEOUT.saturating_sub(t.elapsed()));
+            let Ok(line) = line else {
+                panic!(
+                    "[{bin}] listening {listening}, reloaded {reloaded}: {:?}",
+                    child.try_wait()
+                );
+            };
+            listening |= line.contains("listening");
+            reloaded |= line.contains("SIGHUP: reloading server files");
+        }
+        signal(&child, libc::SIGTERM);
+        let status = loop {
+            if let Some(s) = child.try_wait().expect("wait") {
+                break s;
+            }
+            assert!(t.elapsed() < Duration::from_secs(15), "{bin} did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(status.success(), "[{bin}] {status:?}");
+    }
+}
+
+/// Whoever writes a server file chooses its keys and its name: a newline or an escape sequence in them is
+/// escaped in `--check`'s report and in the log, so it cannot start a line of its own.
+#[test]
+fn a_server_file_cannot_forge_a_line_of_output() {
+    let forged = "\nFORGED INFO nethergate_core::registry: session ended reason=ClientClosed";
+    let evil =
+        format!("domains = [\"e.example.com\"]\naddresses = [\"127.0.0.1:1\"]\n{forged:?} = 1\n");
+    let starts_a_line = |text: &str| text.lines().any(|l| l.starts_with("FORGED"));
+    for bin in BINARIES {
+        let layout = Layout::new().server("evil", &evil);
+        let out = run(
+            bin,
+            &[
+                "--config",
+                layout.path().to_str().unwrap_or_default(),
+                "--check",
+            ],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.code() == Some(2) && stderr.contains("\\nFORGED") && !starts_a_line(&stderr),
+            "[{bin}] {stderr}"
+        );
+        // A file added live is reported in the log the same way.
+        let layout =
+            Layout::new().server("a", &server_toml(&["a.example.com"], &[refused_addr()], ""));
+        let (_child, _, rx) = spawn(bin, &layout, &[]);
+        layout.write_server("evil", &evil);
+        let line = wait_line(&rx, &["server file invalid", "evil.toml"]);
+        assert!(line.contains("\\nFORGED"), "[{bin}] {line}");
+        let later: Vec<String> = rx.try_iter().collect();
+        assert!(!starts_a_line(&later.join("\n")), "[{bin}] {later:?}");
+    }
+}

@@ -59,12 +59,32 @@ impl ConfigIssue {
     }
 }
 
+/// Text from a configuration source (a file name, a key, a reason quoting either) as it is written to a
+/// terminal or a log: control characters escaped (`\n`, `\u{1b}`), so that whoever can write a server
+/// file cannot start a line of their own in the proxy's output or send escape sequences to a terminal.
+#[derive(Debug, Clone, Copy)]
+pub struct Escaped<'a>(pub &'a str);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut rest = self.0;
+        while let Some(at) = rest.find(char::is_control) {
+            f.write_str(&rest[..at])?;
+            let c = rest[at..].chars().next().unwrap_or_default();
+            write!(f, "{}", c.escape_default())?;
+            rest = &rest[at + c.len_utf8()..];
+        }
+        f.write_str(rest)
+    }
+}
+
 impl fmt::Display for ConfigIssue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (source, reason) = (Escaped(&self.source), Escaped(&self.reason));
         if self.key.is_empty() {
-            write!(f, "{}: {}", self.source, self.reason)
+            write!(f, "{source}: {reason}")
         } else {
-            write!(f, "{}: `{}`: {}", self.source, self.key, self.reason)
+            write!(f, "{source}: `{}`: {reason}", Escaped(&self.key))
         }
     }
 }
@@ -196,6 +216,24 @@ mod testing {
 #[cfg(test)]
 mod tests {
     use super::testing::*;
+
+    #[test]
+    fn issues_escape_control_characters_and_nothing_else() {
+        use super::{ConfigIssue, Escaped};
+        assert_eq!(
+            Escaped("plain: caf\u{e9} `x`").to_string(),
+            "plain: caf\u{e9} `x`"
+        );
+        assert_eq!(
+            Escaped("a\nb\r\u{1b}[2J\u{7f}\u{85}\tz").to_string(),
+            "a\\nb\\r\\u{1b}[2J\\u{7f}\\u{85}\\tz"
+        );
+        let issue = ConfigIssue::new("servers/a\n.toml", "k\ney", "bad\nvalue");
+        assert_eq!(
+            issue.to_string(),
+            "servers/a\\n.toml: `k\\ney`: bad\\nvalue"
+        );
+    }
 
     #[test]
     fn a_bad_main_file_does_not_hide_the_server_files_problems() {
