@@ -529,7 +529,7 @@ fn session_threads(pid: u32) -> usize {
 }
 
 #[test]
-fn threads_flag_sets_the_session_threads_and_rejects_zero() {
+fn threads_flag_sets_the_session_threads_and_rejects_zero_and_too_many() {
     for bin in BINARIES {
         let a = Backend::echo();
         let layout = Layout::new().server("a", &server_toml(&["a.example.com"], &[a.addr()], ""));
@@ -572,6 +572,16 @@ fn threads_flag_sets_the_session_threads_and_rejects_zero() {
         );
         let said = String::from_utf8_lossy(&zero.stderr);
         assert!(said.contains("must be at least 1"), "{bin}: {said}");
+        // Too many is a usage error too, alike for both (smol's pool panicked on the largest).
+        for many in ["1025", "18446744073709551615"] {
+            let config = layout.path().display().to_string();
+            let out = run(bin, &["--config", &config, "--threads", many]);
+            let said = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                out.status.code() == Some(2) && said.contains("more than 1024 threads"),
+                "{bin} --threads {many}: {out:?}"
+            );
+        }
     }
 }
 
