@@ -26,21 +26,64 @@ pub fn shutdown_write<S: Stream>(s: &S) {
     let _ = socket2::SockRef::from(s).shutdown(Shutdown::Write);
 }
 
-/// Waits until `to` may be writable, at most `limit`.
+/// How far into a wait for writability the peer's progress is first read (a shorter wait costs nothing).
+const PROGRESS_SAMPLE: Duration = Duration::from_millis(250);
+
+/// Bytes written to `s` that its peer has not acknowledged yet (`SIOCOUTQ`); `None` where that cannot be
+/// read.
+fn unacknowledged<S: Stream>(s: &S) -> Option<u64> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        use std::os::fd::AsRawFd;
+        let mut queued: libc::c_int = 0;
+        // SAFETY: SIOCOUTQ (= TIOCOUTQ) on a socket we hold writes one int through the pointer given.
+        let done = unsafe { libc::ioctl(s.as_fd().as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
+        (done == 0).then(|| u64::try_from(queued).ok()).flatten()
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let _ = s;
+        None
+    }
+}
+
+/// Waits until `to` may be writable, giving up when its peer makes no progress for `limit`.
+///
+/// Linux reports a TCP socket writable again only once its send queue is down to about two thirds of
+/// the send buffer, which grows to megabytes on a fast link: a player reading steadily but slowly drains
+/// less than that in `limit`, and was cut although it never stalled. So a wait that outlasts
+/// [`PROGRESS_SAMPLE`] reads what the peer has yet to acknowledge, and at `limit` a queue that got
+/// shorter starts a new window instead of a timeout. A peer that acknowledges nothing for `limit` is cut
+/// as before (where the queue cannot be read, any wait of `limit` is).
 async fn writable_within<R: Runtime, S: Stream>(
     rt: &R,
     to: &S,
     limit: Duration,
 ) -> Result<(), Stop> {
-    let ready = future::or(async { Some(to.writable().await) }, async {
-        rt.sleep_until(Instant::now() + limit).await;
-        None
-    })
-    .await;
-    match ready {
-        None => Err(Stop::Timeout),
-        Some(Err(e)) => Err(classify_error(&e)),
-        Some(Ok(())) => Ok(()),
+    let mut window = Instant::now();
+    // What the peer had not acknowledged a moment into the window (`None` until then).
+    let mut queued: Option<Option<u64>> = None;
+    loop {
+        let deadline = match queued {
+            None => window + (limit / 8).min(PROGRESS_SAMPLE),
+            Some(_) => window + limit,
+        };
+        let ready = future::or(async { Some(to.writable().await) }, async {
+            rt.sleep_until(deadline).await;
+            None
+        })
+        .await;
+        match ready {
+            Some(Err(e)) => return Err(classify_error(&e)),
+            Some(Ok(())) => return Ok(()),
+            None if queued.is_none() => queued = Some(unacknowledged(to)),
+            None => match (queued.flatten(), unacknowledged(to)) {
+                (Some(before), Some(now)) if now < before => {
+                    (window, queued) = (Instant::now(), Some(Some(now)));
+                }
+                _ => return Err(Stop::Timeout),
+            },
+        }
     }
 }
 

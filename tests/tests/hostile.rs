@@ -1370,6 +1370,49 @@ fn client_that_never_reads_is_cut_by_the_write_timeout<F: Rt>() {
     }
 }
 
+/// A player reading steadily but slowly (320 KiB/s) is not cut by the 1 s write limit: Linux reports the
+/// proxy's socket writable only once about a third of its send buffer (megabytes on loopback) has
+/// drained, which takes this reader over 3 s, but it acknowledges more every few hundred milliseconds
+/// (its 64 KiB receive buffer reopens often). Once it stops reading, it is cut.
+fn a_slow_but_steady_reader_is_not_cut_by_the_write_timeout<F: Rt>() {
+    for mode in ["passthrough", "zero_copy"] {
+        let Flooded {
+            client: mut c,
+            tag: port,
+            px,
+            _backend,
+            ..
+        } = flooded::<F>(mode, 64 * 1024);
+        c.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut buf = vec![0u8; 16 * 1024];
+        let (start, mut got) = (Instant::now(), 0usize);
+        while start.elapsed() < Duration::from_secs(4) {
+            match c.read(&mut buf) {
+                Ok(n) if n > 0 => got += n,
+                other => panic!("[{}] {mode}: after {got} bytes: {other:?}", F::NAME),
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(
+            log_about(port, &["session ended"], Duration::ZERO),
+            None,
+            "[{}] {mode}: cut while reading {got} bytes in {:?}",
+            F::NAME,
+            start.elapsed()
+        );
+        let line = log_about(port, &["session ended"], Duration::from_secs(8));
+        assert!(
+            line.as_deref()
+                .is_some_and(|l| l.contains("reason=Timeout")),
+            "[{}] {mode}: once it stops reading: {line:?}",
+            F::NAME
+        );
+        drop(c);
+        px.assert_settles(F::NAME, Duration::from_secs(3));
+    }
+}
+
 /// The `b2c=` count of a `session ended` line.
 fn logged_b2c(line: &str) -> Option<u64> {
     let digits = line.split("b2c=").nth(1)?;
@@ -2408,6 +2451,7 @@ both!(
     resets_mid_handshake_and_mid_forward_leak_nothing,
     reset_client_on_a_backend_that_ignores_eof_ends_by_the_read_timeout,
     client_that_never_reads_is_cut_by_the_write_timeout,
+    a_slow_but_steady_reader_is_not_cut_by_the_write_timeout,
     bytes_counted_are_the_bytes_delivered_when_a_write_is_cut,
     backend_closing_while_the_client_still_sends_loses_none_of_its_bytes,
     backend_that_never_reads_is_cut_by_the_write_timeout,
