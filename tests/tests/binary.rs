@@ -362,14 +362,14 @@ fn spawn_with_startup(bin: &str, layout: &Layout, extra: &[&str]) -> (Started, V
     spawn_logging(bin, layout, extra, "info")
 }
 
-/// [`spawn_with_startup`] with `rust_log` as `RUST_LOG`.
+/// Starts `bin` on `layout` with `rust_log` as `RUST_LOG`; its standard output comes line by line.
 #[allow(clippy::zombie_processes)]
-fn spawn_logging(
+fn start_reading(
     bin: &str,
     layout: &Layout,
     extra: &[&str],
     rust_log: &str,
-) -> (Started, Vec<String>) {
+) -> (Child, std::sync::mpsc::Receiver<String>) {
     let mut child = Command::new(binary(bin))
         .arg("--config")
         .arg(layout.path())
@@ -388,6 +388,18 @@ fn spawn_logging(
             }
         }
     });
+    (child, rx)
+}
+
+/// [`spawn_with_startup`] with `rust_log` as `RUST_LOG`.
+#[allow(clippy::zombie_processes)]
+fn spawn_logging(
+    bin: &str,
+    layout: &Layout,
+    extra: &[&str],
+    rust_log: &str,
+) -> (Started, Vec<String>) {
+    let (child, rx) = start_reading(bin, layout, extra, rust_log);
     let deadline = Instant::now() + IO_TIMEOUT;
     let mut startup = Vec::new();
     loop {
@@ -410,6 +422,19 @@ fn signal(child: &Child, sig: i32) {
     // SAFETY: kill(2) on our own child's pid.
     unsafe {
         libc::kill(child.id() as libc::pid_t, sig);
+    }
+}
+
+/// Sends SIGTERM to `child` and waits up to 15 s for it to exit.
+fn terminated(child: &mut Child, bin: &str) -> std::process::ExitStatus {
+    let t = Instant::now();
+    signal(child, libc::SIGTERM);
+    loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            return s;
+        }
+        assert!(t.elapsed() < Duration::from_secs(15), "{bin} did not exit");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -498,15 +523,7 @@ fn json_logs_sighup_reload_and_sigterm_exit_zero() {
         wait_line(&rx, &["main file changed", "restart", "servers_dir"]);
 
         // SIGTERM: graceful, exit code 0.
-        let t = Instant::now();
-        signal(&child, libc::SIGTERM);
-        let status = loop {
-            if let Some(s) = child.try_wait().expect("wait") {
-                break s;
-            }
-            assert!(t.elapsed() < Duration::from_secs(15), "{bin} did not exit");
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let status = terminated(&mut child, bin);
         assert!(status.success(), "{bin}: {status:?}");
     }
 }
@@ -791,23 +808,7 @@ fn a_sighup_during_startup_is_a_reload_not_the_end() {
     }
     for bin in BINARIES {
         // An invalid RUST_LOG is warned about before the files are read: the moment to send it.
-        let mut child = Command::new(binary(bin))
-            .arg("--config")
-            .arg(layout.path())
-            .env("RUST_LOG", "info,nethergate=bogus")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let (child, rx) = start_reading(bin, &layout, &[], "info,nethergate=bogus");
         let mut child = KillOnDrop(child);
         wait_line(&rx, &["RUST_LOG is invalid"]);
         signal(&child, libc::SIGHUP);
@@ -825,14 +826,7 @@ fn a_sighup_during_startup_is_a_reload_not_the_end() {
             listening |= line.contains("listening");
             reloaded |= line.contains("SIGHUP: reloading server files");
         }
-        signal(&child, libc::SIGTERM);
-        let status = loop {
-            if let Some(s) = child.try_wait().expect("wait") {
-                break s;
-            }
-            assert!(t.elapsed() < Duration::from_secs(15), "{bin} did not exit");
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let status = terminated(&mut child, bin);
         assert!(status.success(), "[{bin}] {status:?}");
     }
 }

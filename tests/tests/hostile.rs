@@ -1376,13 +1376,8 @@ fn client_that_never_reads_is_cut_by_the_write_timeout<F: Rt>() {
 /// (its 64 KiB receive buffer reopens often). Once it stops reading, it is cut.
 fn a_slow_but_steady_reader_is_not_cut_by_the_write_timeout<F: Rt>() {
     for mode in ["passthrough", "zero_copy"] {
-        let Flooded {
-            client: mut c,
-            tag: port,
-            px,
-            _backend,
-            ..
-        } = flooded::<F>(mode, 64 * 1024);
+        let flood = flooded::<F>(mode, 64 * 1024);
+        let (mut c, port, px) = (flood.client, flood.tag, flood.px);
         c.set_read_timeout(Some(Duration::from_secs(5)))
             .expect("timeout");
         let mut buf = vec![0u8; 16 * 1024];

@@ -171,9 +171,8 @@ fn a_broken_file_is_reported_once<F: Flavor>() {
     drop(proxy);
 }
 
-/// A deploy that replaces `servers_dir` whole (`mv servers.new servers`) is picked up, and so is every
-/// later change in the new directory.
-fn a_replaced_server_directory_is_watched_again<F: Flavor>() {
+/// Two backends, and a proxy of flavour `F` whose one server file routes `alpha.example.com` to the first.
+fn alpha_proxy<F: Flavor>() -> (Backend, Backend, Layout, Box<dyn Started>) {
     capture_logs();
     let (a, b) = (Backend::named(), Backend::named());
     let layout = Layout::new().server(
@@ -181,6 +180,13 @@ fn a_replaced_server_directory_is_watched_again<F: Flavor>() {
         &server_toml(&["alpha.example.com"], &[a.addr()], ""),
     );
     let proxy = F::start(layout.load(), nethergate_core::Plugins::new()).expect("start");
+    (a, b, layout, proxy)
+}
+
+/// A deploy that replaces `servers_dir` whole (`mv servers.new servers`) is picked up, and so is every
+/// later change in the new directory.
+fn a_replaced_server_directory_is_watched_again<F: Flavor>() {
+    let (a, b, layout, proxy) = alpha_proxy::<F>();
     let addr = proxy.addr();
     assert_eq!(routed_to(addr, "alpha.example.com"), Some(a.addr().port()));
 
@@ -214,13 +220,7 @@ fn a_replaced_server_directory_is_watched_again<F: Flavor>() {
 /// `mv servers servers.old && mv servers.new servers`, then `rm -rf servers.old` some time later: the old
 /// directory's deletion must not take the new directory's watch with it.
 fn the_watch_survives_deleting_the_replaced_directory<F: Flavor>() {
-    capture_logs();
-    let (a, b) = (Backend::named(), Backend::named());
-    let layout = Layout::new().server(
-        "alpha",
-        &server_toml(&["alpha.example.com"], &[a.addr()], ""),
-    );
-    let proxy = F::start(layout.load(), nethergate_core::Plugins::new()).expect("start");
+    let (a, b, layout, proxy) = alpha_proxy::<F>();
     let addr = proxy.addr();
     let servers = layout.dir().join("servers");
     let (staged, old) = (
@@ -267,13 +267,7 @@ fn the_watch_survives_deleting_the_replaced_directory<F: Flavor>() {
 /// number, so only the deletion itself says that the watch is gone.
 #[cfg(unix)]
 fn a_server_directory_deleted_and_made_again_is_watched<F: Flavor>() {
-    capture_logs();
-    let (a, b) = (Backend::named(), Backend::named());
-    let layout = Layout::new().server(
-        "alpha",
-        &server_toml(&["alpha.example.com"], &[a.addr()], ""),
-    );
-    let proxy = F::start(layout.load(), nethergate_core::Plugins::new()).expect("start");
+    let (a, b, layout, proxy) = alpha_proxy::<F>();
     let addr = proxy.addr();
     let servers = layout.dir().join("servers");
     let inode = || {
