@@ -26,7 +26,7 @@ pub fn shutdown_write<S: Stream>(s: &S) {
     let _ = socket2::SockRef::from(s).shutdown(Shutdown::Write);
 }
 
-/// How far into a wait for writability the peer's progress is first read (a shorter wait costs nothing).
+/// How often a long wait for writability reads the peer's progress (a shorter wait costs nothing).
 const PROGRESS_SAMPLE: Duration = Duration::from_millis(250);
 
 /// Bytes written to `s` that its peer has not acknowledged yet (`SIOCOUTQ`); `None` where that cannot be
@@ -51,23 +51,24 @@ fn unacknowledged<S: Stream>(s: &S) -> Option<u64> {
 ///
 /// Linux reports a TCP socket writable again only once its send queue is down to about two thirds of
 /// the send buffer, which grows to megabytes on a fast link: a player reading steadily but slowly drains
-/// less than that in `limit`, and was cut although it never stalled. So a wait that outlasts
-/// [`PROGRESS_SAMPLE`] reads what the peer has yet to acknowledge, and at `limit` a queue that got
-/// shorter starts a new window instead of a timeout. A peer that acknowledges nothing for `limit` is cut
-/// as before (where the queue cannot be read, any wait of `limit` is).
+/// less than that in `limit`, and was cut although it never stalled. So a wait that outlasts a sample
+/// interval (min(`limit` / 8, [`PROGRESS_SAMPLE`])) reads, once per interval, what the peer has yet to
+/// acknowledge: a count that got shorter is progress. The wait ends with a timeout once `limit` has
+/// passed since the last progress seen (since the wait began, if none), so a peer is cut at most one
+/// interval more than `limit` after the last byte it took. Where the count cannot be read, any wait of
+/// `limit` is a timeout, as before.
 async fn writable_within<R: Runtime, S: Stream>(
     rt: &R,
     to: &S,
     limit: Duration,
 ) -> Result<(), Stop> {
-    let mut window = Instant::now();
-    // What the peer had not acknowledged a moment into the window (`None` until then).
-    let mut queued: Option<Option<u64>> = None;
+    let interval = (limit / 8).clamp(Duration::from_millis(1), PROGRESS_SAMPLE);
+    let mut progress = Instant::now();
+    let mut sample = progress + interval;
+    // What the peer had not acknowledged at the last sample.
+    let mut queued: Option<u64> = None;
     loop {
-        let deadline = match queued {
-            None => window + (limit / 8).min(PROGRESS_SAMPLE),
-            Some(_) => window + limit,
-        };
+        let deadline = sample.min(progress + limit);
         let ready = future::or(async { Some(to.writable().await) }, async {
             rt.sleep_until(deadline).await;
             None
@@ -76,13 +77,20 @@ async fn writable_within<R: Runtime, S: Stream>(
         match ready {
             Some(Err(e)) => return Err(classify_error(&e)),
             Some(Ok(())) => return Ok(()),
-            None if queued.is_none() => queued = Some(unacknowledged(to)),
-            None => match (queued.flatten(), unacknowledged(to)) {
-                (Some(before), Some(now)) if now < before => {
-                    (window, queued) = (Instant::now(), Some(Some(now)));
+            None => {
+                let now = Instant::now();
+                let count = unacknowledged(to);
+                if let (Some(before), Some(count)) = (queued, count) {
+                    if count < before {
+                        progress = now;
+                    }
                 }
-                _ => return Err(Stop::Timeout),
-            },
+                queued = count;
+                if now >= progress + limit {
+                    return Err(Stop::Timeout);
+                }
+                sample = now + interval;
+            }
         }
     }
 }
@@ -534,4 +542,44 @@ pub async fn bidirectional<R: Runtime, S: Stream>(
         let _ = Box::pin(write_all(rt, client, kick, limit)).await;
     }
     copied
+}
+
+/// For the runtime crates' tests of the write limit (1 s): a peer that reads steadily for a while, then
+/// stops, is cut about the limit after it stopped taking bytes (plus at most one 125 ms sample), not a
+/// whole window later; while it reads, the wait goes on although the socket is not writable.
+#[doc(hidden)]
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub async fn check_write_limit_follows_progress<R: Runtime>(rt: &R) -> io::Result<()> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    // Inherited by the accepted socket: a small window that reopens every few hundred milliseconds.
+    socket2::SockRef::from(&listener).set_recv_buffer_size(64 * 1024)?;
+    let stream = rt.connect(listener.local_addr()?).await?;
+    let (peer, _) = listener.accept()?;
+    // Filled as the copy fills it, so the runtime has seen it not writable.
+    let chunk = vec![0u8; 1 << 20];
+    stream.writable().await?;
+    let fill = || write_now(&stream, &chunk).map_err(|s| io::Error::other(format!("{s:?}")));
+    while fill()? == chunk.len() {}
+    peer.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let reader = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 16 * 1024];
+        let until = Instant::now() + Duration::from_millis(1300);
+        while Instant::now() < until {
+            let _ = io::Read::read(&mut &peer, &mut buf);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        (peer, Instant::now()) // kept open: a closed peer would end the wait with an error
+    });
+    let waited = writable_within(rt, &stream, Duration::from_secs(1)).await;
+    let cut = Instant::now();
+    let (_peer, stopped) = reader
+        .join()
+        .map_err(|_| io::Error::other("reader panicked"))?;
+    assert_eq!(waited, Err(Stop::Timeout), "the socket became writable");
+    let after = cut.saturating_duration_since(stopped);
+    assert!(
+        after >= Duration::from_millis(700) && after < Duration::from_millis(1500),
+        "cut {after:?} after the reader stopped"
+    );
+    Ok(())
 }

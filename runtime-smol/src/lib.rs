@@ -243,6 +243,16 @@ mod tests {
         })
     }
 
+    /// The write limit counts what the peer acknowledges (the check is the driver's).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_write_limit_follows_the_peers_progress() -> io::Result<()> {
+        let rt = Smol::with_threads(1);
+        smol::block_on(nethergate_driver::copy::check_write_limit_follows_progress(
+            &rt,
+        ))
+    }
+
     /// An accepted client is non-blocking (it is made so at `accept4`, not by async-io), so a read of a
     /// silent client says `WouldBlock` instead of stopping the thread; the peer address is the client's.
     #[test]

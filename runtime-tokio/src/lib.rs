@@ -167,6 +167,12 @@ pub fn runtime(threads: usize) -> io::Result<Runtimes> {
                     // Not waiting for blocking jobs: a name lookup (`getaddrinfo`, which a session's
                     // abort cannot cancel) against a silent resolver would hold the exit for up to 30 s.
                     rt.shutdown_background();
+                })
+                .map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("cannot start session thread {} of {count}: {e}", i + 1),
+                    )
                 })?,
         );
     }
@@ -244,21 +250,20 @@ mod tests {
         Ok(())
     }
 
-    /// A loopback connect is ready at the first poll; one still in progress goes through the reactor (the
-    /// checks are the driver's, shared with the smol runtime).
+    /// A name lookup runs as a blocking job that nothing can cancel; a stuck one must not hold the exit.
     #[test]
     fn stopping_does_not_wait_for_a_blocking_job() -> io::Result<()> {
-        // A name lookup runs as a blocking job that nothing can cancel; a stuck one must not hold the exit.
         let rts = runtime(1)?;
         let (tx, rx) = mpsc::channel();
         rts.tokio().spawn_on(0, async move {
-            let _ = tx.send(());
-            let _ =
-                tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_secs(20))).await;
+            let _ = tokio::task::spawn_blocking(move || {
+                let _ = tx.send(()); // running, no longer a queued job that stopping could drop
+                std::thread::sleep(Duration::from_secs(20));
+            })
+            .await;
         });
         rx.recv_timeout(Duration::from_secs(5))
             .map_err(|e| io::Error::other(e.to_string()))?;
-        std::thread::sleep(Duration::from_millis(50)); // the job is running
         let started = std::time::Instant::now();
         drop(rts);
         assert!(
@@ -269,6 +274,8 @@ mod tests {
         Ok(())
     }
 
+    /// A loopback connect is ready at the first poll; one still in progress goes through the reactor (the
+    /// checks are the driver's, shared with the smol runtime).
     #[test]
     fn connect_is_ready_at_once_on_loopback_and_waits_otherwise() -> io::Result<()> {
         use nethergate_driver::runtime::{
@@ -283,6 +290,20 @@ mod tests {
             at_once(&tokio).await?;
             in_progress(&tokio).await
         })
+    }
+
+    /// The write limit counts what the peer acknowledges, and cuts it a limit after it stopped (the
+    /// check is the driver's, shared with the smol runtime).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_write_limit_follows_the_peers_progress() -> io::Result<()> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let tokio = runtime(1)?.tokio();
+        rt.block_on(nethergate_driver::copy::check_write_limit_follows_progress(
+            &tokio,
+        ))
     }
 
     /// `zero_copy` splices bulk transfers but copies small packets through a buffer (two splices and a

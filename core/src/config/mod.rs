@@ -68,7 +68,13 @@ pub struct Escaped<'a>(pub &'a str);
 impl fmt::Display for Escaped<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut rest = self.0;
-        while let Some(at) = rest.find(char::is_control) {
+        // Also the invisible characters that reorder or break lines in a terminal or a log viewer:
+        // bidirectional marks and overrides, and the Unicode line and paragraph separators.
+        let hidden = |c: char| {
+            c.is_control()
+                || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{2028}' | '\u{2029}')
+        };
+        while let Some(at) = rest.find(hidden) {
             f.write_str(&rest[..at])?;
             let c = rest[at..].chars().next().unwrap_or_default();
             write!(f, "{}", c.escape_default())?;
@@ -227,6 +233,10 @@ mod tests {
         assert_eq!(
             Escaped("a\nb\r\u{1b}[2J\u{7f}\u{85}\tz").to_string(),
             "a\\nb\\r\\u{1b}[2J\\u{7f}\\u{85}\\tz"
+        );
+        assert_eq!(
+            Escaped("a\u{202e}b\u{2028}c\u{200f}").to_string(),
+            "a\\u{202e}b\\u{2028}c\\u{200f}"
         );
         let issue = ConfigIssue::new("servers/a\n.toml", "k\ney", "bad\nvalue");
         assert_eq!(
