@@ -88,6 +88,8 @@ pub(crate) struct Shared<R: Runtime> {
     /// the whole proxy, whichever thread's listener they hit.
     refusals: Flood,
     accept_errors: Flood,
+    /// The OS error code of the latest failed accept (0: none or none known), for the held-back line.
+    last_accept_error: std::sync::atomic::AtomicI32,
 }
 
 /// A bound proxy, ready to [`Proxy::run`].
@@ -183,6 +185,7 @@ impl<R: Runtime> Proxy<R> {
                 own_dials: OwnDials::new(local_addr),
                 refusals: Flood::default(),
                 accept_errors: Flood::default(),
+                last_accept_error: std::sync::atomic::AtomicI32::new(0),
             }),
             listeners,
             local_addr,
@@ -349,6 +352,10 @@ async fn accept_loop<R: Runtime>(
                 });
             }
             Some(Some(Err(e))) => {
+                shared.last_accept_error.store(
+                    e.raw_os_error().unwrap_or(0),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
                 if let Some(count) = shared.accept_errors.hit(Instant::now()) {
                     tracing::warn!(error = %e, failures = count, "accept failed");
                 }
@@ -373,7 +380,15 @@ fn report_held_floods<R: Runtime>(shared: &Shared<R>, all: bool) {
         );
     }
     if let Some(count) = shared.accept_errors.flush(now, all) {
-        tracing::warn!(failures = count, "accept failed");
+        // The latest error stands for the ones held back (out of descriptors, as a rule, all alike).
+        match shared
+            .last_accept_error
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            0 => tracing::warn!(failures = count, "accept failed"),
+            code => tracing::warn!(error = %io::Error::from_raw_os_error(code), failures = count,
+                "accept failed"),
+        }
     }
 }
 
