@@ -144,20 +144,20 @@ fn routes_report(config: &Config, main_file: &Path) -> String {
     use nethergate_core::config::Escaped;
     use std::fmt::Write;
     let mut out = String::new();
-    // Writing to a `String` cannot fail.
-    macro_rules! println {
+    // A line of the report; writing to a `String` cannot fail.
+    macro_rules! report {
         ($($arg:tt)*) => {{
             let _ = writeln!(out, $($arg)*);
         }};
     }
-    println!(
+    report!(
         "configuration OK: listening on {}, {} server(s) from {}",
         config.main.bind,
         config.servers.len(),
         Escaped(&config.main.servers_dir.display().to_string())
     );
     let main = &config.main;
-    println!(
+    report!(
         "  handshake_timeout {}, max_connections {}, shutdown_timeout {}",
         humantime::format_duration(main.handshake_timeout),
         match main.max_connections {
@@ -167,12 +167,12 @@ fn routes_report(config: &Config, main_file: &Path) -> String {
         humantime::format_duration(main.shutdown_timeout),
     );
     if let Some(hard) = crate::limits::hard() {
-        println!(
+        report!(
             "  open files: {hard} once started (the hard limit), about {} connections",
             crate::limits::connections_allowed(hard)
         );
         if let Some(why) = crate::limits::shortfall(hard, main.max_connections) {
-            println!("  warning: {why}");
+            report!("  warning: {why}");
         }
     }
     if let Some(f) = &main.ip_filter {
@@ -184,7 +184,7 @@ fn routes_report(config: &Config, main_file: &Path) -> String {
                 v.join(", ")
             }
         };
-        println!(
+        report!(
             "  ip_filter: allow {}; deny {}; message {:?}",
             nets(&f.allow),
             nets(&f.deny),
@@ -193,16 +193,14 @@ fn routes_report(config: &Config, main_file: &Path) -> String {
     }
     // With Docker discovery, no server files is a setup of its own: its servers come from containers.
     if config.servers.is_empty() && config.main.docker.is_none() {
-        println!(
-            "  warning: no server files: every player will be told \"Unknown server address\""
-        );
+        report!("  warning: no server files: every player will be told \"Unknown server address\"");
     }
     for warning in config.warnings(main_file) {
-        println!("  warning: {warning}");
+        report!("  warning: {warning}");
     }
     for s in &config.servers {
         let addrs: Vec<String> = s.addresses.iter().map(ToString::to_string).collect();
-        println!(
+        report!(
             "  {} ({}): {} -> {} [{:?}{}]",
             s.name,
             Escaped(&s.source),
@@ -219,8 +217,8 @@ fn routes_report(config: &Config, main_file: &Path) -> String {
             }
         );
         let t = &s.timeouts;
-        println!("    disconnect_message {:?}", s.disconnect_message);
-        println!(
+        report!("    disconnect_message {:?}", s.disconnect_message);
+        report!(
             "    max_players {}, host sent to the backend: {}, timeouts connect {} / read {} / write {}",
             match s.max_players {
                 0 => "unlimited".to_owned(),
@@ -236,7 +234,7 @@ fn routes_report(config: &Config, main_file: &Path) -> String {
         );
     }
     if let Some(docker) = &config.main.docker {
-        println!(
+        report!(
             "  docker: containers labelled {}.enable = \"true\" at {}, polled every {}",
             docker.label_prefix,
             docker.endpoint,
@@ -417,9 +415,10 @@ pub fn main(name: &'static str, serve: impl FnOnce(Launch) -> io::Result<()>) ->
     let config = match Config::load(&args.config) {
         Ok(c) => c,
         Err(errors) => {
+            use std::fmt::Write;
             let mut report = format!("invalid configuration ({} problem(s)):\n", errors.0.len());
             for issue in &errors.0 {
-                report.push_str(&format!("  {issue}\n"));
+                let _ = writeln!(report, "  {issue}"); // to a `String`: cannot fail
             }
             write_out(io::stderr(), &report);
             return ExitCode::from(2);

@@ -400,8 +400,10 @@ fn watch_loop(
                     }
                 }
                 watched = current;
-                if !retry || !failing {
-                    pending = Some((now, now)); // the directory itself changed: reload now
+                // The directory itself changed: reload now (not at each retry that fails again).
+                let failed_again = retry && failing;
+                if !failed_again {
+                    pending = Some((now, now));
                 }
             }
         }
