@@ -169,6 +169,18 @@ impl MainConfig {
             )
             .into_iter()
             .collect();
+        if self.bind.port() == 0 {
+            warnings.push(ConfigIssue::new(
+                source,
+                "bind",
+                format!(
+                    "port 0 in {} lets the system pick a free port at every start, so players cannot \
+                     know where to connect (the startup log names the port it got); give a fixed port \
+                     such as 25565",
+                    self.bind
+                ),
+            ));
+        }
         if let Some(docker) = &self.docker {
             let [poll, reconnect] = &DOCKER_FLOORS;
             warnings.extend(poll.check(source, "", docker.poll_interval, DEFAULT_POLL_INTERVAL));
@@ -346,6 +358,22 @@ mod tests {
             before.changed_keys(&after),
             ["bind", "max_connections", "ip_filter"]
         );
+    }
+
+    #[test]
+    fn a_bind_on_port_0_is_warned_about() {
+        let warned = |bind: &str| {
+            MainConfig::from_toml(Path::new("n.toml"), &format!("bind = \"{bind}\""))
+                .unwrap()
+                .warnings("n.toml")
+                .iter()
+                .filter(|w| w.key == "bind")
+                .count()
+        };
+        assert_eq!(warned("0.0.0.0:0"), 1);
+        assert_eq!(warned("[::]:0"), 1);
+        assert_eq!(warned("0.0.0.0:25565"), 0);
+        assert_eq!(warned("127.0.0.1:1"), 0);
     }
 
     #[test]
