@@ -98,7 +98,9 @@ pub enum CloseReason {
     ClientClosed,
     /// The client sent something that is not the Minecraft protocol.
     ProtocolError(String),
-    /// The session's buffer reached [`MAX_BUFFERED`] bytes with the first packets still incomplete.
+    /// The session's buffer reached [`MAX_BUFFERED`] bytes with the first packets still incomplete, or more
+    /// bytes than [`Session::read_budget`] were fed at once (a runtime that reads within the budget gets
+    /// this only for the first case).
     BufferLimit,
     /// A legacy ping was answered.
     LegacyPing,
@@ -147,9 +149,11 @@ pub struct Forward {
     /// The registry entry; call [`LiveSession::finish`] with the byte counts when the copy ends.
     pub live: LiveSession,
     /// What to write to the client, before closing it, if the backend closes (or resets) the connection
-    /// without having sent a single byte: a Login Disconnect with the server's `disconnect_message` for
-    /// a login, so the player reads the message instead of a bare "end of stream"; empty for a status
-    /// ping (a closed connection already shows the server as offline).
+    /// without having sent a single byte, or the session ends with [`EndReason::Timeout`](crate::EndReason)
+    /// before the backend sent one (a backend that accepts and then says nothing, still starting or hung):
+    /// a Login Disconnect with the server's `disconnect_message` for a login, so the player reads the
+    /// message instead of a bare "end of stream"; empty for a status ping (a closed connection already
+    /// shows the server as offline).
     pub if_backend_silent: Bytes,
 }
 
@@ -157,8 +161,14 @@ pub struct Forward {
 #[derive(Debug)]
 pub enum Action {
     /// Ask the plugins about [`Session::pre_connect_event`], then call [`Session::pre_connect_result`].
+    /// The answer is due by the handshake deadline: [`Session::poll_timeout`] covers this wait too, and
+    /// [`Session::handle_timeout`] after it closes the session (`HandshakeTimeout`; a late answer is then
+    /// ignored).
     PreConnect,
-    /// Dial, then call [`Session::backend_connected`] or [`Session::backend_failed`].
+    /// Dial, then call [`Session::backend_connected`] or [`Session::backend_failed`], once: an outcome is
+    /// taken only while a polled `Connect` waits for one. A runtime that gives up on a dial (its connect
+    /// timer ran out) reports the failure and drops that dial: an outcome it reported later would be
+    /// taken as the next `Connect`'s.
     Connect(ConnectRequest),
     /// Write these bytes to the backend.
     SendToBackend(Bytes),
@@ -212,6 +222,9 @@ pub struct Session {
     admission: Option<Admission>,
     first_address: usize,
     attempts: usize,
+    /// A polled [`Action::Connect`] waits for its outcome: only then are `backend_connected` and
+    /// `backend_failed` taken (an early or a second outcome is ignored).
+    dialing: bool,
     status_requested: bool,
     /// Rarely more than two at a time, so they live in the session (no allocation).
     actions: SmallVec<[Action; 2]>,
@@ -250,6 +263,7 @@ impl Session {
             admission: None,
             first_address: 0,
             attempts: 0,
+            dialing: false,
             status_requested: false,
             actions: SmallVec::new(),
         }
@@ -258,7 +272,11 @@ impl Session {
     /// The next thing to do, if any.
     pub fn poll_action(&mut self) -> Option<Action> {
         // Front first; the queue holds a handful at most, so shifting the rest costs nothing.
-        (!self.actions.is_empty()).then(|| self.actions.remove(0))
+        let action = (!self.actions.is_empty()).then(|| self.actions.remove(0));
+        if let Some(Action::Connect(_)) = action {
+            self.dialing = true;
+        }
+        action
     }
 
     /// What the plugins are asked about at [`Action::PreConnect`]: borrowed from the session, so building
@@ -289,10 +307,12 @@ impl Session {
                     .flatten()
                     .min()
             }
-            State::Handshake | State::StatusRequest | State::LoginStart | State::OfflineStatus => {
-                self.deadline
-            }
-            _ => None,
+            State::Handshake
+            | State::StatusRequest
+            | State::LoginStart
+            | State::PreConnect
+            | State::OfflineStatus => self.deadline,
+            State::Connecting | State::Done => None,
         }
     }
 
@@ -485,10 +505,13 @@ impl Session {
 
     /// The backend at the last [`Action::Connect`] accepted the connection from the proxy; `backend` is its
     /// resolved address.
+    ///
+    /// Ignored unless a polled [`Action::Connect`] waits for its outcome (see there).
     pub fn backend_connected(&mut self, backend: SocketAddr, now: Instant) {
-        if self.state != State::Connecting {
+        if self.state != State::Connecting || !self.dialing {
             return;
         }
+        self.dialing = false;
         let (Some(server), Some(hs)) = (self.server.clone(), self.handshake) else {
             return;
         };
@@ -553,10 +576,13 @@ impl Session {
 
     /// The dial of the last [`Action::Connect`] failed or timed out; the next address is proposed, or the
     /// client is told the server is unreachable.
+    ///
+    /// Ignored unless a polled [`Action::Connect`] waits for its outcome (see there).
     pub fn backend_failed(&mut self, now: Instant) {
-        if self.state != State::Connecting {
+        if self.state != State::Connecting || !self.dialing {
             return;
         }
+        self.dialing = false;
         self.attempts += 1;
         let Some(server) = self.server.clone() else {
             return;
@@ -1604,6 +1630,77 @@ mod tests {
             v.sort_unstable();
             v
         })
+    }
+
+    /// The actions queued now, as the test's records (no outcome given).
+    fn queued(s: &mut Session) -> Vec<String> {
+        std::iter::from_fn(|| s.poll_action())
+            .map(|a| match a {
+                Action::Connect(req) => format!("Connect({})", req.address),
+                Action::Close(r) => format!("Close({r})"),
+                Action::Forward(_) => "Forward".into(),
+                Action::SendToBackend(_) => "ToBackend".into(),
+                Action::SendToClient(_) => "ToClient".into(),
+                Action::PreConnect => "PreConnect".into(),
+            })
+            .collect()
+    }
+
+    /// A login for `lobby` (two addresses), allowed: its first `Connect` is queued, not yet polled.
+    fn allowed_login() -> Session {
+        let mut s = session(&[server("lobby", "")]);
+        s.handle_client_data(&login_bytes("lobby.example.com", "Steve", NextState::Login));
+        assert!(matches!(s.poll_action(), Some(Action::PreConnect)));
+        s.pre_connect_result(Decision::Allow);
+        s
+    }
+
+    #[test]
+    fn a_dial_outcome_is_taken_only_for_the_connect_polled() {
+        let backend: SocketAddr = "10.0.0.9:25565".parse().unwrap();
+        let now = Instant::now();
+        // Before the Connect is polled: no dial is out, so no outcome can answer it.
+        let mut s = allowed_login();
+        s.backend_connected(backend, now);
+        s.backend_failed(now);
+        assert_eq!(queued(&mut s), ["Connect(10.0.0.1:1)"]);
+        // A second failure for one dial does not skip the next address (or tell the player it is down).
+        s.backend_failed(now);
+        s.backend_failed(now);
+        assert_eq!(queued(&mut s), ["Connect(10.0.0.2:2)"]);
+        s.backend_connected(backend, now);
+        assert_eq!(queued(&mut s), ["ToBackend", "Forward"]);
+        // A late success of a dial given up on, before the next Connect is polled, is ignored.
+        let mut s = allowed_login();
+        assert_eq!(queued(&mut s), ["Connect(10.0.0.1:1)"]);
+        s.backend_failed(now);
+        s.backend_connected(backend, now);
+        assert_eq!(queued(&mut s), ["Connect(10.0.0.2:2)"]);
+        s.backend_failed(now);
+        assert_eq!(queued(&mut s), ["ToClient", "Close(BackendUnreachable)"]);
+    }
+
+    #[test]
+    fn the_pre_connect_answer_is_due_by_the_handshake_deadline() {
+        let opened = Instant::now();
+        let mut s = Session::new(
+            ctx(&[server("lobby", "")]),
+            CLIENT.parse().unwrap(),
+            LOCAL.parse().unwrap(),
+            opened,
+        );
+        s.handle_client_data(&login_bytes("lobby.example.com", "Steve", NextState::Login));
+        assert!(matches!(s.poll_action(), Some(Action::PreConnect)));
+        let deadline = opened + Duration::from_secs(5);
+        assert_eq!(s.poll_timeout(), Some(deadline));
+        s.handle_timeout(deadline - Duration::from_millis(1));
+        assert!(s.poll_action().is_none());
+        s.handle_timeout(deadline);
+        assert_eq!(queued(&mut s), ["Close(HandshakeTimeout)"]);
+        // The plugin's late answer changes nothing, and no player slot is held.
+        s.pre_connect_result(Decision::Allow);
+        assert!(s.poll_action().is_none() && s.is_done());
+        assert_eq!(s.ctx.registry.players_on("lobby"), 0);
     }
 
     fn chunked<'a>(bytes: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {

@@ -31,7 +31,7 @@ use nethergate_core::{
 };
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -303,65 +303,115 @@ fn forward(client: TcpStream, backend: Option<TcpStream>, initial: &[u8], fwd: F
         fwd.live.finish(0, 0, ending.reason(), Instant::now());
         return;
     }
-    let ending = Mutex::new(Ending::default());
-    let (c2b, b2c) = thread::scope(|scope| {
-        let up = thread::Builder::new().spawn_scoped(scope, || {
-            pump(&client, &backend, Side::Client, &[], &ending)
-        });
+    let copy = Copy {
+        client: &client,
+        backend: &backend,
+        if_backend_silent: &fwd.if_backend_silent,
+        b2c: AtomicU64::new(0),
+        ending: Mutex::new(Ending::default()),
+    };
+    let c2b = thread::scope(|scope| {
+        let up = thread::Builder::new().spawn_scoped(scope, || copy.pump(Side::Client));
         match up {
             Ok(up) => {
-                let silent = &fwd.if_backend_silent;
-                let b2c = pump(&backend, &client, Side::Backend, silent, &ending);
-                (up.join().unwrap_or(0), b2c)
+                copy.pump(Side::Backend);
+                up.join().unwrap_or(0)
             }
             Err(_) => {
-                lock(&ending).record(Side::Client, Stop::Error);
-                (0, 0)
+                lock(&copy.ending).record(Side::Client, Stop::Error);
+                0
             }
         }
     });
-    let reason = lock(&ending).reason();
+    let ending = *lock(&copy.ending);
+    let b2c = copy.b2c.load(Ordering::SeqCst);
     fwd.live
-        .finish(fwd.c2b_initial + c2b, b2c, reason, Instant::now());
+        .finish(fwd.c2b_initial + c2b, b2c, ending.reason(), Instant::now());
+    // A side still sending when the other closed has unread bytes here: closing its socket now would
+    // answer with a reset that destroys what is still queued for it. Its write half is already shut down
+    // (the other direction's EOF was passed on); read and drop what it sends until it closes too, for
+    // up to the idle limit.
+    let deadline = Instant::now() + fwd.timeouts.read;
+    for (side, socket) in [(Side::Client, &client), (Side::Backend, &backend)] {
+        if ending.drain_before_close(side) {
+            drain(socket, deadline);
+        }
+    }
 }
 
-/// Copies `from` → `to` until this direction stops, records how in `ending`, and returns the bytes copied.
-/// `if_silent` goes to `to` if `from` ends before sending a byte (see `Forward::if_backend_silent`).
-fn pump(
-    from: &TcpStream,
-    to: &TcpStream,
-    side: Side,
-    if_silent: &[u8],
-    ending: &Mutex<Ending>,
-) -> u64 {
-    let mut buf = vec![0u8; COPY_BUFFER_SIZE];
-    let mut copied = 0u64;
-    let (on_write, stop) = loop {
-        let n = match (&*from).read(&mut buf) {
-            Ok(0) => break (false, Stop::Eof),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => break (false, classify_error(&e)),
+/// The two sockets of a forwarding session and what its two directions share.
+struct Copy<'a> {
+    client: &'a TcpStream,
+    backend: &'a TcpStream,
+    /// `Forward::if_backend_silent`: told to the client if the session ends before the backend sent a
+    /// byte.
+    if_backend_silent: &'a [u8],
+    /// Bytes copied backend → client so far.
+    b2c: AtomicU64,
+    ending: Mutex<Ending>,
+}
+
+impl Copy<'_> {
+    /// Copies from `side` to the other until this direction stops, records how, and returns the bytes
+    /// copied.
+    fn pump(&self, side: Side) -> u64 {
+        let (from, to) = match side {
+            Side::Client => (self.client, self.backend),
+            Side::Backend => (self.backend, self.client),
         };
-        // A failed write is the fault of the side written to.
-        if let Err(e) = (&*to).write_all(&buf[..n]) {
-            break (true, classify_error(&e));
+        let mut buf = vec![0u8; COPY_BUFFER_SIZE];
+        let mut copied = 0u64;
+        let (on_write, stop) = loop {
+            let n = match (&*from).read(&mut buf) {
+                Ok(0) => break (false, Stop::Eof),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => break (false, classify_error(&e)),
+            };
+            // A failed write is the fault of the side written to.
+            if let Err(e) = (&*to).write_all(&buf[..n]) {
+                break (true, classify_error(&e));
+            }
+            copied += n as u64;
+            if side == Side::Backend {
+                self.b2c.fetch_add(n as u64, Ordering::SeqCst);
+            }
+        };
+        // The backend closed, or a limit ran out (either way), before the backend sent a byte: the
+        // player reads the disconnect message instead of a bare end of stream. Written before the
+        // shutdowns below take the client's write half.
+        let backend_ended = side == Side::Backend && !on_write && stop == Stop::Eof;
+        if (backend_ended || stop == Stop::Timeout) && self.b2c.load(Ordering::SeqCst) == 0 {
+            let _ = (&*self.client).write_all(self.if_backend_silent);
         }
-        copied += n as u64;
-    };
-    if !on_write && stop == Stop::Eof && copied == 0 && !if_silent.is_empty() {
-        let _ = (&*to).write_all(if_silent);
+        lock(&self.ending).record_direction(side, on_write, stop);
+        if Ending::ends_session(stop) {
+            // Wake the other direction, which may be blocked in a read or a write.
+            let _ = from.shutdown(Shutdown::Both);
+            let _ = to.shutdown(Shutdown::Both);
+        } else {
+            // Half-close: pass the EOF on and let the other direction drain.
+            let _ = to.shutdown(Shutdown::Write);
+        }
+        copied
     }
-    lock(ending).record_direction(side, on_write, stop);
-    if Ending::ends_session(stop) {
-        // Wake the other direction, which may be blocked in a read or a write.
-        let _ = from.shutdown(Shutdown::Both);
-        let _ = to.shutdown(Shutdown::Both);
-    } else {
-        // Half-close: pass the EOF on and let the other direction drain.
-        let _ = to.shutdown(Shutdown::Write);
+}
+
+/// Reads and drops what `socket` sends until it closes, fails, or `deadline` passes.
+fn drain(socket: &TcpStream, deadline: Instant) {
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || socket.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match (&*socket).read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
     }
-    copied
 }
 
 fn lock(ending: &Mutex<Ending>) -> std::sync::MutexGuard<'_, Ending> {

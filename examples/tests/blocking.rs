@@ -18,6 +18,15 @@ const MIB: usize = 1024 * 1024;
 
 /// A proxy whose servers are `(name, domains, backend)`, from config files in a temp dir.
 fn proxy(servers: &[(&str, &str, SocketAddr)], handshake_timeout: &str) -> BlockingProxy {
+    proxy_reading(servers, handshake_timeout, "10s")
+}
+
+/// [`proxy`] with `read` as every server's `timeouts.read`, and `disconnect_message = "Lobby down"`.
+fn proxy_reading(
+    servers: &[(&str, &str, SocketAddr)],
+    handshake_timeout: &str,
+    read: &str,
+) -> BlockingProxy {
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("servers")).unwrap();
@@ -30,7 +39,7 @@ fn proxy(servers: &[(&str, &str, SocketAddr)], handshake_timeout: &str) -> Block
     for (name, domains, backend) in servers {
         std::fs::write(
             dir.path().join("servers").join(format!("{name}.toml")),
-            format!("domains = {domains}\naddresses = [\"{backend}\"]\n[timeouts]\nread = \"10s\"\nwrite = \"10s\"\n"),
+            format!("domains = {domains}\naddresses = [\"{backend}\"]\ndisconnect_message = \"Lobby down\"\n[timeouts]\nread = \"{read}\"\nwrite = \"10s\"\n"),
         )
         .unwrap();
     }
@@ -276,6 +285,107 @@ fn silent_client_is_closed_at_the_handshake_timeout() {
     assert!(
         waited >= Duration::from_millis(300) && waited < Duration::from_secs(5),
         "closed after {waited:?}"
+    );
+    proxy.shutdown();
+}
+
+/// A backend that sends its last bytes and closes while the player is still sending: the proxy cannot
+/// write the player's bytes any more, but everything the backend sent reaches the player, then a clean
+/// end of stream. Closing the player's socket with its bytes unread would answer with a reset that
+/// destroys what is still queued for a slow reader.
+#[test]
+fn a_backend_closing_on_a_sending_player_loses_none_of_its_bytes() {
+    let (listener, backend_addr) = backend();
+    let proxy = proxy(&[("lobby", "[\"lobby.example.com\"]", backend_addr)], "5s");
+    let opening = login("lobby.example.com", "Steve");
+    let down = Rng(4).bytes(2 * MIB);
+    let (down_send, opening_len) = (down.clone(), opening.len());
+    let server = thread::spawn(move || {
+        let mut conn = accept_within(&listener, PATIENCE).expect("backend was dialled");
+        let mut got = vec![0; opening_len];
+        conn.read_exact(&mut got).unwrap();
+        conn.write_all(&down_send).unwrap();
+        // Time for the proxy to take it all in (it reads ahead of a slow player on loopback), then a
+        // close with the player's chatter unread: a reset to the proxy.
+        thread::sleep(Duration::from_millis(500));
+    });
+    let client = connect(proxy.addr());
+    (&client).write_all(&opening).unwrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (got, end) = thread::scope(|s| {
+        // The player keeps talking (movement, keep-alives) until the end of the stream.
+        s.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                if (&client).write_all(&[0x55; 20]).is_err() {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+        });
+        // A slow reader: 4 KiB every 2 ms.
+        let mut got = Vec::new();
+        let mut buf = [0; 4096];
+        let end = loop {
+            match (&client).read(&mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => break Err(e),
+            }
+            thread::sleep(Duration::from_millis(2));
+        };
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        (got, end)
+    });
+    assert!(
+        end.is_ok(),
+        "the stream ended with {end:?} after {} bytes",
+        got.len()
+    );
+    assert_same(&got, &down, "backend to client");
+    drop(client);
+    server.join().unwrap();
+    assert!(
+        wait_until(|| proxy.registry().is_empty()),
+        "session never ended"
+    );
+    proxy.shutdown();
+}
+
+/// A backend that accepts and then says nothing until `timeouts.read` ends the session is as unreachable
+/// to the player as one that closes at once: the player is told `disconnect_message`.
+#[test]
+fn a_backend_silent_until_the_idle_limit_gets_the_player_its_disconnect_message() {
+    let (listener, backend_addr) = backend();
+    let proxy = proxy_reading(
+        &[("lobby", "[\"lobby.example.com\"]", backend_addr)],
+        "5s",
+        "1s",
+    );
+    let server = thread::spawn(move || {
+        let conn = accept_within(&listener, PATIENCE).expect("backend was dialled");
+        // Hung: reads nothing, sends nothing, until the proxy closes.
+        let _ = (&conn).read_to_end(&mut Vec::new());
+    });
+    let started = Instant::now();
+    let mut client = connect(proxy.addr());
+    client
+        .write_all(&login("lobby.example.com", "Steve"))
+        .unwrap();
+    let mut answer = Vec::new();
+    client.read_to_end(&mut answer).unwrap();
+    let waited = started.elapsed();
+    assert!(
+        String::from_utf8_lossy(&answer).contains("Lobby down"),
+        "the player got {answer:?}"
+    );
+    assert!(
+        waited >= Duration::from_secs(1) && waited < Duration::from_secs(5),
+        "closed after {waited:?}"
+    );
+    server.join().unwrap();
+    assert!(
+        wait_until(|| proxy.registry().is_empty()),
+        "session never ended"
     );
     proxy.shutdown();
 }
