@@ -433,6 +433,8 @@ impl Session {
         }
         let server = match decision {
             Decision::Deny(reason) => {
+                // Logged with the server the host routed to, so the refusals of a server can be found.
+                self.server = self.routed.take();
                 self.send_login_disconnect(&reason);
                 return self.close(CloseReason::Denied);
             }
@@ -1283,6 +1285,8 @@ mod tests {
         };
         assert_eq!(disconnect_text(p), "Banned");
         assert_eq!(did[2], Did::Close(CloseReason::Denied));
+        // The close is logged with the server the host routed to.
+        assert_eq!(s.server(), Some("lobby"));
     }
 
     #[test]

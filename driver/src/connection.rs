@@ -169,16 +169,34 @@ async fn close_gently<R: Runtime>(rt: &R, s: &R::Stream, deadline: Instant, cap:
     copy::shutdown_write(s);
     let drain = async {
         let mut drained = 0;
-        let mut buf = [0u8; 512];
         while drained < cap {
             if s.readable().await.is_err() {
                 return;
             }
-            match s.try_read(&mut buf) {
-                Ok(0) => return,
-                Ok(n) => drained += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(_) => return,
+            // A buffer only while bytes are there (most closes get none), as the copy does; a peer that
+            // keeps sending gets its turn like a saturated direction: after a fair share, the other tasks
+            // on this thread (and the deadline) come first.
+            let mut buf = crate::pool::Buffer::take();
+            let mut moved = 0;
+            loop {
+                let room = buf.len().min(cap - drained);
+                match s.try_read(&mut buf[..room]) {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        drained += n;
+                        moved += n;
+                        if drained >= cap {
+                            return;
+                        }
+                        if moved >= nethergate_core::forward::FAIR_SHARE_BYTES {
+                            drop(buf);
+                            rt.yield_now().await;
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(_) => return,
+                }
             }
         }
     };
@@ -298,9 +316,13 @@ async fn handshake<'s, R: Runtime>(
                         session.backend_connected(addr, Instant::now());
                     }
                     Err(e) => {
-                        tracing::warn!(server = &*req.server, backend = %req.address, client = %peer,
-                            error = %e, "backend unreachable");
-                        session.backend_failed(Instant::now());
+                        let now = Instant::now();
+                        let failures = shared.dial_failures.hit(&req.server, &req.address, &e, now);
+                        if let Some(failures) = failures {
+                            tracing::warn!(server = &*req.server, backend = %req.address,
+                                client = %peer, error = %e, failures, "backend unreachable");
+                        }
+                        session.backend_failed(now);
                     }
                 },
                 Action::SendToBackend(bytes) if opening.is_empty() => opening = bytes,

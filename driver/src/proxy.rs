@@ -90,6 +90,8 @@ pub(crate) struct Shared<R: Runtime> {
     accept_errors: Flood,
     /// The OS error code of the latest failed accept (0: none or none known), for the held-back line.
     last_accept_error: std::sync::atomic::AtomicI32,
+    /// Failed backend dials, a flood per server and address.
+    pub(crate) dial_failures: DialFailures,
 }
 
 /// A bound proxy, ready to [`Proxy::run`].
@@ -186,6 +188,7 @@ impl<R: Runtime> Proxy<R> {
                 refusals: Flood::default(),
                 accept_errors: Flood::default(),
                 last_accept_error: std::sync::atomic::AtomicI32::new(0),
+                dial_failures: DialFailures::default(),
             }),
             listeners,
             local_addr,
@@ -300,22 +303,26 @@ async fn accept_loop<R: Runtime>(
             report_held_floods(shared, true);
             return Ok(());
         }
-        // While a flood's count is held back, also wake when it is due, so it is not left unreported.
-        let due = match (shared.refusals.due(), shared.accept_errors.due()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        // While a flood's count is held back, also wake when it is due, so it is not left unreported; and
+        // when a session holds back a failed dial (listening first, so none is missed).
+        let held_dial = shared.dial_failures.listen();
+        let due = [
+            shared.refusals.due(),
+            shared.accept_errors.due(),
+            shared.dial_failures.due(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let accepted = async {
-            match due {
-                None => Some(listener.accept().await),
-                Some(at) => {
-                    future::or(async { Some(listener.accept().await) }, async {
-                        shared.rt.sleep_until(at).await;
-                        None
-                    })
-                    .await
+            future::or(async { Some(listener.accept().await) }, async {
+                match due {
+                    Some(at) => shared.rt.sleep_until(at).await,
+                    None => held_dial.await,
                 }
-            }
+                None
+            })
+            .await
         };
         match stopping.unless_set(accepted).await {
             None => {
@@ -389,6 +396,89 @@ fn report_held_floods<R: Runtime>(shared: &Shared<R>, all: bool) {
             code => tracing::warn!(error = %io::Error::from_raw_os_error(code), failures = count,
                 "accept failed"),
         }
+    }
+    shared
+        .dial_failures
+        .flush(now, all, |(server, backend), error, count| {
+            tracing::warn!(server = &**server, backend = %backend, error, failures = count,
+            "backend unreachable");
+        });
+}
+
+/// Which backend a dial failure is about: its server and address.
+type DialKey = (Arc<str>, Arc<nethergate_core::config::BackendAddress>);
+
+/// Failed backend dials, a [`Flood`] per server and address: a backend that is down (and a client that
+/// knows its server's host name and connects in a loop, even just pinging) is said at most once a second
+/// per address, with the count of failures since the line before, instead of a line per dial.
+#[derive(Debug, Default)]
+pub(crate) struct DialFailures {
+    dials: std::sync::Mutex<std::collections::HashMap<DialKey, Dials>>,
+    /// Notified when an address starts holding back a count, for an accept loop to report it when due.
+    held: event_listener::Event,
+}
+
+#[derive(Debug, Default)]
+struct Dials {
+    flood: Flood,
+    /// The latest failure's error, for the held-back line.
+    error: String,
+}
+
+impl DialFailures {
+    /// Counts a failed dial; `Some(failures since the last line)` when a line is due now.
+    pub(crate) fn hit(
+        &self,
+        server: &Arc<str>,
+        backend: &Arc<nethergate_core::config::BackendAddress>,
+        error: &io::Error,
+        now: Instant,
+    ) -> Option<u64> {
+        let mut dials = self.lock();
+        let key = (Arc::clone(server), Arc::clone(backend));
+        let entry = dials.entry(key).or_default();
+        let was_held = entry.flood.due().is_some();
+        let due = entry.flood.hit(now);
+        if due.is_none() {
+            entry.error = error.to_string();
+            if !was_held {
+                drop(dials);
+                self.held.notify(1);
+            }
+        }
+        due
+    }
+
+    /// Resolves when an address starts holding back a count after this call.
+    fn listen(&self) -> event_listener::EventListener {
+        self.held.listen()
+    }
+
+    /// When the earliest held-back count is due, if any is held.
+    fn due(&self) -> Option<Instant> {
+        self.lock().values().filter_map(|d| d.flood.due()).min()
+    }
+
+    /// Reports each held-back count that is due at `now` (all of them with `all`) to `report`, and forgets
+    /// the addresses quiet for a second (a reload may have removed them; one failing again is said at
+    /// once either way).
+    fn flush(&self, now: Instant, all: bool, mut report: impl FnMut(&DialKey, &str, u64)) {
+        self.lock().retain(|key, d| {
+            if let Some(count) = d.flood.flush(now, all) {
+                report(key, &d.error, count);
+            }
+            let quiet = d.flood.due().is_none()
+                && d.flood
+                    .last()
+                    .is_none_or(|t| now.saturating_duration_since(t) >= FLOOD_INTERVAL);
+            !quiet
+        });
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<DialKey, Dials>> {
+        self.dials
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

@@ -1857,6 +1857,137 @@ fn blackhole() -> (std::net::TcpListener, TcpStream, SocketAddr) {
     (l, filler, addr)
 }
 
+/// The `failures=N` counts of the `backend unreachable` lines about `backend` after `mark`, and the lines.
+fn dial_failures_logged(mark: usize, backend: SocketAddr) -> (u64, Vec<String>) {
+    let lines: Vec<String> = captured_logs()
+        .get(mark..)
+        .unwrap_or("")
+        .lines()
+        .filter(|l| l.contains("backend unreachable") && l.contains(&format!("backend={backend} ")))
+        .map(str::to_owned)
+        .collect();
+    let counted = lines
+        .iter()
+        .filter_map(|l| {
+            l.split("failures=")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    (counted, lines)
+}
+
+/// Anyone who knows the host name of a server that is down can make the proxy dial it in a loop, even
+/// with server-list pings: each address's failures are said at most once a second, counted whole, and
+/// what the last second held back is reported when it is over.
+fn a_down_backend_is_said_once_a_second_per_address<F: Rt>() {
+    let (a, b) = (refused_addr(), refused_addr());
+    let px = Px::start::<F>(
+        Layout::new().server("down", &server_toml(&["down.example.com"], &[a, b], "")),
+    );
+    let mark = log_mark();
+    const PINGS: u64 = 30;
+    for _ in 0..PINGS {
+        let mut c = connect(px.addr());
+        c.write_all(&status_bytes("down.example.com"))
+            .expect("send");
+        read_json_packet(&mut c).expect("the offline status");
+        std::thread::sleep(Duration::from_millis(40));
+    }
+    for backend in [a, b] {
+        assert!(
+            wait_until(Duration::from_secs(5), || dial_failures_logged(
+                mark, backend
+            )
+            .0 == PINGS),
+            "[{}] {backend}: {:?}",
+            F::NAME,
+            dial_failures_logged(mark, backend)
+        );
+        // About 1.2 s of pings: a line at the start, one a second later, and the tail.
+        let (_, lines) = dial_failures_logged(mark, backend);
+        assert!(lines.len() <= 3, "[{}] {lines:#?}", F::NAME);
+    }
+    px.assert_settles(F::NAME, Duration::from_secs(3));
+}
+
+/// A player whose backend closed on it (a kick) and who keeps sending is drained (so no reset destroys the
+/// kick) for up to `timeouts.read`, and the drain is fair: the other sessions on its thread go on, and
+/// the limit is kept.
+fn a_drained_flood_holds_up_no_other_session<F: Rt>() {
+    let echo = Backend::echo();
+    let login = login_bytes("kick.example.com", "Flood");
+    let len = login.len();
+    let kicker = Backend::start(move |mut s| {
+        let mut head = vec![0u8; len];
+        if s.read_exact(&mut head).is_ok() && s.write_all(b"bye").is_ok() {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        // Closed with the flood unread: a reset to the proxy.
+    });
+    let layout = Layout::new()
+        .server("a", &server_toml(&["mc.example.com"], &[echo.addr()], ""))
+        .server(
+            "kick",
+            &server_toml(
+                &["kick.example.com"],
+                &[kicker.addr()],
+                "[timeouts]\nread = \"2s\"",
+            ),
+        );
+    // One session thread: the probe and the flood share it.
+    let proc = Proc::start_with(F::BIN, &layout, None, &["--threads", "1"]);
+    let addr = proc.addr;
+    let mut probe = logs_in(addr, "mc.example.com", "Probe").expect("probe logs in");
+    probe
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let stop = AtomicBool::new(false);
+    let (worst, cut) = std::thread::scope(|s| {
+        let flood = s.spawn(|| {
+            let mut c = connect(addr);
+            c.write_all(&login).expect("send");
+            let started = Instant::now();
+            let chunk = vec![0x42u8; 64 * 1024];
+            // Until the proxy closes the connection (a write fails), for 8 s at most.
+            while started.elapsed() < Duration::from_secs(8) {
+                if c.write_all(&chunk).is_err() {
+                    stop.store(true, Ordering::SeqCst);
+                    return Some(started.elapsed());
+                }
+            }
+            stop.store(true, Ordering::SeqCst);
+            None
+        });
+        let mut worst = Duration::ZERO;
+        let mut buf = [0u8; 8];
+        while !stop.load(Ordering::SeqCst) {
+            let t = Instant::now();
+            probe.write_all(b"ping1234").expect("probe write");
+            probe.read_exact(&mut buf).expect("probe echo");
+            worst = worst.max(t.elapsed());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (worst, flood.join().expect("flood thread"))
+    });
+    let (_, lines) = proc.stop();
+    let cut = cut.unwrap_or_else(|| panic!("[{}] the flood was never cut: {lines:#?}", F::BIN));
+    // The backend closed at about 0.3 s; the drain ends 2 s after the copy did.
+    assert!(
+        cut < Duration::from_millis(4500),
+        "[{}] the flood was cut after {cut:?}",
+        F::BIN
+    );
+    assert!(
+        worst < Duration::from_millis(500),
+        "[{}] the other session waited {worst:?} for an echo",
+        F::BIN
+    );
+}
+
 fn blackholed_backend_fails_over_at_the_connect_timeout<F: Rt>() {
     let (_l, _filler, hole) = blackhole();
     let echo = Backend::echo();
@@ -2094,9 +2225,15 @@ impl Proc {
     /// Starts `bin` on `layout`, with the open-file limits `nofile` (soft, hard) if given, and waits for it
     /// to listen.
     fn start(bin: &str, layout: &Layout, nofile: Option<(u64, u64)>) -> Proc {
+        Proc::start_with(bin, layout, nofile, &[])
+    }
+
+    /// [`Proc::start`] with `args` after `--config`.
+    fn start_with(bin: &str, layout: &Layout, nofile: Option<(u64, u64)>, args: &[&str]) -> Proc {
         let mut cmd = std::process::Command::new(binary(bin));
         cmd.arg("--config")
             .arg(layout.path())
+            .args(args)
             .env("RUST_LOG", "info")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
@@ -2498,6 +2635,8 @@ both!(
     abort_is_not_held_up_by_a_pending_dial,
     max_connections_refusal_is_logged,
     a_refusal_flood_is_counted_whole_once_a_second,
+    a_down_backend_is_said_once_a_second_per_address,
+    a_drained_flood_holds_up_no_other_session,
     client_controlled_host_cannot_forge_log_fields,
     probes_that_send_nothing_are_not_logged_at_info;
     ignored:
