@@ -330,6 +330,7 @@ fn install_signals(
                 stops += 1;
                 if stops == 1 {
                     tracing::info!(signal, "shutdown requested");
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
                     handle.shutdown();
                 } else {
                     tracing::info!(signal, "second signal: closing every session now");
@@ -390,6 +391,12 @@ impl Launch {
             )?),
             None => None,
         };
+        // Bound (players can connect: the backlog holds them until the accept loops run) and supervised:
+        // a `Type=notify` systemd unit is started now, and only now takes `systemctl reload`. Nothing to
+        // do without a service manager (no NOTIFY_SOCKET).
+        if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+            tracing::warn!(error = %e, "cannot tell the service manager the proxy is ready");
+        }
         Ok(Supervision {
             reloader,
             _watch: watch,
@@ -403,14 +410,14 @@ impl Launch {
 /// runs until shutdown).
 pub fn main(name: &'static str, serve: impl FnOnce(Launch) -> io::Result<()>) -> ExitCode {
     use clap::{CommandFactory, FromArgMatches};
+    // First: a SIGHUP's default action ends the process, and `systemctl reload` can come right after
+    // the start (a `--check` or `--help` run that catches one just finishes).
+    catch_early_sighup();
     let matches = Args::command().name(name).bin_name(name).get_matches();
     let args = match Args::from_arg_matches(&matches) {
         Ok(args) => args,
         Err(e) => e.exit(),
     };
-    if !args.check {
-        catch_early_sighup();
-    }
     let _log = init_logging(args.log_format);
     let config = match Config::load(&args.config) {
         Ok(c) => c,

@@ -232,6 +232,8 @@ fn the_systemd_example_runs_the_binary_as_it_is_documented() {
         Some("/bin/kill -HUP $MAINPID")
     );
     assert_eq!(unit_value(&unit, "KillSignal"), Some("SIGTERM"));
+    // The binary says READY=1 (a_service_manager_is_told_ready_and_stopping).
+    assert_eq!(unit_value(&unit, "Type"), Some("notify"));
 }
 
 #[test]
@@ -863,5 +865,50 @@ fn a_server_file_cannot_forge_a_line_of_output() {
         assert!(line.contains("\\nFORGED"), "[{bin}] {line}");
         let later: Vec<String> = rx.try_iter().collect();
         assert!(!starts_a_line(&later.join("\n")), "[{bin}] {later:?}");
+    }
+}
+
+/// Under a `Type=notify` systemd unit (the bundled one), the proxy says `READY=1` once it is bound, so
+/// `systemctl start` returns (and `systemctl reload` is sent) only when players can connect and SIGHUP is
+/// taken; and `STOPPING=1` when a shutdown starts.
+#[test]
+fn a_service_manager_is_told_ready_and_stopping() {
+    for bin in BINARIES {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("notify");
+        let manager = std::os::unix::net::UnixDatagram::bind(&path).expect("notify socket");
+        manager.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+        let layout =
+            Layout::new().server("a", &server_toml(&["a.example.com"], &[refused_addr()], ""));
+        let mut child = Command::new(binary(bin))
+            .arg("--config")
+            .arg(layout.path())
+            .env("NOTIFY_SOCKET", &path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let mut buf = [0u8; 256];
+        let n = manager.recv(&mut buf).expect("READY=1 within the limit");
+        assert_eq!(&buf[..n], b"READY=1\n", "[{bin}]");
+        // Ready means it takes a SIGHUP: one now is a reload, not the default action that ends it.
+        signal(&child, libc::SIGHUP);
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "[{bin}] died of a SIGHUP after READY"
+        );
+        signal(&child, libc::SIGTERM);
+        let n = manager.recv(&mut buf).expect("STOPPING=1 within the limit");
+        assert_eq!(&buf[..n], b"STOPPING=1\n", "[{bin}]");
+        let t = Instant::now();
+        let status = loop {
+            if let Some(s) = child.try_wait().expect("wait") {
+                break s;
+            }
+            assert!(t.elapsed() < IO_TIMEOUT, "[{bin}] did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(status.success(), "[{bin}] {status:?}");
     }
 }
