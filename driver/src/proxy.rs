@@ -260,6 +260,8 @@ impl<R: Runtime> Proxy<R> {
         }
         control.abort.set();
         control.tasks.idle().await;
+        // Dials that failed after the accept loops ended (sessions finishing their handshakes).
+        report_held_floods(&shared, true);
         tracing::info!("shut down");
         match accepting.failed.lock().ok().and_then(|mut f| f.take()) {
             Some(e) => Err(e),

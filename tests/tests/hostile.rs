@@ -2560,7 +2560,9 @@ fn binary_raises_its_open_file_limit_to_the_hard_limit<F: Rt>() {
         assert!(
             !lines
                 .iter()
-                .any(|l| l.contains("accept failed") || l.contains("WARN")),
+                // (The test layout's `bind` on port 0 is warned about, rightly, and is not the point.)
+                .any(|l| l.contains("accept failed")
+                    || (l.contains("WARN") && !l.contains("key=bind"))),
             "[{}] no warning: {lines:#?}",
             F::BIN
         );
