@@ -243,6 +243,10 @@ impl<R: Runtime> Proxy<R> {
                 drop(guard);
             });
         }
+        shared
+            .rt
+            .clone()
+            .spawn_on(0, report_dial_failures_when_due(shared.clone()));
         accepting.tasks.idle().await;
         let live = control.tasks.live();
         tracing::info!(
@@ -260,8 +264,8 @@ impl<R: Runtime> Proxy<R> {
         }
         control.abort.set();
         control.tasks.idle().await;
-        // Dials that failed after the accept loops ended (sessions finishing their handshakes).
-        report_held_floods(&shared, true);
+        // Dials that failed after the abort (sessions cut in their handshakes).
+        report_dial_failures(&shared, true);
         tracing::info!("shut down");
         match accepting.failed.lock().ok().and_then(|mut f| f.take()) {
             Some(e) => Err(e),
@@ -305,26 +309,22 @@ async fn accept_loop<R: Runtime>(
             report_held_floods(shared, true);
             return Ok(());
         }
-        // While a flood's count is held back, also wake when it is due, so it is not left unreported; and
-        // when a session holds back a failed dial (listening first, so none is missed).
-        let held_dial = shared.dial_failures.listen();
-        let due = [
-            shared.refusals.due(),
-            shared.accept_errors.due(),
-            shared.dial_failures.due(),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
+        // While a flood's count is held back, also wake when it is due, so it is not left unreported.
+        let due = match (shared.refusals.due(), shared.accept_errors.due()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let accepted = async {
-            future::or(async { Some(listener.accept().await) }, async {
-                match due {
-                    Some(at) => shared.rt.sleep_until(at).await,
-                    None => held_dial.await,
+            match due {
+                None => Some(listener.accept().await),
+                Some(at) => {
+                    future::or(async { Some(listener.accept().await) }, async {
+                        shared.rt.sleep_until(at).await;
+                        None
+                    })
+                    .await
                 }
-                None
-            })
-            .await
+            }
         };
         match stopping.unless_set(accepted).await {
             None => {
@@ -399,12 +399,37 @@ fn report_held_floods<R: Runtime>(shared: &Shared<R>, all: bool) {
                 "accept failed"),
         }
     }
+}
+
+/// Logs the failed dials held back that are due (all of them with `all`).
+fn report_dial_failures<R: Runtime>(shared: &Shared<R>, all: bool) {
     shared
         .dial_failures
-        .flush(now, all, |(server, backend), error, count| {
+        .flush(Instant::now(), all, |(server, backend), error, count| {
             tracing::warn!(server = &**server, backend = %backend, error, failures = count,
-            "backend unreachable");
+                "backend unreachable");
         });
+}
+
+/// Reports held-back dial failures once due, until the proxy aborts its sessions (what fails after that
+/// is reported by [`Proxy::run`] at its end). One task per proxy, off the accept path: it sleeps until a
+/// session starts holding a count back.
+async fn report_dial_failures_when_due<R: Runtime>(shared: Arc<Shared<R>>) {
+    let mut aborted = shared.control.abort.watch();
+    loop {
+        let due = async {
+            // Listening first: a count held back meanwhile is seen by `due` or wakes the listener.
+            let held = shared.dial_failures.listen();
+            match shared.dial_failures.due() {
+                Some(at) => shared.rt.sleep_until(at).await,
+                None => held.await,
+            }
+        };
+        if aborted.unless_set(due).await.is_none() {
+            return;
+        }
+        report_dial_failures(&shared, false);
+    }
 }
 
 /// Which backend a dial failure is about: its server and address.
@@ -416,7 +441,7 @@ type DialKey = (Arc<str>, Arc<nethergate_core::config::BackendAddress>);
 #[derive(Debug, Default)]
 pub(crate) struct DialFailures {
     dials: std::sync::Mutex<std::collections::HashMap<DialKey, Dials>>,
-    /// Notified when an address starts holding back a count, for an accept loop to report it when due.
+    /// Notified when an address starts holding back a count, for the reporting task to report it when due.
     held: event_listener::Event,
 }
 
