@@ -449,6 +449,7 @@ impl Session {
                         s.config.disconnect_message.as_str()
                     });
                     self.send_login_disconnect(message);
+                    self.server = routed;
                     return self.close(CloseReason::UnknownRedirect(name));
                 }
             },
@@ -640,6 +641,10 @@ impl Session {
 
     fn close(&mut self, reason: CloseReason) {
         self.admission = None;
+        if self.state == State::PreConnect && self.server.is_none() {
+            // Cut while the plugins decide (a timeout, a shutdown): logged with the server it routed to.
+            self.server = self.routed.take();
+        }
         let host = logged_host(ServerAddress::split(self.server_address()).host);
         macro_rules! closed {
             ($level:expr) => {
@@ -1409,6 +1414,11 @@ mod tests {
             did.last(),
             Some(&Did::Close(CloseReason::UnknownRedirect("nowhere".into())))
         );
+        assert_eq!(
+            s.server(),
+            Some("lobby"),
+            "logged with the server it routed to"
+        );
     }
 
     #[test]
@@ -1701,6 +1711,11 @@ mod tests {
         assert!(s.poll_action().is_none());
         s.handle_timeout(deadline);
         assert_eq!(queued(&mut s), ["Close(HandshakeTimeout)"]);
+        assert_eq!(
+            s.server(),
+            Some("lobby"),
+            "logged with the server it routed to"
+        );
         // The plugin's late answer changes nothing, and no player slot is held.
         s.pre_connect_result(Decision::Allow);
         assert!(s.poll_action().is_none() && s.is_done());

@@ -421,7 +421,8 @@ async fn report_dial_failures_when_due<R: Runtime>(shared: Arc<Shared<R>>) {
             // Listening first: a count held back meanwhile is seen by `due` or wakes the listener.
             let held = shared.dial_failures.listen();
             match shared.dial_failures.due() {
-                Some(at) => shared.rt.sleep_until(at).await,
+                // Or earlier, for an address whose count is due sooner.
+                Some(at) => future::or(shared.rt.sleep_until(at), held).await,
                 None => held.await,
             }
         };
@@ -452,6 +453,17 @@ struct Dials {
     error: String,
 }
 
+impl Dials {
+    /// Nothing held back, and no line in the last second: forgetting it changes nothing.
+    fn is_quiet(&self, now: Instant) -> bool {
+        self.flood.due().is_none()
+            && self
+                .flood
+                .last()
+                .is_none_or(|t| now.saturating_duration_since(t) >= FLOOD_INTERVAL)
+    }
+}
+
 impl DialFailures {
     /// Counts a failed dial; `Some(failures since the last line)` when a line is due now.
     pub(crate) fn hit(
@@ -466,7 +478,11 @@ impl DialFailures {
         let entry = dials.entry(key).or_default();
         let was_held = entry.flood.due().is_some();
         let due = entry.flood.hit(now);
-        if due.is_none() {
+        if due.is_some() {
+            // At most once a second per address: forget the addresses quiet for a second (a reload or a
+            // re-created container may have removed them; one failing again is said at once either way).
+            dials.retain(|_, d| !d.is_quiet(now));
+        } else {
             entry.error = error.to_string();
             if !was_held {
                 drop(dials);
@@ -494,11 +510,7 @@ impl DialFailures {
             if let Some(count) = d.flood.flush(now, all) {
                 report(key, &d.error, count);
             }
-            let quiet = d.flood.due().is_none()
-                && d.flood
-                    .last()
-                    .is_none_or(|t| now.saturating_duration_since(t) >= FLOOD_INTERVAL);
-            !quiet
+            !d.is_quiet(now)
         });
     }
 

@@ -31,7 +31,7 @@ use nethergate_core::{
 };
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -308,6 +308,7 @@ fn forward(client: TcpStream, backend: Option<TcpStream>, initial: &[u8], fwd: F
         backend: &backend,
         if_backend_silent: &fwd.if_backend_silent,
         b2c: AtomicU64::new(0),
+        client_got: AtomicU8::new(NOTHING),
         ending: Mutex::new(Ending::default()),
     };
     let c2b = thread::scope(|scope| {
@@ -348,8 +349,15 @@ struct Copy<'a> {
     if_backend_silent: &'a [u8],
     /// Bytes copied backend → client so far.
     b2c: AtomicU64,
+    /// What the client is sent: [`NOTHING`] yet, [`BACKEND_BYTES`] or [`THE_KICK`], decided once, so both
+    /// directions timing out together tell it once, and never after (or amid) the backend's bytes.
+    client_got: AtomicU8,
     ending: Mutex<Ending>,
 }
+
+const NOTHING: u8 = 0;
+const BACKEND_BYTES: u8 = 1;
+const THE_KICK: u8 = 2;
 
 impl Copy<'_> {
     /// Copies from `side` to the other until this direction stops, records how, and returns the bytes
@@ -368,6 +376,10 @@ impl Copy<'_> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => break (false, classify_error(&e)),
             };
+            if side == Side::Backend && !self.decide(BACKEND_BYTES) {
+                // The player was told the backend is silent: nothing of the backend's follows it.
+                break (true, Stop::Eof);
+            }
             // A failed write is the fault of the side written to.
             if let Err(e) = (&*to).write_all(&buf[..n]) {
                 break (true, classify_error(&e));
@@ -381,7 +393,7 @@ impl Copy<'_> {
         // player reads the disconnect message instead of a bare end of stream. Written before the
         // shutdowns below take the client's write half.
         let backend_ended = side == Side::Backend && !on_write && stop == Stop::Eof;
-        if (backend_ended || stop == Stop::Timeout) && self.b2c.load(Ordering::SeqCst) == 0 {
+        if (backend_ended || stop == Stop::Timeout) && self.decide(THE_KICK) {
             let _ = (&*self.client).write_all(self.if_backend_silent);
         }
         lock(&self.ending).record_direction(side, on_write, stop);
@@ -394,6 +406,19 @@ impl Copy<'_> {
             let _ = to.shutdown(Shutdown::Write);
         }
         copied
+    }
+}
+
+impl Copy<'_> {
+    /// Whether the client gets `what`: the first decision stands, and the kick is told once.
+    fn decide(&self, what: u8) -> bool {
+        match self
+            .client_got
+            .compare_exchange(NOTHING, what, Ordering::SeqCst, Ordering::SeqCst)
+        {
+            Ok(_) => true,
+            Err(got) => got == what && what == BACKEND_BYTES,
+        }
     }
 }
 

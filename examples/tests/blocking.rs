@@ -361,23 +361,43 @@ fn a_backend_silent_until_the_idle_limit_gets_the_player_its_disconnect_message(
         "5s",
         "1s",
     );
+    // Many at once: both directions of a session time out together, and the message is told once.
+    const PLAYERS: usize = 40;
     let server = thread::spawn(move || {
-        let conn = accept_within(&listener, PATIENCE).expect("backend was dialled");
-        // Hung: reads nothing, sends nothing, until the proxy closes.
-        let _ = (&conn).read_to_end(&mut Vec::new());
+        let hung: Vec<_> = (0..PLAYERS)
+            .map(|_| {
+                let conn = accept_within(&listener, PATIENCE).expect("backend was dialled");
+                // Hung: sends nothing; reads (and drops) until the proxy closes.
+                thread::spawn(move || {
+                    let _ = (&conn).read_to_end(&mut Vec::new());
+                })
+            })
+            .collect();
+        hung.into_iter().for_each(|h| h.join().unwrap());
     });
     let started = Instant::now();
-    let mut client = connect(proxy.addr());
-    client
-        .write_all(&login("lobby.example.com", "Steve"))
-        .unwrap();
-    let mut answer = Vec::new();
-    client.read_to_end(&mut answer).unwrap();
+    let players: Vec<_> = (0..PLAYERS)
+        .map(|i| {
+            let addr = proxy.addr();
+            thread::spawn(move || {
+                let mut client = connect(addr);
+                client
+                    .write_all(&login("lobby.example.com", &format!("Steve{i}")))
+                    .unwrap();
+                let mut answer = Vec::new();
+                client.read_to_end(&mut answer).unwrap();
+                answer
+            })
+        })
+        .collect();
+    for player in players {
+        let answer = player.join().unwrap();
+        let told = String::from_utf8_lossy(&answer)
+            .matches("Lobby down")
+            .count();
+        assert_eq!(told, 1, "the player got {answer:?}");
+    }
     let waited = started.elapsed();
-    assert!(
-        String::from_utf8_lossy(&answer).contains("Lobby down"),
-        "the player got {answer:?}"
-    );
     assert!(
         waited >= Duration::from_secs(1) && waited < Duration::from_secs(5),
         "closed after {waited:?}"
