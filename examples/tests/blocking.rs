@@ -136,6 +136,16 @@ fn wait_until(mut done: impl FnMut() -> bool) -> bool {
     true
 }
 
+/// Waits for the backend thread, checks every session ended, and stops the proxy.
+fn ends(proxy: BlockingProxy, server: thread::JoinHandle<()>) {
+    server.join().unwrap();
+    assert!(
+        wait_until(|| proxy.registry().is_empty()),
+        "session never ended"
+    );
+    proxy.shutdown();
+}
+
 #[test]
 fn routed_login_reaches_its_backend_byte_for_byte() {
     let (lobby, lobby_addr) = backend();
@@ -176,16 +186,11 @@ fn routed_login_reaches_its_backend_byte_for_byte() {
     let mut rest = Vec::new();
     client.read_to_end(&mut rest).unwrap();
     assert!(rest.is_empty());
-    server.join().unwrap();
-    assert!(
-        wait_until(|| proxy.registry().is_empty()),
-        "session never ended"
-    );
     assert!(
         accept_within(&lobby, Duration::ZERO).is_none(),
         "lobby was dialled"
     );
-    proxy.shutdown();
+    ends(proxy, server);
 }
 
 #[test]
@@ -263,12 +268,7 @@ fn half_close_loses_no_byte_either_way() {
         (&client).read_to_end(&mut got).unwrap();
         assert_same(&got, &down, "backend to client");
     });
-    server.join().unwrap();
-    assert!(
-        wait_until(|| proxy.registry().is_empty()),
-        "session never ended"
-    );
-    proxy.shutdown();
+    ends(proxy, server);
 }
 
 #[test]
@@ -343,12 +343,7 @@ fn a_backend_closing_on_a_sending_player_loses_none_of_its_bytes() {
     );
     assert_same(&got, &down, "backend to client");
     drop(client);
-    server.join().unwrap();
-    assert!(
-        wait_until(|| proxy.registry().is_empty()),
-        "session never ended"
-    );
-    proxy.shutdown();
+    ends(proxy, server);
 }
 
 /// A backend that accepts and then says nothing until `timeouts.read` ends the session is as unreachable
@@ -402,10 +397,5 @@ fn a_backend_silent_until_the_idle_limit_gets_the_player_its_disconnect_message(
         waited >= Duration::from_secs(1) && waited < Duration::from_secs(5),
         "closed after {waited:?}"
     );
-    server.join().unwrap();
-    assert!(
-        wait_until(|| proxy.registry().is_empty()),
-        "session never ended"
-    );
-    proxy.shutdown();
+    ends(proxy, server);
 }
