@@ -643,7 +643,8 @@ impl Session {
         self.admission = None;
         if self.state == State::PreConnect && self.server.is_none() {
             // Cut while the plugins decide (a timeout, a shutdown): logged with the server it routed to.
-            self.server = self.routed.take();
+            // A copy: the event still describes itself until the plugins' answer (see pre_connect_event).
+            self.server.clone_from(&self.routed);
         }
         let host = logged_host(ServerAddress::split(self.server_address()).host);
         macro_rules! closed {
