@@ -433,8 +433,6 @@ impl Session {
         }
         let server = match decision {
             Decision::Deny(reason) => {
-                // Logged with the server the host routed to, so the refusals of a server can be found.
-                self.server = self.routed.take();
                 self.send_login_disconnect(&reason);
                 return self.close(CloseReason::Denied);
             }
@@ -444,12 +442,11 @@ impl Session {
                     // The server it was sent to is gone (a reload) or misspelt in the plugin. A player
                     // whose address routed is told what that server tells when it is down; one whose
                     // address routed nowhere, that the address is unknown.
-                    let routed = self.routed.take();
+                    let routed = self.routed.clone();
                     let message = routed.as_deref().map_or(UNKNOWN_HOST_MESSAGE, |s| {
                         s.config.disconnect_message.as_str()
                     });
                     self.send_login_disconnect(message);
-                    self.server = routed;
                     return self.close(CloseReason::UnknownRedirect(name));
                 }
             },
@@ -642,8 +639,9 @@ impl Session {
     fn close(&mut self, reason: CloseReason) {
         self.admission = None;
         if self.state == State::PreConnect && self.server.is_none() {
-            // Cut while the plugins decide (a timeout, a shutdown): logged with the server it routed to.
-            // A copy: the event still describes itself until the plugins' answer (see pre_connect_event).
+            // Refused by the plugins (a denial, a redirect to nowhere) or cut while they decide (a
+            // timeout, a shutdown): logged with the server the host routed to, so a server's refusals can
+            // be found. A copy: the event describes itself until the plugins' answer (pre_connect_event).
             self.server.clone_from(&self.routed);
         }
         let host = logged_host(ServerAddress::split(self.server_address()).host);
@@ -1022,12 +1020,12 @@ mod tests {
     }
 
     fn session(servers: &[ServerConfig]) -> Session {
-        Session::new(
-            ctx(servers),
-            CLIENT.parse().unwrap(),
-            LOCAL.parse().unwrap(),
-            Instant::now(),
-        )
+        session_in(ctx(servers), Instant::now())
+    }
+
+    /// A session of the test client in `c`, opened at `now`.
+    fn session_in(c: Context, now: Instant) -> Session {
+        Session::new(c, CLIENT.parse().unwrap(), LOCAL.parse().unwrap(), now)
     }
 
     fn disconnect_text(bytes: &[u8]) -> String {
@@ -1429,12 +1427,7 @@ mod tests {
         let mut script = Script::new(Decision::Allow, 0);
         let mut outcomes = Vec::new();
         for _ in 0..3 {
-            let mut s = Session::new(
-                c.clone(),
-                CLIENT.parse().unwrap(),
-                LOCAL.parse().unwrap(),
-                Instant::now(),
-            );
+            let mut s = session_in(c.clone(), Instant::now());
             outcomes.push(script.run(&mut s, &[&bytes]));
         }
         assert!(matches!(outcomes[0][2], Did::Forward));
@@ -1445,24 +1438,14 @@ mod tests {
         assert_eq!(disconnect_text(p), SERVER_FULL_MESSAGE);
         assert_eq!(outcomes[2][2], Did::Close(CloseReason::ServerFull));
         // Status pings are not players and are never refused for fullness.
-        let mut s = Session::new(
-            c.clone(),
-            CLIENT.parse().unwrap(),
-            LOCAL.parse().unwrap(),
-            Instant::now(),
-        );
+        let mut s = session_in(c.clone(), Instant::now());
         assert!(script
             .run(&mut s, &[&status_bytes("lobby.example.com")])
             .contains(&Did::Forward));
         // A finished session frees its slot.
         let live = script.live.remove(0);
         live.finish(0, 0, EndReason::ClientClosed, Instant::now());
-        let mut s = Session::new(
-            c,
-            CLIENT.parse().unwrap(),
-            LOCAL.parse().unwrap(),
-            Instant::now(),
-        );
+        let mut s = session_in(c, Instant::now());
         assert!(script.run(&mut s, &[&bytes]).contains(&Did::Forward));
     }
 
@@ -1470,12 +1453,7 @@ mod tests {
     fn failed_backends_release_the_player_slot() {
         let c = ctx(&[server("lobby", "max_players = 1")]);
         let bytes = login_bytes("lobby.example.com", "Steve", NextState::Login);
-        let mut s = Session::new(
-            c.clone(),
-            CLIENT.parse().unwrap(),
-            LOCAL.parse().unwrap(),
-            Instant::now(),
-        );
+        let mut s = session_in(c.clone(), Instant::now());
         Script::new(Decision::Allow, 2).run(&mut s, &[&bytes]);
         assert_eq!(c.registry.players_on("lobby"), 0);
     }
@@ -1533,12 +1511,7 @@ mod tests {
             (&[0xFE][..], response::LegacyPing::Beta),
             (&[0xFE, 0x01], response::LegacyPing::V1_4),
         ] {
-            let mut s = Session::new(
-                ctx(&[server("lobby", "")]),
-                CLIENT.parse().unwrap(),
-                LOCAL.parse().unwrap(),
-                start,
-            );
+            let mut s = session_in(ctx(&[server("lobby", "")]), start);
             s.handle_client_data(bytes);
             assert!(s.poll_action().is_none(), "waits for more bytes first");
             assert_eq!(s.poll_timeout(), Some(start + LEGACY_WAIT));
@@ -1570,12 +1543,7 @@ mod tests {
     #[test]
     fn slow_client_times_out() {
         let start = Instant::now();
-        let mut s = Session::new(
-            ctx(&[server("lobby", "")]),
-            CLIENT.parse().unwrap(),
-            LOCAL.parse().unwrap(),
-            start,
-        );
+        let mut s = session_in(ctx(&[server("lobby", "")]), start);
         s.handle_client_data(&[0x10, 0x00]);
         assert_eq!(s.poll_timeout(), Some(start + Duration::from_secs(5)));
         s.handle_timeout(start + Duration::from_secs(4));
@@ -1596,7 +1564,7 @@ mod tests {
         let mut c = ctx(&[server("lobby", "")]);
         c.handshake_timeout = Duration::from_secs(u64::MAX);
         let now = Instant::now();
-        let mut s = Session::new(c, CLIENT.parse().unwrap(), LOCAL.parse().unwrap(), now);
+        let mut s = session_in(c, now);
         assert_eq!(s.poll_timeout(), None);
         s.handle_timeout(now + Duration::from_secs(3600));
         assert!(s.poll_action().is_none());
@@ -1698,12 +1666,7 @@ mod tests {
     #[test]
     fn the_pre_connect_answer_is_due_by_the_handshake_deadline() {
         let opened = Instant::now();
-        let mut s = Session::new(
-            ctx(&[server("lobby", "")]),
-            CLIENT.parse().unwrap(),
-            LOCAL.parse().unwrap(),
-            opened,
-        );
+        let mut s = session_in(ctx(&[server("lobby", "")]), opened);
         s.handle_client_data(&login_bytes("lobby.example.com", "Steve", NextState::Login));
         assert!(matches!(s.poll_action(), Some(Action::PreConnect)));
         let deadline = opened + Duration::from_secs(5);

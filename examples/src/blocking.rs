@@ -31,7 +31,7 @@ use nethergate_core::{
 };
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -268,19 +268,7 @@ fn dial(req: &ConnectRequest) -> io::Result<(TcpStream, SocketAddr)> {
 /// reset that would destroy that packet.
 fn linger(client: TcpStream) {
     let _ = client.shutdown(Shutdown::Write);
-    let deadline = Instant::now() + CLOSE_LINGER;
-    let mut buf = [0u8; 512];
-    let mut drained = 0;
-    while drained < CLOSE_DRAIN_BYTES {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || client.set_read_timeout(Some(left)).is_err() {
-            return;
-        }
-        match (&client).read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => drained += n,
-        }
-    }
+    drain(&client, Instant::now() + CLOSE_LINGER, CLOSE_DRAIN_BYTES);
 }
 
 /// Writes the first packets to the backend, copies both ways until the session ends, and logs its end.
@@ -307,25 +295,23 @@ fn forward(client: TcpStream, backend: Option<TcpStream>, initial: &[u8], fwd: F
         client: &client,
         backend: &backend,
         if_backend_silent: &fwd.if_backend_silent,
-        b2c: AtomicU64::new(0),
         client_got: AtomicU8::new(NOTHING),
         ending: Mutex::new(Ending::default()),
     };
-    let c2b = thread::scope(|scope| {
+    let (c2b, b2c) = thread::scope(|scope| {
         let up = thread::Builder::new().spawn_scoped(scope, || copy.pump(Side::Client));
         match up {
             Ok(up) => {
-                copy.pump(Side::Backend);
-                up.join().unwrap_or(0)
+                let b2c = copy.pump(Side::Backend);
+                (up.join().unwrap_or(0), b2c)
             }
             Err(_) => {
                 lock(&copy.ending).record(Side::Client, Stop::Error);
-                0
+                (0, 0)
             }
         }
     });
     let ending = *lock(&copy.ending);
-    let b2c = copy.b2c.load(Ordering::SeqCst);
     fwd.live
         .finish(fwd.c2b_initial + c2b, b2c, ending.reason(), Instant::now());
     // A side still sending when the other closed has unread bytes here: closing its socket now would
@@ -335,7 +321,7 @@ fn forward(client: TcpStream, backend: Option<TcpStream>, initial: &[u8], fwd: F
     let deadline = Instant::now() + fwd.timeouts.read;
     for (side, socket) in [(Side::Client, &client), (Side::Backend, &backend)] {
         if ending.drain_before_close(side) {
-            drain(socket, deadline);
+            drain(socket, deadline, usize::MAX);
         }
     }
 }
@@ -347,8 +333,6 @@ struct Copy<'a> {
     /// `Forward::if_backend_silent`: told to the client if the session ends before the backend sent a
     /// byte.
     if_backend_silent: &'a [u8],
-    /// Bytes copied backend → client so far.
-    b2c: AtomicU64,
     /// What the client is sent: [`NOTHING`] yet, [`BACKEND_BYTES`] or [`THE_KICK`], decided once, so both
     /// directions timing out together tell it once, and never after (or amid) the backend's bytes.
     client_got: AtomicU8,
@@ -385,9 +369,6 @@ impl Copy<'_> {
                 break (true, classify_error(&e));
             }
             copied += n as u64;
-            if side == Side::Backend {
-                self.b2c.fetch_add(n as u64, Ordering::SeqCst);
-            }
         };
         // The backend closed, or a limit ran out (either way), before the backend sent a byte: the
         // player reads the disconnect message instead of a bare end of stream. Written before the
@@ -407,9 +388,7 @@ impl Copy<'_> {
         }
         copied
     }
-}
 
-impl Copy<'_> {
     /// Whether the client gets `what`: the first decision stands, and the kick is told once.
     fn decide(&self, what: u8) -> bool {
         match self
@@ -422,17 +401,18 @@ impl Copy<'_> {
     }
 }
 
-/// Reads and drops what `socket` sends until it closes, fails, or `deadline` passes.
-fn drain(socket: &TcpStream, deadline: Instant) {
+/// Reads and drops what `socket` sends until it closes, fails, `deadline` passes or `cap` bytes came.
+fn drain(socket: &TcpStream, deadline: Instant, cap: usize) {
     let mut buf = [0u8; 4096];
-    loop {
+    let mut drained = 0;
+    while drained < cap {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() || socket.set_read_timeout(Some(left)).is_err() {
             return;
         }
         match (&*socket).read(&mut buf) {
             Ok(0) => return,
-            Ok(_) => {}
+            Ok(n) => drained += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => return,
         }

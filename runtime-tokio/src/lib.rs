@@ -228,6 +228,18 @@ mod tests {
     use std::time::Duration;
     use tokio::io::AsyncWriteExt;
 
+    /// Runs `test` on a current-thread tokio runtime of the test's own, with the driver's runtime handle of
+    /// a one-thread [`runtime`].
+    fn on_a_test_runtime<T, F: std::future::Future<Output = io::Result<T>>>(
+        test: impl FnOnce(Tokio) -> F,
+    ) -> io::Result<T> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let tokio = runtime(1)?.tokio();
+        rt.block_on(test(tokio))
+    }
+
     /// `spawn_on(i)` runs a task on session thread `i % threads`, and the task stays on that thread (its
     /// timers and sockets belong to that thread's reactor).
     #[test]
@@ -282,11 +294,7 @@ mod tests {
             check_connect_in_progress_completes_through_the_reactor as in_progress,
             check_loopback_connect_is_ready_at_once as at_once,
         };
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let tokio = runtime(1)?.tokio();
-        rt.block_on(async {
+        on_a_test_runtime(|tokio| async move {
             at_once(&tokio).await?;
             in_progress(&tokio).await
         })
@@ -297,13 +305,9 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn the_write_limit_follows_the_peers_progress() -> io::Result<()> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let tokio = runtime(1)?.tokio();
-        rt.block_on(nethergate_driver::copy::check_write_limit_follows_progress(
-            &tokio,
-        ))
+        on_a_test_runtime(|tokio| async move {
+            nethergate_driver::copy::check_write_limit_follows_progress(&tokio).await
+        })
     }
 
     /// `zero_copy` splices bulk transfers but copies small packets through a buffer (two splices and a
@@ -321,11 +325,7 @@ mod tests {
             Ok((near, listener.accept().await?.0))
         }
 
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let driver_rt = runtime(1)?.tokio();
-        rt.block_on(async {
+        on_a_test_runtime(|driver_rt| async move {
             let (mut client, near) = pair().await?;
             let (far, mut backend) = pair().await?;
             let (near, far, stop) = (Stream(near), Stream(far), Flag::default());
@@ -386,11 +386,7 @@ mod tests {
     /// turns of the saturated one (tokio polls the reactor only every 61 tasks while tasks are queued).
     #[test]
     fn a_yield_lets_the_reactor_run_before_the_task_resumes() -> io::Result<()> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let tokio = runtime(1)?.tokio();
-        rt.block_on(async {
+        on_a_test_runtime(|tokio| async move {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let mut client = tokio::net::TcpStream::connect(listener.local_addr()?).await?;
             let (server, _) = listener.accept().await?;

@@ -429,8 +429,13 @@ fn signal(child: &Child, sig: i32) {
 
 /// Sends SIGTERM to `child` and waits up to 15 s for it to exit.
 fn terminated(child: &mut Child, bin: &str) -> std::process::ExitStatus {
-    let t = Instant::now();
     signal(child, libc::SIGTERM);
+    exited(child, bin)
+}
+
+/// Waits up to 15 s for `child` to exit.
+fn exited(child: &mut Child, bin: &str) -> std::process::ExitStatus {
+    let t = Instant::now();
     loop {
         if let Some(s) = child.try_wait().expect("wait") {
             return s;
@@ -901,14 +906,7 @@ fn a_service_manager_is_told_ready_and_stopping() {
         signal(&child, libc::SIGTERM);
         let n = manager.recv(&mut buf).expect("STOPPING=1 within the limit");
         assert_eq!(&buf[..n], b"STOPPING=1\n", "[{bin}]");
-        let t = Instant::now();
-        let status = loop {
-            if let Some(s) = child.try_wait().expect("wait") {
-                break s;
-            }
-            assert!(t.elapsed() < IO_TIMEOUT, "[{bin}] did not exit");
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let status = exited(&mut child, bin);
         assert!(status.success(), "[{bin}] {status:?}");
     }
 }
