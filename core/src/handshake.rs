@@ -78,6 +78,10 @@ pub enum HandshakeError {
 pub enum Opening<'a> {
     /// A pre-1.7 server list ping (first byte 0xFE); not a VarInt-framed packet.
     LegacyPing,
+    /// The 1.6 ping a 1.7+ client sends when its modern status ping got no answer (the server is down,
+    /// starting, or closed the ping): `FE 01 FA` "MC|PingHost" with protocol 127. Its answer would be
+    /// shown as the server's MOTD, marked incompatible, instead of "Can't connect to server".
+    LegacyFallback,
     /// A pre-1.7 login (first byte 0x02); not a VarInt-framed packet.
     LegacyLogin,
     /// A modern handshake.
@@ -90,13 +94,29 @@ pub const LEGACY_PING: u8 = 0xFE;
 /// The first byte of a legacy (pre-1.7) login: the old protocol's handshake packet, 0x02.
 pub const LEGACY_LOGIN: u8 = 0x02;
 
+/// How a 1.6 ping opens, up to its protocol byte: `FE 01 FA`, then "MC|PingHost" as a legacy string (its
+/// UTF-16 length, 11, and its UTF-16BE units), then the payload's length (2 bytes, any value).
+const PING_HOST_HEADER: [u8; 27] = [
+    LEGACY_PING, 0x01, 0xFA, 0x00, 0x0B, 0, b'M', 0, b'C', 0, b'|', 0, b'P', 0, b'i', 0, b'n', 0, b'g', 0,
+    b'H', 0, b'o', 0, b's', 0, b't',
+];
+
+/// The protocol byte of the 1.6 ping a 1.7+ client falls back to (vanilla's `LegacyServerPinger`); 1.6
+/// clients and status tools send their own protocol, 73 to 78.
+pub const FALLBACK_PROTOCOL: u8 = 127;
+
+/// Where a 1.6 ping's protocol byte is: after the header and the payload length.
+const PING_HOST_PROTOCOL_AT: usize = PING_HOST_HEADER.len() + 2;
+
 /// Detects a legacy ping or parses the handshake frame at the start of `buf`.
 ///
 /// 0xFE starts both a legacy ping and any modern handshake frame of 254, 382, 510... bytes (a long host or
 /// forwarded data), so the bytes after it decide, as vanilla servers do: `FE 01 FA` is a 1.6 ping; `FE 01`
 /// followed by the handshake's packet id 0x00, or `FE` followed by anything but `01`, is a modern frame.
 /// `FE` and `FE 01` alone are what pre-1.6 clients send and then wait: they are [`Parsed::Incomplete`]
-/// here, and [`is_legacy_prefix`] lets the caller answer them once no more bytes come.
+/// here, and [`is_legacy_prefix`] lets the caller answer them once no more bytes come. So is a 1.6 ping
+/// until its protocol byte is in, which tells a 1.7+ client's fallback ([`Opening::LegacyFallback`]) from
+/// an old client's ping (clients send the whole ping at once).
 ///
 /// 0x02 is the first byte of every pre-1.7 login (1.3 to 1.6: protocol, name, host and port; before:
 /// `name;host:port`). As a modern frame it would announce a 2-byte packet, too short for any handshake
@@ -104,16 +124,48 @@ pub const LEGACY_LOGIN: u8 = 0x02;
 pub fn parse_opening(buf: &[u8]) -> Result<Parsed<Opening<'_>>, HandshakeError> {
     match buf {
         [] | [LEGACY_PING] | [LEGACY_PING, 0x01] => Ok(Parsed::Incomplete),
-        [LEGACY_PING, 0x01, 0xFA, ..] => Ok(Parsed::Complete(Opening::LegacyPing, buf.len())),
+        _ if is_legacy_prefix(buf) => Ok(Parsed::Incomplete),
+        [LEGACY_PING, 0x01, 0xFA, ..] => {
+            let fallback = buf.starts_with(&PING_HOST_HEADER)
+                && buf.get(PING_HOST_PROTOCOL_AT) == Some(&FALLBACK_PROTOCOL);
+            let opening = if fallback {
+                Opening::LegacyFallback
+            } else {
+                Opening::LegacyPing
+            };
+            Ok(Parsed::Complete(opening, buf.len()))
+        }
         [LEGACY_LOGIN, ..] => Ok(Parsed::Complete(Opening::LegacyLogin, buf.len())),
         _ => Ok(parse(buf)?.map(Opening::Handshake)),
     }
 }
 
 /// Whether `buf` is exactly what a pre-1.6 legacy pinger sends before waiting for the answer (`FE` or
-/// `FE 01`): a modern client sends the rest of its handshake at once.
+/// `FE 01`), or the start of a 1.6 ping that stops before its protocol byte: a modern client sends the
+/// rest of its handshake at once, and a 1.6 client its whole ping.
 pub fn is_legacy_prefix(buf: &[u8]) -> bool {
-    matches!(buf, [LEGACY_PING] | [LEGACY_PING, 0x01])
+    match buf {
+        [LEGACY_PING] | [LEGACY_PING, 0x01] => true,
+        [LEGACY_PING, 0x01, 0xFA, ..] if buf.len() < PING_HOST_PROTOCOL_AT + 1 => {
+            let header = buf.len().min(PING_HOST_HEADER.len());
+            buf[..header] == PING_HOST_HEADER[..header]
+        }
+        _ => false,
+    }
+}
+
+/// A 1.6 ping (`FE 01 FA`, "MC|PingHost", the payload's length, then protocol, host and port), for tests.
+#[cfg(test)]
+pub(crate) fn ping_host(protocol: u8) -> Vec<u8> {
+    use crate::response::write_legacy_string;
+    let mut payload = vec![protocol];
+    write_legacy_string(&mut payload, "mc.example.com");
+    payload.extend(25565i32.to_be_bytes());
+    let mut ping = vec![LEGACY_PING, 0x01, 0xFA];
+    write_legacy_string(&mut ping, "MC|PingHost");
+    ping.extend((payload.len() as u16).to_be_bytes());
+    ping.extend(payload);
+    ping
 }
 
 /// Parses a handshake frame at the start of `buf`.
@@ -192,14 +244,44 @@ mod tests {
     #[test]
     fn legacy_ping_is_detected_before_framing() {
         assert_eq!(
-            parse_opening(&[0xFE, 0x01, 0xFA]),
-            Ok(Parsed::Complete(Opening::LegacyPing, 3))
+            parse_opening(&[0xFE, 0x01, 0xFA, 0x00, 0x0C]),
+            Ok(Parsed::Complete(Opening::LegacyPing, 5))
         );
         assert_eq!(parse_opening(&[]), Ok(Parsed::Incomplete));
         assert_eq!(parse_opening(&[0xFE]), Ok(Parsed::Incomplete));
         assert_eq!(parse_opening(&[0xFE, 0x01]), Ok(Parsed::Incomplete));
         assert!(is_legacy_prefix(&[0xFE, 0x01]));
         assert!(!is_legacy_prefix(&[0xFE, 0x01, 0x00]));
+    }
+
+    #[test]
+    fn a_modern_clients_legacy_fallback_is_told_from_an_old_clients_ping() {
+        let fallback = ping_host(FALLBACK_PROTOCOL);
+        assert_eq!(
+            parse_opening(&fallback),
+            Ok(Parsed::Complete(Opening::LegacyFallback, fallback.len()))
+        );
+        for protocol in [73, 74, 78] {
+            let old = ping_host(protocol);
+            assert_eq!(
+                parse_opening(&old),
+                Ok(Parsed::Complete(Opening::LegacyPing, old.len()))
+            );
+        }
+        // Until the protocol byte is in, either may come: incomplete, and answered as a legacy ping if
+        // nothing more arrives.
+        for end in 3..=PING_HOST_PROTOCOL_AT {
+            assert_eq!(parse_opening(&fallback[..end]), Ok(Parsed::Incomplete), "{end}");
+            assert!(is_legacy_prefix(&fallback[..end]), "{end}");
+        }
+        assert!(!is_legacy_prefix(&fallback[..=PING_HOST_PROTOCOL_AT]));
+        // A 1.6 ping with another channel is an old client's ping, at once.
+        let mut other = fallback.clone();
+        other[6] = b'X';
+        assert_eq!(
+            parse_opening(&other[..8]),
+            Ok(Parsed::Complete(Opening::LegacyPing, 8))
+        );
     }
 
     #[test]

@@ -106,6 +106,10 @@ pub enum CloseReason {
     LegacyPing,
     /// A legacy (pre-1.7) login was told to use a newer client.
     LegacyLogin,
+    /// The legacy ping a 1.7+ client sends when its status ping got no answer, closed unanswered: the
+    /// server list then shows "Can't connect to server", where a legacy answer would be shown as the MOTD
+    /// (a legacy ping's "Use Minecraft 1.7 or newer", marked incompatible).
+    LegacyFallback,
     /// A status ping was answered by the proxy (its backend was unreachable).
     StatusServed,
     /// The proxy shut down (its shutdown deadline, or a second signal) before the session was forwarded.
@@ -677,6 +681,9 @@ impl Session {
                     Ok(Parsed::Incomplete) => return,
                     Ok(Parsed::Complete(Opening::LegacyPing, _)) => {
                         return self.answer_legacy_ping();
+                    }
+                    Ok(Parsed::Complete(Opening::LegacyFallback, _)) => {
+                        return self.close(CloseReason::LegacyFallback);
                     }
                     Ok(Parsed::Complete(Opening::LegacyLogin, _)) => {
                         self.actions.push(Action::SendToClient(
@@ -1469,15 +1476,28 @@ mod tests {
     #[test]
     fn legacy_ping_is_answered_and_closed() {
         let mut s = session(&[server("lobby", "")]);
-        let did = Script::new(Decision::Allow, 0).run(&mut s, &[&[0xFE, 0x01, 0xFA]]);
+        let ping = handshake::ping_host(74);
+        let did = Script::new(Decision::Allow, 0).run(&mut s, &[&ping]);
         assert_eq!(
-            did[0],
-            Did::ToClient(response::legacy_ping_answer(
-                response::LegacyPing::V1_4,
-                LEGACY_PING_MOTD
-            ))
+            did,
+            [
+                Did::ToClient(response::legacy_ping_answer(
+                    response::LegacyPing::V1_4,
+                    LEGACY_PING_MOTD
+                )),
+                Did::Close(CloseReason::LegacyPing)
+            ]
         );
-        assert_eq!(did[1], Did::Close(CloseReason::LegacyPing));
+    }
+
+    /// A 1.7+ client whose status ping got no answer pings again the 1.6 way: it is closed unanswered
+    /// (whatever the host), or the server list would show the legacy answer as the server's MOTD.
+    #[test]
+    fn a_modern_clients_legacy_fallback_is_closed_unanswered() {
+        let mut s = session(&[server("lobby", "")]);
+        let ping = handshake::ping_host(handshake::FALLBACK_PROTOCOL);
+        let did = Script::new(Decision::Allow, 0).run(&mut s, &[&ping[..20], &ping[20..]]);
+        assert_eq!(did, [Did::Close(CloseReason::LegacyFallback)]);
     }
 
     /// A 1.6 login (0x02, protocol 78, name, host, port as UTF-16 strings) and a 1.2 one (0x02,
@@ -1510,6 +1530,8 @@ mod tests {
         for (bytes, ping) in [
             (&[0xFE][..], response::LegacyPing::Beta),
             (&[0xFE, 0x01], response::LegacyPing::V1_4),
+            // A 1.6 ping cut before its protocol byte.
+            (&[0xFE, 0x01, 0xFA, 0x00, 0x0B, 0x00, b'M'], response::LegacyPing::V1_4),
         ] {
             let mut s = session_in(ctx(&[server("lobby", "")]), start);
             s.handle_client_data(bytes);

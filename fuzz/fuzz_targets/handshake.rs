@@ -21,6 +21,15 @@ use nethergate_core::Parsed;
 /// A VarInt length prefix of a frame up to the limit takes at most this many bytes.
 const MAX_PREFIX: usize = 3;
 
+/// Whether `data` opens like the 1.6 ping a 1.7+ client falls back to: `FE 01 FA`, "MC|PingHost" as a
+/// legacy string (UTF-16 length, then UTF-16BE), the payload length (any), then protocol 127.
+fn is_fallback(data: &[u8]) -> bool {
+    let mut expected = vec![LEGACY_PING, 0x01, 0xFA, 0x00, 11];
+    expected.extend("MC|PingHost".encode_utf16().flat_map(u16::to_be_bytes));
+    data.starts_with(&expected)
+        && data.get(expected.len() + 2) == Some(&handshake::FALLBACK_PROTOCOL)
+}
+
 fn check_handshake(buf: &[u8], hs: &Handshake<'_>, used: usize) {
     assert!(used <= buf.len(), "used {used} of {} bytes", buf.len());
     assert!(
@@ -103,8 +112,14 @@ fuzz_target!(|data: &[u8]| {
 
     match handshake::parse_opening(data) {
         Ok(Parsed::Complete(Opening::LegacyPing, used)) => {
-            // Only the 1.6 form is certain from the bytes alone: FE 01 FA.
+            // Only the 1.6 form is certain from the bytes alone: FE 01 FA, and not a modern client's
+            // fallback, nor a start of a 1.6 ping that may still become one.
             assert!(data.starts_with(&[LEGACY_PING, 0x01, 0xFA]));
+            assert!(!is_fallback(data) && !handshake::is_legacy_prefix(data));
+            assert_eq!(used, data.len());
+        }
+        Ok(Parsed::Complete(Opening::LegacyFallback, used)) => {
+            assert!(is_fallback(data));
             assert_eq!(used, data.len());
         }
         Ok(Parsed::Complete(Opening::LegacyLogin, used)) => {

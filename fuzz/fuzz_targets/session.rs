@@ -15,7 +15,8 @@
 //! - it ends with exactly one `Forward` or `Close`, after which it emits nothing, whatever is fed to it;
 //! - calls that do not answer a pending action (late, duplicated, out of state) emit nothing;
 //! - `handle_timeout` acts exactly when the instant passed `poll_timeout`: it answers a lone `FE`/`FE 01`
-//!   as a legacy ping, and otherwise closes with `HandshakeTimeout`;
+//!   (or a 1.6 ping cut before its protocol byte) as a legacy ping, and otherwise closes with
+//!   `HandshakeTimeout`;
 //! - the `PreConnect` event carries the normalised host, the routed server, the player, the protocol;
 //! - `Connect` is never emitted for an unknown host when plugins Allow, a denial, a missing redirect, or
 //!   a full server; it names the chosen server and, with failover, a different address each time;
@@ -600,7 +601,8 @@ impl Run<'_> {
         self.drain();
         if deadline.is_some_and(|d| self.now >= d) {
             if handshake::is_legacy_prefix(&self.fed) {
-                // `FE` or `FE 01` and nothing more: a pre-1.6 client waiting for its answer.
+                // `FE` or `FE 01` (or a 1.6 ping cut short) and nothing more: an old client waiting for
+                // its answer.
                 assert_eq!(self.actions, before + 2);
                 assert!(matches!(
                     self.end,
@@ -818,6 +820,13 @@ impl Run<'_> {
                 assert_eq!(self.fed.first(), Some(&0xFE));
                 assert_eq!(self.to_client.len(), 1);
                 assert_eq!(self.to_client[0].first(), Some(&0xFF));
+            }
+            CloseReason::LegacyFallback => {
+                // A 1.7+ client's 1.6 ping (protocol 127 after "MC|PingHost"), unanswered.
+                assert!(self.fed.starts_with(&[0xFE, 0x01, 0xFA, 0x00, 11, 0x00, b'M']));
+                assert_eq!(self.fed.get(29), Some(&127));
+                assert!(self.to_client.is_empty(), "{:?}", self.to_client);
+                assert!(self.connects.is_empty() && self.decision.is_none());
             }
             CloseReason::LegacyLogin => {
                 assert_eq!(self.fed.first(), Some(&0x02));

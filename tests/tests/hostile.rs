@@ -545,17 +545,21 @@ fn legacy_kick_text<F: Rt>(px: &Px, what: &str, bytes: &[u8], reason: &str) -> S
     text
 }
 
-fn legacy_pings_get_a_legacy_answer_and_are_closed<F: Rt>() {
+/// A whole 1.6 ping: FE 01 FA, "MC|PingHost", the payload's length, then protocol, host and port.
+fn ping_host(protocol: u8, host: &str) -> Vec<u8> {
     use nethergate_core::response::write_legacy_string;
-    let (echo, px) = legacy_proxy::<F>();
-    // A complete 1.6 ping: FE 01 FA, "MC|PingHost", then protocol, host and port.
-    let mut data = vec![74u8];
-    write_legacy_string(&mut data, "mc.example.com");
+    let mut data = vec![protocol];
+    write_legacy_string(&mut data, host);
     data.extend(25565i32.to_be_bytes());
     let mut full = vec![0xFE, 0x01, 0xFA];
     write_legacy_string(&mut full, "MC|PingHost");
     full.extend((data.len() as u16).to_be_bytes());
     full.extend(&data);
+    full
+}
+
+fn legacy_pings_get_a_legacy_answer_and_are_closed<F: Rt>() {
+    let (echo, px) = legacy_proxy::<F>();
     let cases: [(&str, Vec<u8>); 4] = [
         ("0xFE alone (1.3)", vec![0xFE]),
         ("FE 01 (1.4-1.5)", vec![0xFE, 0x01]),
@@ -563,7 +567,7 @@ fn legacy_pings_get_a_legacy_answer_and_are_closed<F: Rt>() {
             "FE 01 FA then a truncated MC|PingHost",
             vec![0xFE, 0x01, 0xFA, 0x00, 0x0b, 0x00, b'M'],
         ),
-        ("a whole 1.6 ping", full),
+        ("a whole 1.6 ping", ping_host(74, "mc.example.com")),
     ];
     for (what, bytes) in &cases {
         let text = legacy_kick_text::<F>(&px, what, bytes, "reason=LegacyPing");
@@ -578,6 +582,24 @@ fn legacy_pings_get_a_legacy_answer_and_are_closed<F: Rt>() {
             "[{}] {what}: {text:?}",
             F::NAME
         );
+    }
+    assert_eq!(echo.connections(), 0);
+    px.assert_settles(F::NAME, Duration::from_secs(5));
+}
+
+/// A 1.7+ client whose status ping got no answer (an unknown host, a backend that closed it) pings again
+/// the 1.6 way, with protocol 127 (vanilla's `LegacyServerPinger`), and shows any answer as the server's
+/// MOTD marked incompatible: it is closed unanswered, so the list says "Can't connect to server".
+fn a_modern_clients_legacy_fallback_gets_no_answer<F: Rt>() {
+    let (echo, px) = legacy_proxy::<F>();
+    for host in ["mc.example.com", "typo.example.com"] {
+        let (seen, tag) = attack(px.addr(), &ping_host(127, host), Duration::from_secs(4));
+        assert!(
+            seen.bytes.is_empty() && seen.end == End::Eof && seen.after < SOON,
+            "[{}] {host}: closed at once without an answer ({seen:?})",
+            F::NAME
+        );
+        assert!(log_about(tag, &["reason=LegacyFallback"], IO_TIMEOUT).is_some());
     }
     assert_eq!(echo.connections(), 0);
     px.assert_settles(F::NAME, Duration::from_secs(5));
@@ -2616,6 +2638,7 @@ macro_rules! both {
 both!(
     malformed_openings_are_closed_at_once_with_a_reason,
     legacy_pings_get_a_legacy_answer_and_are_closed,
+    a_modern_clients_legacy_fallback_gets_no_answer,
     legacy_logins_are_told_to_update_and_closed,
     non_minecraft_protocols_are_closed_at_once_or_at_the_handshake_timeout,
     slowloris_and_trickled_frames_are_cut_at_the_handshake_timeout,
