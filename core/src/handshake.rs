@@ -62,6 +62,14 @@ pub enum HandshakeError {
         /// The packet id received.
         id: i32,
     },
+    /// The connection opens with a PROXY protocol header (v1 `PROXY `, or the v2 signature), which a load
+    /// balancer in front of the proxy adds: nethergate takes Minecraft clients, not PROXY headers.
+    #[error(
+        "a PROXY protocol header, not a Minecraft handshake: nethergate does not accept PROXY protocol \
+         from whatever connects to it (turn it off in the load balancer in front, or let players connect \
+         directly)"
+    )]
+    ProxyHeader,
     /// `next_state` is not 1, 2 or 3.
     #[error("unknown next state {0}")]
     UnknownNextState(i32),
@@ -136,8 +144,24 @@ pub fn parse_opening(buf: &[u8]) -> Result<Parsed<Opening<'_>>, HandshakeError> 
             Ok(Parsed::Complete(opening, buf.len()))
         }
         [LEGACY_LOGIN, ..] => Ok(Parsed::Complete(Opening::LegacyLogin, buf.len())),
-        _ => Ok(parse(buf)?.map(Opening::Handshake)),
+        _ => match parse(buf) {
+            // `PROXY ` is a frame of 80 bytes with id `R`, the v2 signature one of 13 with id `\n`.
+            Err(HandshakeError::UnexpectedPacket { .. }) if is_proxy_header_start(buf) => {
+                Err(HandshakeError::ProxyHeader)
+            }
+            parsed => Ok(parsed?.map(Opening::Handshake)),
+        },
     }
+}
+
+/// Whether `buf` starts like a PROXY protocol header, as far as it goes.
+fn is_proxy_header_start(buf: &[u8]) -> bool {
+    const V1: &[u8] = b"PROXY ";
+    const V2: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
+    [V1, V2].iter().any(|sig| {
+        let n = buf.len().min(sig.len());
+        buf[..n] == sig[..n]
+    })
 }
 
 /// Whether `buf` is exactly what a pre-1.6 legacy pinger sends before waiting for the answer (`FE` or
@@ -252,6 +276,27 @@ mod tests {
         assert_eq!(parse_opening(&[0xFE, 0x01]), Ok(Parsed::Incomplete));
         assert!(is_legacy_prefix(&[0xFE, 0x01]));
         assert!(!is_legacy_prefix(&[0xFE, 0x01, 0x00]));
+    }
+
+    #[test]
+    fn a_proxy_protocol_header_is_named() {
+        let v2 = crate::proxy_protocol::header(
+            crate::config::ProxyProtocolVersion::V2,
+            "203.0.113.7:50000".parse().unwrap(),
+            "192.0.2.1:25565".parse().unwrap(),
+        );
+        for header in [&b"PROXY TCP4 203.0.113.7 192.0.2.1 50000 25565\r\n"[..], &v2, b"PR"] {
+            assert_eq!(
+                parse_opening(header),
+                Err(HandshakeError::ProxyHeader),
+                "{header:02x?}"
+            );
+        }
+        // Another packet id stays what it was.
+        assert_eq!(
+            parse_opening(b"GET / HTTP/1.1\r\n"),
+            Err(HandshakeError::UnexpectedPacket { id: 0x45 })
+        );
     }
 
     #[test]

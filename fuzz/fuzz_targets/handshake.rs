@@ -13,7 +13,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use nethergate_core::handshake::{
-    self, Handshake, Opening, LEGACY_LOGIN, LEGACY_PING, MAX_HANDSHAKE_FRAME,
+    self, Handshake, HandshakeError, Opening, LEGACY_LOGIN, LEGACY_PING, MAX_HANDSHAKE_FRAME,
 };
 use nethergate_core::hostname::ServerAddress;
 use nethergate_core::Parsed;
@@ -138,6 +138,11 @@ fuzz_target!(|data: &[u8]| {
                     || handshake::is_legacy_prefix(data)
                     || parsed == Ok(Parsed::Incomplete)
             );
+        }
+        Err(HandshakeError::ProxyHeader) => {
+            // Named for what it is; the modern parser saw a wrong packet id.
+            assert!(matches!(parsed, Err(HandshakeError::UnexpectedPacket { .. })));
+            assert!(data.starts_with(b"PR") || data.starts_with(b"\r\n"));
         }
         Err(e) => {
             // An error is the modern parser's, whatever the first byte.
