@@ -161,6 +161,7 @@ mod tests {
                 })
                 .collect(),
             partial: Default::default(),
+            foreign: Vec::new(),
         }
     }
 

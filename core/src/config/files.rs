@@ -23,7 +23,13 @@ pub struct ServerFiles {
     /// Per file that failed but is TOML, what it says as far as it could be read (see
     /// [`ServerFiles::claims`]).
     pub partial: BTreeMap<PathBuf, ServerConfig>,
+    /// Files that look like another proxy's server files (`*.yaml`, `*.yml`, `*.json`: Infrarust 1,
+    /// Infrared), sorted: not read, but warned about, so a server left unconverted does not vanish unsaid.
+    pub foreign: Vec<PathBuf>,
 }
+
+/// The extensions of other proxies' server files.
+const FOREIGN: [&str; 3] = ["yaml", "yml", "json"];
 
 impl ServerFiles {
     /// Reads every `*.toml` file directly in `dir` (sorted by name, so errors are reported in a stable order).
@@ -43,7 +49,9 @@ impl ServerFiles {
             )])
         })?;
         let main_file = main_file.and_then(|m| m.canonicalize().ok());
-        let mut paths: Vec<PathBuf> = entries
+        let has_extension =
+            |p: &Path, x: &str| p.extension().is_some_and(|e| e.eq_ignore_ascii_case(x));
+        let (mut paths, mut foreign): (Vec<PathBuf>, Vec<PathBuf>) = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
                 p.file_name()
@@ -52,15 +60,16 @@ impl ServerFiles {
             // A link to nowhere (or to where the proxy may not look) is listed too, so that reading it
             // reports why instead of the server quietly vanishing; directories, sockets and FIFOs named
             // `*.toml` are not.
-            .filter(|p| {
-                p.extension()
-                    .is_some_and(|x| x.eq_ignore_ascii_case("toml"))
-                    && (p.is_file() || broken_link(p).is_some())
-            })
+            .filter(|p| has_extension(p, "toml") || FOREIGN.iter().any(|x| has_extension(p, x)))
+            .filter(|p| p.is_file() || broken_link(p).is_some())
             .filter(|p| main_file.is_none() || p.canonicalize().ok() != main_file)
-            .collect();
+            .partition(|p| has_extension(p, "toml"));
         paths.sort();
-        let mut fresh = ServerFiles::default();
+        foreign.sort();
+        let mut fresh = ServerFiles {
+            foreign,
+            ..ServerFiles::default()
+        };
         for path in paths {
             let result = match read_server(&path) {
                 Ok((server, issues)) if issues.is_empty() => Ok(server),
@@ -84,6 +93,21 @@ impl ServerFiles {
             .iter()
             .filter_map(|(path, result)| result.as_ref().ok().or(self.partial.get(path)))
             .cloned()
+            .collect()
+    }
+
+    /// A warning for each file of [`ServerFiles::foreign`].
+    pub fn warnings(&self) -> Vec<ConfigIssue> {
+        self.foreign
+            .iter()
+            .map(|path| {
+                ConfigIssue::new(
+                    &path.display().to_string(),
+                    "",
+                    "not read: server files are `*.toml` (another proxy's server file? write it as a \
+                     nethergate server file, see README's Configuration)",
+                )
+            })
             .collect()
     }
 
@@ -195,6 +219,33 @@ mod tests {
         let config = load_once(&path).unwrap();
         let names: Vec<&str> = config.servers.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, vec!["B", "a"]);
+    }
+
+    #[test]
+    fn another_proxys_server_files_are_warned_about_not_read() {
+        let good = "domains = [\"a.example.com\"]\naddresses = [\"10.0.0.1:1\"]";
+        let yaml = "domains:\n  - b.example.com\naddresses:\n  - 10.0.0.1:1\n";
+        let path = layout(
+            "foreign",
+            "",
+            &[
+                ("a.toml", good),
+                ("survival.yml", yaml),
+                ("lobby.JSON", "{}"),
+                ("notes.txt", "x"),
+                (".old.yaml", yaml),
+            ],
+        );
+        let config = load_once(&path).unwrap();
+        let names: Vec<&str> = config.servers.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, vec!["a"]);
+        let warned: Vec<String> = config
+            .warnings(&path)
+            .iter()
+            .filter(|w| w.reason.starts_with("not read"))
+            .map(|w| w.source.rsplit('/').next().unwrap_or_default().to_owned())
+            .collect();
+        assert_eq!(warned, ["lobby.JSON", "survival.yml"]);
     }
 
     #[test]

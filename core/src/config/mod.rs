@@ -118,12 +118,15 @@ pub struct Config {
     pub main: MainConfig,
     /// The servers, in file order.
     pub servers: Vec<ServerConfig>,
+    /// Files of `servers_dir` not read as they look like another proxy's ([`ServerFiles::foreign`]).
+    pub foreign: Vec<ConfigIssue>,
 }
 
 impl Config {
     /// The warnings of the main file at `main_file` and of every server ([`ServerConfig::warnings`]).
     pub fn warnings(&self, main_file: &Path) -> Vec<ConfigIssue> {
         let mut warnings = self.main.warnings(&main_file.display().to_string());
+        warnings.extend(self.foreign.iter().cloned());
         warnings.extend(self.servers.iter().flat_map(ServerConfig::warnings));
         warnings
     }
@@ -140,10 +143,12 @@ impl Config {
             mut issues,
         } = MainConfig::check(path, &text)?;
         let mut servers = Vec::new();
+        let mut foreign = Vec::new();
         if servers_dir_known {
             match ServerFiles::read_dir(&main.servers_dir, Some(path)) {
                 Ok(files) => {
                     issues.extend(files.issues());
+                    foreign = files.warnings();
                     servers = files.servers().cloned().collect();
                     // Against a `bind` that is wrong, the default stands in: no loop to report.
                     for server in servers.iter().filter(|_| bind_known) {
@@ -168,7 +173,11 @@ impl Config {
         if !issues.is_empty() {
             return Err(ConfigErrors(issues));
         }
-        Ok(Config { main, servers })
+        Ok(Config {
+            main,
+            servers,
+            foreign,
+        })
     }
 }
 
