@@ -25,7 +25,7 @@
 //! sleeps in epoll between events; dropping the [`DockerProvider`] stops it and waits for it.
 
 use crate::reload::Reloader;
-use bollard::models::{ContainerSummary, PortSummaryTypeEnum};
+use bollard::models::{ContainerSummary, ContainerSummaryStateEnum, PortSummaryTypeEnum};
 use bollard::query_parameters::{EventsOptions, ListContainersOptions};
 use bollard::{Docker, API_DEFAULT_VERSION};
 use futures_lite::StreamExt;
@@ -47,8 +47,9 @@ pub const PROVIDER: &str = "docker";
 /// answer of a list or version request (the event stream's body is not limited).
 const REQUEST_TIMEOUT_SECS: u64 = 20;
 
-/// The container events that change which servers exist.
-const EVENTS: &[&str] = &["start", "stop", "die", "destroy"];
+/// The container events that change which servers exist. A paused container cannot answer: it is no
+/// server until unpaused.
+const EVENTS: &[&str] = &["start", "stop", "die", "destroy", "pause", "unpause"];
 
 /// Where the provider puts the servers it found (the reloader, in the binaries).
 pub type Sink = Box<dyn FnMut(Vec<ServerConfig>) + Send>;
@@ -372,7 +373,12 @@ async fn sync(state: &mut State, docker: &Docker) -> Result<(), Lost> {
     let mut servers = Vec::new();
     let mut reported = HashMap::new();
     let mut off_network = HashSet::new();
-    for summary in list {
+    // The list holds running and paused containers; a paused one would accept a player's connection
+    // and never answer it.
+    let running = list
+        .into_iter()
+        .filter(|c| c.state != Some(ContainerSummaryStateEnum::PAUSED));
+    for summary in running {
         let container = container(summary);
         match labels::server_config(&container, rules) {
             Ok(Some(server)) => {

@@ -33,6 +33,7 @@ struct FakeContainer {
     networks: Vec<(String, String)>,
     /// (private, public) TCP ports published on every interface.
     published: Vec<(u16, u16)>,
+    paused: bool,
 }
 
 impl FakeContainer {
@@ -47,6 +48,7 @@ impl FakeContainer {
                 .collect(),
             networks: Vec::new(),
             published: Vec::new(),
+            paused: false,
         }
     }
 
@@ -98,7 +100,8 @@ impl FakeContainer {
         json!({
             "Id": self.id, "Names": [format!("/{}", self.name)], "Image": "itzg/minecraft-server",
             "ImageID": "sha256:0", "Command": "/start", "Created": 1_700_000_000,
-            "Ports": ports, "Labels": self.labels_json(), "State": "running", "Status": "Up 2 seconds",
+            "Ports": ports, "Labels": self.labels_json(),
+            "State": if self.paused { "paused" } else { "running" }, "Status": "Up 2 seconds",
             "HostConfig": {"NetworkMode": "default"},
             "NetworkSettings": {"Networks": self.networks_json()}, "Mounts": []
         })
@@ -294,6 +297,22 @@ impl Engine {
         for c in &removed {
             self.event("die", c);
             self.event("stop", c);
+        }
+    }
+
+    /// Pauses (`true`) or unpauses a container: still listed (as paused), and a `pause` or `unpause`
+    /// event.
+    fn pause(&self, name: &str, paused: bool) {
+        let changed: Vec<FakeContainer> = lock(&self.shared.containers)
+            .iter_mut()
+            .filter(|c| c.name == name)
+            .map(|c| {
+                c.paused = paused;
+                c.clone()
+            })
+            .collect();
+        for c in &changed {
+            self.event(if paused { "pause" } else { "unpause" }, c);
         }
     }
 
@@ -1070,6 +1089,35 @@ fn tcp_endpoint_works_too() {
     engine.stop("over-tcp");
     eventually("event through a tcp:// endpoint", || {
         routed_to(addr, "tcp.example.com").is_none()
+    });
+    drop(proxy);
+}
+
+/// A paused container accepts connections and never answers them: it is no server until unpaused (told by
+/// its events; the poll interval is an hour, so only an event can do it).
+#[test]
+fn a_paused_container_is_no_server_until_unpaused() {
+    capture_logs();
+    let a = Backend::named();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut engine = Engine::new(&dir.path().join("docker.sock"));
+    engine.up();
+    engine.run(minecraft("sleepy", "sleepy.example.com", a.addr().port()));
+    let proxy = Proxy::start(
+        Rt::Tokio,
+        layout(&engine.endpoint(), "poll_interval = \"1h\"").load(),
+    );
+    let addr = proxy.addr();
+    eventually("routed while running", || {
+        routed_to(addr, "sleepy.example.com") == Some(a.addr().port())
+    });
+    engine.pause("sleepy", true);
+    eventually("unrouted while paused", || {
+        routed_to(addr, "sleepy.example.com").is_none()
+    });
+    engine.pause("sleepy", false);
+    eventually("routed again once unpaused", || {
+        routed_to(addr, "sleepy.example.com") == Some(a.addr().port())
     });
     drop(proxy);
 }
