@@ -105,8 +105,33 @@ pub const LEGACY_LOGIN: u8 = 0x02;
 /// How a 1.6 ping opens, up to its protocol byte: `FE 01 FA`, then "MC|PingHost" as a legacy string (its
 /// UTF-16 length, 11, and its UTF-16BE units), then the payload's length (2 bytes, any value).
 const PING_HOST_HEADER: [u8; 27] = [
-    LEGACY_PING, 0x01, 0xFA, 0x00, 0x0B, 0, b'M', 0, b'C', 0, b'|', 0, b'P', 0, b'i', 0, b'n', 0, b'g', 0,
-    b'H', 0, b'o', 0, b's', 0, b't',
+    LEGACY_PING,
+    0x01,
+    0xFA,
+    0x00,
+    0x0B,
+    0,
+    b'M',
+    0,
+    b'C',
+    0,
+    b'|',
+    0,
+    b'P',
+    0,
+    b'i',
+    0,
+    b'n',
+    0,
+    b'g',
+    0,
+    b'H',
+    0,
+    b'o',
+    0,
+    b's',
+    0,
+    b't',
 ];
 
 /// The protocol byte of the 1.6 ping a 1.7+ client falls back to (vanilla's `LegacyServerPinger`); 1.6
@@ -285,7 +310,11 @@ mod tests {
             "203.0.113.7:50000".parse().unwrap(),
             "192.0.2.1:25565".parse().unwrap(),
         );
-        for header in [&b"PROXY TCP4 203.0.113.7 192.0.2.1 50000 25565\r\n"[..], &v2, b"PR"] {
+        for header in [
+            &b"PROXY TCP4 203.0.113.7 192.0.2.1 50000 25565\r\n"[..],
+            &v2,
+            b"PR",
+        ] {
             assert_eq!(
                 parse_opening(header),
                 Err(HandshakeError::ProxyHeader),
@@ -316,7 +345,11 @@ mod tests {
         // Until the protocol byte is in, either may come: incomplete, and answered as a legacy ping if
         // nothing more arrives.
         for end in 3..=PING_HOST_PROTOCOL_AT {
-            assert_eq!(parse_opening(&fallback[..end]), Ok(Parsed::Incomplete), "{end}");
+            assert_eq!(
+                parse_opening(&fallback[..end]),
+                Ok(Parsed::Incomplete),
+                "{end}"
+            );
             assert!(is_legacy_prefix(&fallback[..end]), "{end}");
         }
         assert!(!is_legacy_prefix(&fallback[..=PING_HOST_PROTOCOL_AT]));

@@ -1531,7 +1531,10 @@ mod tests {
             (&[0xFE][..], response::LegacyPing::Beta),
             (&[0xFE, 0x01], response::LegacyPing::V1_4),
             // A 1.6 ping cut before its protocol byte.
-            (&[0xFE, 0x01, 0xFA, 0x00, 0x0B, 0x00, b'M'], response::LegacyPing::V1_4),
+            (
+                &[0xFE, 0x01, 0xFA, 0x00, 0x0B, 0x00, b'M'],
+                response::LegacyPing::V1_4,
+            ),
         ] {
             let mut s = session_in(ctx(&[server("lobby", "")]), start);
             s.handle_client_data(bytes);

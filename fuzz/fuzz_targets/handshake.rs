@@ -141,7 +141,10 @@ fuzz_target!(|data: &[u8]| {
         }
         Err(HandshakeError::ProxyHeader) => {
             // Named for what it is; the modern parser saw a wrong packet id.
-            assert!(matches!(parsed, Err(HandshakeError::UnexpectedPacket { .. })));
+            assert!(matches!(
+                parsed,
+                Err(HandshakeError::UnexpectedPacket { .. })
+            ));
             assert!(data.starts_with(b"PR") || data.starts_with(b"\r\n"));
         }
         Err(e) => {

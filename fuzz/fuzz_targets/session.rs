@@ -823,7 +823,9 @@ impl Run<'_> {
             }
             CloseReason::LegacyFallback => {
                 // A 1.7+ client's 1.6 ping (protocol 127 after "MC|PingHost"), unanswered.
-                assert!(self.fed.starts_with(&[0xFE, 0x01, 0xFA, 0x00, 11, 0x00, b'M']));
+                assert!(self
+                    .fed
+                    .starts_with(&[0xFE, 0x01, 0xFA, 0x00, 11, 0x00, b'M']));
                 assert_eq!(self.fed.get(29), Some(&127));
                 assert!(self.to_client.is_empty(), "{:?}", self.to_client);
                 assert!(self.connects.is_empty() && self.decision.is_none());

@@ -693,7 +693,11 @@ fn non_minecraft_protocols_are_closed_at_once_or_at_the_handshake_timeout<F: Rt>
             b"PROXY TCP4 203.0.113.7 127.0.0.1 50000 25565\r\n",
             Some(pp),
         ),
-        ("PROXY v2 header", b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c", Some(pp)),
+        (
+            "PROXY v2 header",
+            b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c",
+            Some(pp),
+        ),
         (
             "HTTP request",
             b"GET / HTTP/1.1\r\nHost: mc.example.com\r\n\r\n",
