@@ -96,12 +96,33 @@ pub(super) fn unknown_keys(
         .collect::<Vec<_>>()
         .join(", ");
     for key in unknown.keys() {
+        let path = format!("{prefix}{key}");
+        let hint = migration_hint(&path).map_or(String::new(), |h| format!(" ({h})"));
         issues.push(ConfigIssue::new(
             source,
-            format!("{prefix}{key}"),
-            format!("unknown field `{key}`, expected one of {expected}"),
+            path,
+            format!("unknown field `{key}`, expected one of {expected}{hint}"),
         ));
     }
+}
+
+/// What to write instead of a key other proxies (Infrarust, Infrared, mc-router) have and nethergate
+/// spells otherwise or does not have.
+fn migration_hint(path: &str) -> Option<&'static str> {
+    Some(match path {
+        "connect_timeout" => "nethergate: `connect` in `[timeouts]`",
+        "read_timeout" => "nethergate: `read` in `[timeouts]`",
+        "write_timeout" => "nethergate: `write` in `[timeouts]`",
+        "receive_proxy_protocol" | "proxy_protocol_receive" => {
+            "nethergate does not accept PROXY protocol from what connects to it; it only sends it \
+             (`send_proxy_protocol`)"
+        }
+        "ip_filter" => "`[ip_filter]` belongs in the main file",
+        "ip_filter.whitelist" => "nethergate: `allow`",
+        "ip_filter.blacklist" => "nethergate: `deny`",
+        "worker_threads" => "nethergate: the `--threads` option",
+        _ => return None,
+    })
 }
 
 /// The longest duration a setting accepts: 10 years as humantime counts them (365.25 days each), so that
@@ -167,6 +188,25 @@ mod tests {
     use super::*;
     use crate::config::testing::*;
     use crate::config::*;
+
+    #[test]
+    fn another_proxys_key_gets_the_nethergate_spelling() {
+        let unknown = BTreeMap::from([
+            ("connect_timeout".to_owned(), toml::Value::from("5s")),
+            ("colour".to_owned(), toml::Value::from("red")),
+        ]);
+        let mut issues = Vec::new();
+        unknown_keys(&unknown, "", &["name"], "s.toml", &mut issues);
+        let reasons: Vec<&str> = issues.iter().map(|i| i.reason.as_str()).collect();
+        assert_eq!(
+            reasons,
+            [
+                "unknown field `colour`, expected one of `name`",
+                "unknown field `connect_timeout`, expected one of `name` (nethergate: `connect` in \
+                 `[timeouts]`)"
+            ]
+        );
+    }
 
     #[test]
     fn bad_duration_names_key_and_value() {
