@@ -40,6 +40,12 @@ impl BackendAddress {
                 (inner, port)
             }
             None => {
+                if let Some((scheme, rest)) = s.split_once("://") {
+                    return Err(format!(
+                        "{s:?}: an address is host:port, without a scheme (write {rest:?}, not \
+                         {scheme}://)"
+                    ));
+                }
                 let (host, port) = s
                     .rsplit_once(':')
                     .ok_or_else(|| format!("{s:?} is not host:port (the port is missing)"))?;
@@ -167,6 +173,8 @@ mod tests {
         assert!(e.contains("has '\\u{1b}' in its host"), "{e}");
         let e = BackendAddress::parse("[fe80::1%eth0]:25565").unwrap_err();
         assert!(e.contains("with a zone (`%`)"), "{e}");
+        let e = BackendAddress::parse("tcp://10.0.0.1:25565").unwrap_err();
+        assert!(e.contains("without a scheme (write \"10.0.0.1:25565\""), "{e}");
         let e = BackendAddress::parse("lobby..internal:25565").unwrap_err();
         assert!(e.contains("empty label"), "{e}");
         let long = "a".repeat(64);
