@@ -8,7 +8,7 @@
 //!
 //! | label (`<p>` = `label_prefix`) | file key | default |
 //! |---|---|---|
-//! | `<p>.enable` | - | required, `"true"` (`"false"` or absent: ignored) |
+//! | `<p>.enable` | - | required, `"true"` (`"false"` or absent: ignored; `"1"`/`"0"` also, for every yes/no label) |
 //! | `<p>.domains` | `domains` | `<container name>.docker.local`; comma separated |
 //! | `<p>.port` | `addresses` | 25565: the port the server listens on inside the container |
 //! | `<p>.name` | `name` | the container name |
@@ -119,14 +119,25 @@ fn kind(key: &str) -> Kind {
 /// string otherwise (so a wrong type gets the files' own "invalid type" message).
 fn toml_value(kind: Kind, value: &str) -> toml::Value {
     let trimmed = value.trim();
-    match kind {
-        Kind::Bool if trimmed.eq_ignore_ascii_case("true") => toml::Value::Boolean(true),
-        Kind::Bool if trimmed.eq_ignore_ascii_case("false") => toml::Value::Boolean(false),
-        Kind::Integer => trimmed.parse::<i64>().map_or_else(
+    match (kind, label_bool(trimmed)) {
+        (Kind::Bool, Some(b)) => toml::Value::Boolean(b),
+        (Kind::Integer, _) => trimmed.parse::<i64>().map_or_else(
             |_| toml::Value::String(value.to_owned()),
             toml::Value::Integer,
         ),
         _ => toml::Value::String(value.to_owned()),
+    }
+}
+
+/// A yes/no label: `true`/`false` in any case, or `1`/`0` as Compose files and Infrarust's labels often
+/// write it.
+fn label_bool(value: &str) -> Option<bool> {
+    match value {
+        "1" => Some(true),
+        "0" => Some(false),
+        v if v.eq_ignore_ascii_case("true") => Some(true),
+        v if v.eq_ignore_ascii_case("false") => Some(false),
+        _ => None,
     }
 }
 
@@ -163,11 +174,10 @@ pub fn server_config(
         .collect();
 
     let mut issues = Vec::new();
-    match ours.get("enable").map(|v| v.trim()) {
-        Some(v) if v.eq_ignore_ascii_case("true") => {}
-        None => return Ok(None),
-        Some(v) if v.eq_ignore_ascii_case("false") => return Ok(None),
-        Some(v) => {
+    match ours.get("enable").map(|v| (v, label_bool(v.trim()))) {
+        Some((_, Some(true))) => {}
+        None | Some((_, Some(false))) => return Ok(None),
+        Some((v, None)) => {
             return Err(ConfigErrors(vec![ConfigIssue {
                 source,
                 key: label("enable"),
@@ -478,6 +488,19 @@ mod tests {
         assert_eq!(server_config(&c, RULES), Ok(None));
         let c = container(&[("nethergate.enable", "FALSE")]);
         assert_eq!(server_config(&c, RULES), Ok(None));
+    }
+
+    #[test]
+    fn yes_and_no_labels_take_1_and_0() {
+        let c = container(&[
+            ("nethergate.enable", "1"),
+            ("nethergate.send_proxy_protocol", " 1 "),
+        ]);
+        assert!(ok(&c).send_proxy_protocol);
+        let c = container(&[("nethergate.enable", "0")]);
+        assert_eq!(server_config(&c, RULES), Ok(None));
+        let c = enabled(&[("nethergate.send_proxy_protocol", "yes")]);
+        assert_eq!(keys(&err(&c)), ["nethergate.send_proxy_protocol"]);
     }
 
     #[test]

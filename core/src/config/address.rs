@@ -174,7 +174,10 @@ mod tests {
         let e = BackendAddress::parse("[fe80::1%eth0]:25565").unwrap_err();
         assert!(e.contains("with a zone (`%`)"), "{e}");
         let e = BackendAddress::parse("tcp://10.0.0.1:25565").unwrap_err();
-        assert!(e.contains("without a scheme (write \"10.0.0.1:25565\""), "{e}");
+        assert!(
+            e.contains("without a scheme (write \"10.0.0.1:25565\""),
+            "{e}"
+        );
         let e = BackendAddress::parse("lobby..internal:25565").unwrap_err();
         assert!(e.contains("empty label"), "{e}");
         let long = "a".repeat(64);
