@@ -5,7 +5,7 @@
 //! publishes a port; `@network NAME` sets the preferred network; every other line is a label `KEY=VALUE`
 //! (prefix `nethergate`, so `nethergate.port=25565`).
 //!
-//! Checks: never panics; `Ok(None)` exactly when `nethergate.enable` is absent or "false"; every problem
+//! Checks: never panics; `Ok(None)` exactly when `nethergate.enable` is absent or "false" (or "0"); every problem
 //! names the container as its source, a `nethergate.` label key and a reason; an accepted server is named
 //! after the container or its `name` label, has at least one domain routed to it by a table of its own and
 //! one backend address with a non-zero port, and reports the container as its source.
@@ -68,11 +68,14 @@ fuzz_target!(|data: &[u8]| {
         .map(|v| v.trim().to_ascii_lowercase());
     match server_config(&c, rules) {
         Ok(None) => assert!(
-            matches!(enable.as_deref(), None | Some("false")),
+            matches!(enable.as_deref(), None | Some("false" | "0")),
             "ignored with enable = {enable:?}"
         ),
         Ok(Some(s)) => {
-            assert_eq!(enable.as_deref(), Some("true"));
+            assert!(
+                matches!(enable.as_deref(), Some("true" | "1")),
+                "enabled with enable = {enable:?}"
+            );
             assert_eq!(s.source, c.source());
             let name_label = c.labels.get(&format!("{PREFIX}.name"));
             // The name label, else the container's name: trimmed, and refused with a control character.
