@@ -104,34 +104,10 @@ pub const LEGACY_LOGIN: u8 = 0x02;
 
 /// How a 1.6 ping opens, up to its protocol byte: `FE 01 FA`, then "MC|PingHost" as a legacy string (its
 /// UTF-16 length, 11, and its UTF-16BE units), then the payload's length (2 bytes, any value).
+#[rustfmt::skip]
 const PING_HOST_HEADER: [u8; 27] = [
-    LEGACY_PING,
-    0x01,
-    0xFA,
-    0x00,
-    0x0B,
-    0,
-    b'M',
-    0,
-    b'C',
-    0,
-    b'|',
-    0,
-    b'P',
-    0,
-    b'i',
-    0,
-    b'n',
-    0,
-    b'g',
-    0,
-    b'H',
-    0,
-    b'o',
-    0,
-    b's',
-    0,
-    b't',
+    LEGACY_PING, 0x01, 0xFA, 0x00, 0x0B, 0, b'M', 0, b'C', 0, b'|', 0, b'P', 0, b'i', 0, b'n', 0, b'g',
+    0, b'H', 0, b'o', 0, b's', 0, b't',
 ];
 
 /// The protocol byte of the 1.6 ping a 1.7+ client falls back to (vanilla's `LegacyServerPinger`); 1.6
@@ -156,8 +132,8 @@ const PING_HOST_PROTOCOL_AT: usize = PING_HOST_HEADER.len() + 2;
 /// (at least 6 bytes), so it is a legacy login from its first byte on.
 pub fn parse_opening(buf: &[u8]) -> Result<Parsed<Opening<'_>>, HandshakeError> {
     match buf {
-        [] | [LEGACY_PING] | [LEGACY_PING, 0x01] => Ok(Parsed::Incomplete),
-        _ if is_legacy_prefix(buf) => Ok(Parsed::Incomplete),
+        // `FE`, `FE 01` and the start of a 1.6 ping wait for more.
+        _ if buf.is_empty() || is_legacy_prefix(buf) => Ok(Parsed::Incomplete),
         [LEGACY_PING, 0x01, 0xFA, ..] => {
             let fallback = buf.starts_with(&PING_HOST_HEADER)
                 && buf.get(PING_HOST_PROTOCOL_AT) == Some(&FALLBACK_PROTOCOL);
@@ -181,9 +157,12 @@ pub fn parse_opening(buf: &[u8]) -> Result<Parsed<Opening<'_>>, HandshakeError> 
 
 /// Whether `buf` starts like a PROXY protocol header, as far as it goes.
 fn is_proxy_header_start(buf: &[u8]) -> bool {
-    const V1: &[u8] = b"PROXY ";
-    const V2: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
-    [V1, V2].iter().any(|sig| {
+    [
+        ppp::v1::PROTOCOL_PREFIX.as_bytes(),
+        ppp::v2::PROTOCOL_PREFIX,
+    ]
+    .iter()
+    .any(|sig| {
         let n = buf.len().min(sig.len());
         buf[..n] == sig[..n]
     })
