@@ -36,9 +36,10 @@ pub(super) const TIMEOUT_FLOORS: [Floor; 3] = [
     },
     Floor {
         key: "timeouts.write",
-        floor: Duration::from_secs(1),
-        why: "a player whose connection stalls for a moment (Wi-Fi, a world download filling the \
-              socket) is cut off",
+        floor: Duration::from_secs(5),
+        why: "TCP resends a lost packet after 200 ms or more and doubles that wait at every further \
+              loss, so a player on a congested or flaky link (Wi-Fi, an uplink filled by a download) \
+              takes nothing for seconds at a time and is cut off with reason Timeout",
     },
 ];
 
@@ -100,9 +101,9 @@ mod tests {
         };
         assert!(with("").is_empty(), "the defaults are not warned about");
         // At each floor: still plausible.
-        assert!(with("connect = \"100ms\"\nread = \"20s\"\nwrite = \"1s\"").is_empty());
+        assert!(with("connect = \"100ms\"\nread = \"20s\"\nwrite = \"5s\"").is_empty());
         // A read limit of exactly the keep-alive interval still cuts a direction that carries only those.
-        let warned = with("connect = \"99ms\"\nread = \"15s\"\nwrite = \"999ms\"");
+        let warned = with("connect = \"99ms\"\nread = \"15s\"\nwrite = \"4s\"");
         let keys: Vec<&str> = warned.iter().map(|w| w.key.as_str()).collect();
         assert_eq!(
             keys,
