@@ -39,6 +39,8 @@ fn plain_reason(reason: &str, value: &toml::Value) -> String {
         ("i64", "a whole number"),
         ("a sequence", "a list"),
     ];
+    // serde's name for what TOML calls a table.
+    let reason = &reason.replacen("invalid type: map,", "invalid type: table,", 1);
     let plain = WORDS.iter().find_map(|(rust, words)| {
         let head = reason.strip_suffix(rust)?.strip_suffix("expected ")?;
         Some(format!("{head}expected {words}"))
@@ -48,8 +50,30 @@ fn plain_reason(reason: &str, value: &toml::Value) -> String {
             format!("{p} (write [{s:?}])")
         }
         (Some(p), _) => p,
+        (None, toml::Value::Array(items)) if reason.ends_with("expected a string") => {
+            format!("{reason}{}", entry_hint(items))
+        }
         (None, _) => reason.to_owned(),
     }
+}
+
+/// Which entry of a list of strings is not one, and, for another proxy's `{ host = …, port = … }` table,
+/// the string to write instead.
+fn entry_hint(items: &[toml::Value]) -> String {
+    let Some((i, entry)) = items.iter().enumerate().find(|(_, v)| !v.is_str()) else {
+        return String::new();
+    };
+    let host = entry.get("host").and_then(toml::Value::as_str);
+    let port = entry.get("port").and_then(toml::Value::as_integer);
+    let instead = match (host, port) {
+        (Some(h), Some(p)) if h.contains(':') => format!(", here \"[{h}]:{p}\""),
+        (Some(h), Some(p)) => format!(", here \"{h}:{p}\""),
+        _ => String::new(),
+    };
+    format!(
+        " (entry {}: every entry is a quoted string{instead})",
+        i + 1
+    )
 }
 
 /// The value of an optional key; a value of the wrong type is an issue naming `key`, and `None`.
@@ -257,6 +281,11 @@ mod tests {
             ("max_players = 1.5", "max_players", "invalid type: floating point `1.5`, expected a whole number from 0 to 4294967295"),
             ("domains = \"mc.example.com\"", "domains", "invalid type: string \"mc.example.com\", expected a list (write [\"mc.example.com\"])"),
             ("addresses = 5", "addresses", "invalid type: integer `5`, expected a list"),
+            // Another proxy's address tables, and a port alone.
+            ("addresses = [\"a:1\", { host = \"10.0.0.1\", port = 25565 }]", "addresses", "invalid type: table, expected a string (entry 2: every entry is a quoted string, here \"10.0.0.1:25565\")"),
+            ("addresses = [{ host = \"::1\", port = 25565 }]", "addresses", "invalid type: table, expected a string (entry 1: every entry is a quoted string, here \"[::1]:25565\")"),
+            ("addresses = [25565]", "addresses", "invalid type: integer `25565`, expected a string (entry 1: every entry is a quoted string)"),
+            ("domains = [{ name = \"mc.example.com\" }]", "domains", "invalid type: table, expected a string (entry 1: every entry is a quoted string)"),
             ("proxy_protocol_version = \"v2\"", "proxy_protocol_version", "invalid type: string \"v2\", expected a whole number (1 or 2)"),
             ("proxy_protocol_version = 300", "proxy_protocol_version", "300 is not a PROXY protocol version (1 or 2)"),
             ("[timeouts]\nread = \"-1s\"", "timeouts.read", "\"-1s\" is negative; a time limit must be greater than zero"),
