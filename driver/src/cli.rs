@@ -247,6 +247,12 @@ fn routes_report(config: &Config, main_file: &Path) -> String {
 /// Logs a valid setting that is almost surely a mistake ([`Config::warnings`]).
 pub(crate) fn log_warning(warning: &nethergate_core::config::ConfigIssue) {
     use nethergate_core::config::Escaped;
+    if warning.key.is_empty() {
+        // About a whole file: one of another proxy's in `servers_dir`.
+        tracing::warn!(file = %Escaped(&warning.source), reason = %Escaped(&warning.reason),
+            "file not read");
+        return;
+    }
     tracing::warn!(file = %Escaped(&warning.source), key = %Escaped(&warning.key),
         reason = %Escaped(&warning.reason), "setting looks wrong, used as configured");
 }
@@ -371,6 +377,7 @@ impl Launch {
             &self.config.servers,
             handle.clone(),
         );
+        reloader.foreign_warned(&self.config.foreign);
         install_signals(
             handle,
             reloader.clone(),

@@ -30,6 +30,9 @@ pub struct Reloader {
     /// poll (a conflict that lasts, nothing else changed) is not logged again; a different one is.
     rejected: Mutex<BTreeMap<String, Catalog>>,
     catalog: Mutex<Catalog>,
+    /// The files of `dir` that look like another proxy's (`*.yaml`, `*.json`), as last warned about: a
+    /// reload warns about the ones that are new.
+    foreign: Mutex<BTreeSet<String>>,
     handle: Handle,
 }
 
@@ -48,8 +51,25 @@ impl Reloader {
             failing: Mutex::new(BTreeSet::new()),
             rejected: Mutex::new(BTreeMap::new()),
             catalog: Mutex::new(Catalog::new(initial)),
+            foreign: Mutex::new(BTreeSet::new()),
             handle,
         })
+    }
+
+    /// The foreign files ([`ServerFiles::warnings`]) already warned about at startup, not to be warned
+    /// about again by a reload.
+    pub fn foreign_warned(&self, warnings: &[ConfigIssue]) {
+        let mut known = self.foreign.lock().unwrap_or_else(PoisonError::into_inner);
+        *known = warnings.iter().map(|w| w.source.clone()).collect();
+    }
+
+    /// Warns about each foreign file that was not there at the last read.
+    fn warn_new_foreign(&self, warnings: Vec<ConfigIssue>) {
+        let mut known = self.foreign.lock().unwrap_or_else(PoisonError::into_inner);
+        for warning in warnings.iter().filter(|w| !known.contains(&w.source)) {
+            crate::cli::log_warning(warning);
+        }
+        *known = warnings.into_iter().map(|w| w.source).collect();
     }
 
     /// The live routes match what `what` proposes again: its next rejection, whatever it proposes, is
@@ -142,6 +162,7 @@ impl Reloader {
                 return;
             }
         };
+        self.warn_new_foreign(fresh.warnings());
         self.apply(FILES, |catalog| update_files(catalog, fresh));
     }
 

@@ -95,9 +95,19 @@ fn implausibly_short_limits_are_warned_about_at_check_startup_and_reload() {
             "a",
             &server_toml(&["a.example.com"], &[a.addr()], "[timeouts]\nread = \"2s\""),
         );
+        // Another proxy's server file, there from the start.
+        std::fs::write(
+            layout.dir().join("servers/old.yaml"),
+            "domain: a.example.com\n",
+        )
+        .unwrap();
         let main_file = layout.path().display().to_string();
         let a_file = layout.dir().join("servers/a.toml").display().to_string();
         let stdout = check_ok(bin, &layout);
+        assert!(
+            stdout.contains("old.yaml: not read: server files are `*.toml`"),
+            "{bin}: {stdout}"
+        );
         for (file, key, value) in [
             (&main_file, "handshake_timeout", "1ms"),
             (&a_file, "timeouts.read", "2s"),
@@ -122,8 +132,16 @@ fn implausibly_short_limits_are_warned_about_at_check_startup_and_reload() {
                 "{bin}: no startup warning for {key}: {startup:?}"
             );
         }
+        assert!(
+            startup
+                .iter()
+                .any(|l| l.contains("file not read") && l.contains("old.yaml")),
+            "{bin}: no startup warning for old.yaml: {startup:?}"
+        );
 
         // A new file with a short limit is warned about when it is loaded; `a`, unchanged, is not again.
+        // Nor is `old.yaml`; a new foreign file is.
+        std::fs::write(layout.dir().join("servers/new.json"), "{}").unwrap();
         layout.write_server(
             "b",
             &server_toml(
@@ -150,6 +168,14 @@ fn implausibly_short_limits_are_warned_about_at_check_startup_and_reload() {
             warned.len() == 1
                 && warned[0].contains("key=timeouts.connect")
                 && warned[0].contains("b.toml"),
+            "{bin}: {reload:?}"
+        );
+        let not_read: Vec<&String> = reload
+            .iter()
+            .filter(|l| l.contains("file not read"))
+            .collect();
+        assert!(
+            not_read.len() == 1 && not_read[0].contains("new.json"),
             "{bin}: {reload:?}"
         );
     }
