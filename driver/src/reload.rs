@@ -320,6 +320,9 @@ pub fn watch(reloader: Arc<Reloader>) -> Result<Watch, notify::Error> {
     // a directory repointed in between would otherwise count as the watched one, and never be followed.
     let watched = identity(&dir);
     watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+    // What changed between the startup read and now (while the proxy bound and started its threads), no
+    // event reports: read the files once more. Unchanged, this logs nothing.
+    reloader.reload_files();
     let thread = std::thread::Builder::new()
         .name("nethergate-watch".into())
         .spawn(move || watch_loop(&inbox, watcher, &dir, watched, &reloader))

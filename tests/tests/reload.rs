@@ -183,6 +183,39 @@ fn alpha_proxy<F: Flavor>() -> (Backend, Backend, Layout, Box<dyn Started>) {
     (a, b, layout, proxy)
 }
 
+/// A server file changed after the configuration was read and before the watch began (the proxy was still
+/// binding) is live once the proxy runs: no event will ever report that change.
+fn a_change_before_the_watch_begins_is_picked_up<F: Flavor>() {
+    capture_logs();
+    let (a, b) = (Backend::named(), Backend::named());
+    let layout = Layout::new().server(
+        "alpha",
+        &server_toml(&["alpha.example.com"], &[a.addr()], ""),
+    );
+    let config = layout.load();
+    layout.write_server(
+        "alpha",
+        &server_toml(&["alpha.example.com"], &[b.addr()], ""),
+    );
+    layout.write_server("beta", &server_toml(&["beta.example.com"], &[a.addr()], ""));
+    let proxy = F::start(config, nethergate_core::Plugins::new()).expect("start");
+    // At once, not eventually: the files are read again before the watch is handed over.
+    let addr = proxy.addr();
+    assert_eq!(
+        routed_to(addr, "alpha.example.com"),
+        Some(b.addr().port()),
+        "[{}] alpha changed",
+        F::NAME
+    );
+    assert_eq!(
+        routed_to(addr, "beta.example.com"),
+        Some(a.addr().port()),
+        "[{}] beta added",
+        F::NAME
+    );
+    drop(proxy);
+}
+
 /// A deploy that replaces `servers_dir` whole (`mv servers.new servers`) is picked up, and so is every
 /// later change in the new directory.
 fn a_replaced_server_directory_is_watched_again<F: Flavor>() {
@@ -497,6 +530,7 @@ macro_rules! on_both_runtimes {
 on_both_runtimes!(
     every_reload_step_keeps_live_sessions,
     a_broken_file_is_reported_once,
+    a_change_before_the_watch_begins_is_picked_up,
     a_replaced_server_directory_is_watched_again,
     the_watch_survives_deleting_the_replaced_directory,
     #[cfg(unix)]
