@@ -25,6 +25,9 @@
 //! name, the order the Engine API lists them in), else `127.0.0.1:<port>` for a container on the host
 //! network, else the host port published for `<p>.port` (`127.0.0.1:<public port>` when published on every
 //! interface). Any other label under `<p>.` is an error, as unknown keys are in files.
+//!
+//! `label_prefix = "mc-router"` ([`MC_ROUTER`]) reads mc-router's labels instead: `mc-router.host`,
+//! `.port`, `.default` and `.network`.
 
 use crate::config::{ConfigErrors, ConfigIssue, ServerConfig};
 use std::collections::BTreeMap;
@@ -53,6 +56,24 @@ pub const KNOWN_LABELS: &[&str] = &[
     "timeouts.read",
     "timeouts.write",
 ];
+
+/// The `label_prefix` that reads mc-router's labels (itzg/mc-router's Docker discovery) instead of
+/// nethergate's: `mc-router.host` (comma separated domains; its presence makes the container a server),
+/// `mc-router.port`, `mc-router.default` (`true`: also every host no other server claims, the `*` domain)
+/// and `mc-router.network` (the network whose IP is the backend address, before `[docker] network`).
+pub const MC_ROUTER: &str = "mc-router";
+
+/// Every mc-router label read, without the prefix.
+pub const MC_ROUTER_LABELS: &[&str] = &["host", "port", "default", "network"];
+
+/// The label a container must carry to be considered (the Engine filters the list by it):
+/// `<p>.enable`, or `mc-router.host` for [`MC_ROUTER`].
+pub fn selector(prefix: &str) -> String {
+    match prefix {
+        MC_ROUTER => format!("{MC_ROUTER}.host"),
+        p => format!("{p}.enable"),
+    }
+}
 
 /// A host port a container port is published on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,11 +188,10 @@ pub fn server_config(
     let source = container.source();
     let p = rules.prefix;
     let label = |key: &str| format!("{p}.{key}");
-    let ours: BTreeMap<&str, &str> = container
-        .labels
-        .iter()
-        .filter_map(|(k, v)| Some((k.strip_prefix(p)?.strip_prefix('.')?, v.as_str())))
-        .collect();
+    let ours = under(container, p);
+    if p == MC_ROUTER {
+        return mc_router_server(container, rules, &ours);
+    }
 
     let mut issues = Vec::new();
     match ours.get("enable").map(|v| (v, label_bool(v.trim()))) {
@@ -191,32 +211,10 @@ pub fn server_config(
             issues.push(ConfigIssue {
                 source: source.clone(),
                 key: label(key),
-                reason: format!(
-                    "unknown label; expected one of {}",
-                    KNOWN_LABELS
-                        .iter()
-                        .map(|k| format!("`{p}.{k}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
+                reason: unknown_label(p, KNOWN_LABELS),
             });
         }
     }
-
-    let port = match ours.get("port") {
-        None => Some(DEFAULT_PORT),
-        Some(v) => match v.trim().parse::<u16>() {
-            Ok(port) if port != 0 => Some(port),
-            _ => {
-                issues.push(ConfigIssue {
-                    source: source.clone(),
-                    key: label("port"),
-                    reason: format!("{v:?} is not a port (1-65535)"),
-                });
-                None
-            }
-        },
-    };
 
     // Which label `domain_rewrite.explicit` problems come from.
     let mut explicit_label = label("domain_rewrite.explicit");
@@ -229,35 +227,21 @@ pub fn server_config(
         ),
     );
     let domains: Vec<toml::Value> = match ours.get("domains") {
-        Some(list) => list
-            .split(',')
-            .map(str::trim)
-            .filter(|d| !d.is_empty())
-            .map(|d| toml::Value::String(d.to_owned()))
-            .collect(),
+        Some(list) => domain_list(list),
         None => vec![toml::Value::String(format!(
             "{}.{DEFAULT_DOMAIN_SUFFIX}",
             container.name
         ))],
     };
     table.insert("domains".into(), toml::Value::Array(domains));
-    if let Some(port) = port {
-        match backend_address(container, rules.network, port) {
-            Some(address) => {
-                table.insert(
-                    "addresses".into(),
-                    toml::Value::Array(vec![toml::Value::String(address)]),
-                );
-            }
-            None => issues.push(ConfigIssue {
-                source: source.clone(),
-                key: label("port"),
-                reason: format!(
-                    "no backend address: the container has no IP on any network and no host port published for {port}/tcp"
-                ),
-            }),
-        }
-    }
+    insert_address(
+        &mut table,
+        container,
+        rules,
+        &ours,
+        &label("port"),
+        &mut issues,
+    );
     match (
         ours.get("domain_rewrite"),
         ours.get("domain_rewrite.explicit"),
@@ -319,26 +303,188 @@ pub fn server_config(
         insert(&mut table, key, value);
     }
 
-    match parse(&source, &container.name, &table) {
+    finish(container, p, &table, issues, |i| {
+        relabel(i, p, &explicit_label)
+    })
+}
+
+/// Sets the `addresses` of `table` to the container's backend address on the port its `port` label gives
+/// (`port_label`, [`DEFAULT_PORT`] without one), or reports on that label why it has none.
+fn insert_address(
+    table: &mut toml::Table,
+    container: &Container,
+    rules: LabelRules<'_>,
+    ours: &BTreeMap<&str, &str>,
+    port_label: &str,
+    issues: &mut Vec<ConfigIssue>,
+) {
+    let Some(port) = port(ours, &container.source(), port_label, issues) else {
+        return;
+    };
+    match backend_address(container, preferred_network(container, rules), port) {
+        Some(address) => {
+            table.insert(
+                "addresses".into(),
+                toml::Value::Array(vec![toml::Value::String(address)]),
+            );
+        }
+        None => issues.push(ConfigIssue {
+            source: container.source(),
+            key: port_label.to_owned(),
+            reason: format!(
+                "no backend address: the container has no IP on any network and no host port published for {port}/tcp"
+            ),
+        }),
+    }
+}
+
+/// Reads the server `table` describes; with the label problems found before (`issues`), and the file
+/// problems turned into label problems by `relabel`.
+fn finish(
+    container: &Container,
+    prefix: &str,
+    table: &toml::Table,
+    mut issues: Vec<ConfigIssue>,
+    relabel: impl Fn(ConfigIssue) -> ConfigIssue,
+) -> Result<Option<ServerConfig>, ConfigErrors> {
+    match parse(&container.source(), &container.name, table) {
         Ok(server) if issues.is_empty() => Ok(Some(ServerConfig {
-            key_prefix: format!("{p}."),
+            key_prefix: format!("{prefix}."),
             ..server
         })),
         Ok(_) => Err(ConfigErrors(issues)),
         Err(errors) => {
             // Without an address the files' "at least one backend address" says again what the port
             // problem already said.
-            let port_reported = issues.iter().any(|i| i.key == label("port"));
+            let port_reported = issues.iter().any(|i| i.key == format!("{prefix}.port"));
             issues.extend(
                 errors
                     .0
                     .into_iter()
                     .filter(|i| !(port_reported && i.key == "addresses"))
-                    .map(|i| relabel(i, p, &explicit_label)),
+                    .map(relabel),
             );
             Err(ConfigErrors(issues))
         }
     }
+}
+
+/// Why a label under `prefix` is an error: it is none of `known`.
+fn unknown_label(prefix: &str, known: &[&str]) -> String {
+    let known: Vec<String> = known.iter().map(|k| format!("`{prefix}.{k}`")).collect();
+    format!("unknown label; expected one of {}", known.join(", "))
+}
+
+/// A comma separated list of domains; empty items are left out.
+fn domain_list(list: &str) -> Vec<toml::Value> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(|d| toml::Value::String(d.to_owned()))
+        .collect()
+}
+
+/// The labels under `<prefix>.`, without it.
+fn under<'a>(container: &'a Container, prefix: &str) -> BTreeMap<&'a str, &'a str> {
+    container
+        .labels
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix(prefix)?.strip_prefix('.')?, v.as_str())))
+        .collect()
+}
+
+/// The `port` label (`label` is its full name), [`DEFAULT_PORT`] without one; `None` and an issue when it
+/// is not a port.
+fn port(
+    ours: &BTreeMap<&str, &str>,
+    source: &str,
+    label: &str,
+    issues: &mut Vec<ConfigIssue>,
+) -> Option<u16> {
+    let Some(v) = ours.get("port") else {
+        return Some(DEFAULT_PORT);
+    };
+    match v.trim().parse::<u16>() {
+        Ok(port) if port != 0 => Some(port),
+        _ => {
+            issues.push(ConfigIssue {
+                source: source.to_owned(),
+                key: label.to_owned(),
+                reason: format!("{v:?} is not a port (1-65535)"),
+            });
+            None
+        }
+    }
+}
+
+/// The network whose IP is the backend address: the container's `mc-router.network` label under
+/// [`MC_ROUTER`], else `[docker] network`.
+fn preferred_network<'a>(container: &'a Container, rules: LabelRules<'a>) -> Option<&'a str> {
+    let label = (rules.prefix == MC_ROUTER)
+        .then(|| container.labels.get(&format!("{MC_ROUTER}.network")))
+        .flatten()
+        .map(|n| n.trim())
+        .filter(|n| !n.is_empty());
+    label.or(rules.network)
+}
+
+/// A container described by mc-router's labels (see [`MC_ROUTER`]): `Ok(None)` without `mc-router.host`.
+/// mc-router's auto-scaling labels (it starts a stopped container when a player joins) are errors:
+/// nethergate routes running containers only, and the admin should know.
+fn mc_router_server(
+    container: &Container,
+    rules: LabelRules<'_>,
+    ours: &BTreeMap<&str, &str>,
+) -> Result<Option<ServerConfig>, ConfigErrors> {
+    let Some(hosts) = ours.get("host") else {
+        return Ok(None);
+    };
+    let source = container.source();
+    let label = |key: &str| format!("{MC_ROUTER}.{key}");
+    let issue = |key: &str, reason: String| ConfigIssue {
+        source: source.clone(),
+        key: label(key),
+        reason,
+    };
+    let mut issues = Vec::new();
+    for key in ours.keys().filter(|k| !MC_ROUTER_LABELS.contains(k)) {
+        let reason = if key.starts_with("auto-scale") {
+            "mc-router's auto scaling is not supported: nethergate routes running containers and never \
+             starts or stops one (remove the label)"
+                .to_owned()
+        } else {
+            unknown_label(MC_ROUTER, MC_ROUTER_LABELS)
+        };
+        issues.push(issue(key, reason));
+    }
+    let mut domains = domain_list(hosts);
+    match ours.get("default").map(|v| (v, label_bool(v.trim()))) {
+        None | Some((_, Some(false))) => {}
+        Some((_, Some(true))) => domains.push(toml::Value::String("*".to_owned())),
+        Some((v, None)) => issues.push(issue(
+            "default",
+            format!("{v:?} is neither \"true\" nor \"false\""),
+        )),
+    }
+    let mut table = toml::Table::new();
+    table.insert("name".into(), toml::Value::String(container.name.clone()));
+    table.insert("domains".into(), toml::Value::Array(domains));
+    insert_address(
+        &mut table,
+        container,
+        rules,
+        ours,
+        &label("port"),
+        &mut issues,
+    );
+    finish(container, MC_ROUTER, &table, issues, |mut i| {
+        i.key = match i.key.as_str() {
+            "domains" => label("host"),
+            "addresses" => label("port"),
+            _ => i.key,
+        };
+        i
+    })
 }
 
 /// Turns the key of a server-file problem into the label it comes from.
@@ -370,6 +516,8 @@ fn parse(source: &str, name: &str, table: &toml::Table) -> Result<ServerConfig, 
 /// `name:`, so a `network` written as in the compose file is a common miss.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetworkFallback<'a> {
+    /// The preferred network (`[docker] network`, or `mc-router.network`).
+    pub wanted: &'a str,
     /// The network whose IP is used instead.
     pub used: &'a str,
     /// Every network the container is on, by name.
@@ -380,14 +528,15 @@ pub struct NetworkFallback<'a> {
 /// (nothing to say without a preferred network, or when no network IP is used at all).
 pub fn network_fallback<'a>(
     container: &'a Container,
-    rules: LabelRules<'_>,
+    rules: LabelRules<'a>,
 ) -> Option<NetworkFallback<'a>> {
-    let wanted = rules.network?;
+    let wanted = preferred_network(container, rules)?;
     if container.networks.get(wanted).copied().flatten().is_some() {
         return None;
     }
     let (used, _) = container.networks.iter().find(|(_, ip)| ip.is_some())?;
     Some(NetworkFallback {
+        wanted,
         used,
         networks: container.networks.keys().map(String::as_str).collect(),
     })
@@ -803,18 +952,21 @@ mod tests {
         // A container whose address is not on the preferred network is told about, with where it is.
         assert_eq!(network_fallback(&c, rules("b_backend")), None);
         assert_eq!(network_fallback(&c, RULES), None, "no network preferred");
-        let fell_back = Some(NetworkFallback {
-            used: "a_front",
-            networks: vec!["a_front", "b_backend", "c_empty"],
-        });
+        let fell_back = |wanted| {
+            Some(NetworkFallback {
+                wanted,
+                used: "a_front",
+                networks: vec!["a_front", "b_backend", "c_empty"],
+            })
+        };
         assert_eq!(
             network_fallback(&c, rules("backend")),
-            fell_back,
+            fell_back("backend"),
             "not on it"
         );
         assert_eq!(
             network_fallback(&c, rules("c_empty")),
-            fell_back,
+            fell_back("c_empty"),
             "no IP on it"
         );
         c.networks = [("host".to_owned(), None)].into_iter().collect();
@@ -920,5 +1072,139 @@ mod tests {
             "a\"\nproxy_mode = \"zero_copy",
         )]));
         assert_eq!(keys(&e), ["nethergate.name"]);
+    }
+
+    const MC: LabelRules<'static> = LabelRules {
+        prefix: MC_ROUTER,
+        network: None,
+    };
+
+    fn mc_router(labels: &[(&str, &str)]) -> Result<Option<ServerConfig>, ConfigErrors> {
+        server_config(&container(labels), MC)
+    }
+
+    #[test]
+    fn mc_router_labels_are_read_as_mc_router_reads_them() {
+        assert_eq!(selector(MC_ROUTER), "mc-router.host");
+        assert_eq!(selector("infrarust"), "infrarust.enable");
+        // No host: not a server (mc-router needs no enable label, and reads none).
+        assert_eq!(mc_router(&[("mc-router.port", "25566")]).ok(), Some(None));
+        assert_eq!(mc_router(&[("nethergate.enable", "true")]).ok(), Some(None));
+        let s = mc_router(&[
+            ("mc-router.host", "survival.example.com, play.example.com"),
+            ("mc-router.port", "25566"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(s.name, "lobby");
+        assert_eq!(s.domains, vec!["survival.example.com", "play.example.com"]);
+        assert_eq!(
+            s.addresses,
+            vec![BackendAddress {
+                host: "172.17.0.2".into(),
+                port: 25566
+            }]
+        );
+        // `default`: also every host nobody else claims.
+        let s = mc_router(&[
+            ("mc-router.host", "lobby.example.com"),
+            ("mc-router.default", "true"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(s.domains, vec!["lobby.example.com", "*"]);
+        assert_eq!(s.addresses[0].port, DEFAULT_PORT);
+        let s = mc_router(&[
+            ("mc-router.host", "a.example.com"),
+            ("mc-router.default", "0"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(s.domains, vec!["a.example.com"]);
+    }
+
+    #[test]
+    fn mc_router_network_label_picks_the_address() {
+        let mut c = container(&[
+            ("mc-router.host", "a.example.com"),
+            ("mc-router.network", "backend"),
+        ]);
+        c.networks = [
+            ("a_front".to_owned(), Some(IpAddr::from([10, 0, 0, 5]))),
+            ("backend".to_owned(), Some(IpAddr::from([10, 0, 1, 5]))),
+        ]
+        .into_iter()
+        .collect();
+        let host = |c: &Container, rules| {
+            server_config(c, rules).unwrap().unwrap().addresses[0]
+                .host
+                .clone()
+        };
+        assert_eq!(host(&c, MC), "10.0.1.5");
+        // The label beats `[docker] network`.
+        let front = LabelRules {
+            network: Some("a_front"),
+            ..MC
+        };
+        assert_eq!(host(&c, front), "10.0.1.5");
+        assert_eq!(network_fallback(&c, front), None);
+        // Not on it: the first network, told about as a fallback from the label's network.
+        c.labels
+            .insert("mc-router.network".into(), "elsewhere".into());
+        assert_eq!(host(&c, front), "10.0.0.5");
+        assert_eq!(
+            network_fallback(&c, front).map(|f| f.wanted),
+            Some("elsewhere")
+        );
+        // Under another prefix the label means nothing: `[docker] network` decides.
+        c.labels.insert("nethergate.enable".into(), "true".into());
+        let ours = LabelRules {
+            prefix: "nethergate",
+            network: Some("backend"),
+        };
+        assert_eq!(
+            server_config(&c, ours).unwrap().unwrap().addresses[0].host,
+            "10.0.1.5"
+        );
+    }
+
+    #[test]
+    fn mc_router_label_errors_name_mc_router_labels() {
+        let e = mc_router(&[
+            ("mc-router.host", "bad host, ok.example.com"),
+            ("mc-router.port", "http"),
+            ("mc-router.default", "maybe"),
+            ("mc-router.auto-scale-up", "true"),
+            ("mc-router.hosts", "typo.example.com"),
+        ])
+        .unwrap_err();
+        let mut named = keys(&e);
+        named.sort_unstable();
+        assert_eq!(
+            named,
+            [
+                "mc-router.auto-scale-up",
+                "mc-router.default",
+                "mc-router.host",
+                "mc-router.hosts",
+                "mc-router.port"
+            ],
+            "{e}"
+        );
+        let reason = |key: &str| {
+            e.0.iter()
+                .find(|i| i.key == key)
+                .map_or("", |i| i.reason.as_str())
+        };
+        assert!(reason("mc-router.auto-scale-up").contains("auto scaling is not supported"));
+        assert!(reason("mc-router.hosts").contains("expected one of `mc-router.host`"));
+        assert!(reason("mc-router.port").contains("\"http\" is not a port"));
+        assert!(
+            reason("mc-router.host").contains("\"bad host\" is not a domain name"),
+            "{e}"
+        );
+        // A host label with no domain in it is no domain at all.
+        let e = mc_router(&[("mc-router.host", " , ")]).unwrap_err();
+        assert_eq!(keys(&e), ["mc-router.host"], "{e}");
     }
 }

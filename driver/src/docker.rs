@@ -353,10 +353,11 @@ fn connect(endpoint: &DockerEndpoint) -> Result<Docker, bollard::errors::Error> 
     }
 }
 
-/// Lists the running containers that carry `<p>.enable` and hands their servers to the sink.
+/// Lists the running containers that carry `<p>.enable` (`mc-router.host`) and hands their servers to
+/// the sink.
 async fn sync(state: &mut State, docker: &Docker) -> Result<(), Lost> {
     let prefix = state.config.label_prefix.clone();
-    let filters = HashMap::from([("label".to_owned(), vec![format!("{prefix}.enable")])]);
+    let filters = HashMap::from([("label".to_owned(), vec![labels::selector(&prefix)])]);
     let list = within(
         "the container list",
         docker.list_containers(Some(ListContainersOptions {
@@ -385,11 +386,11 @@ async fn sync(state: &mut State, docker: &Docker) -> Result<(), Lost> {
                 if let Some(fell_back) = labels::network_fallback(&container, rules) {
                     if !state.off_network.contains(&container.id) {
                         // Names as quoted fields: a network's name is whoever made it's to choose.
-                        tracing::warn!(container = ?container.name, network = ?rules.network,
+                        tracing::warn!(container = ?container.name, network = ?fell_back.wanted,
                             networks = ?fell_back.networks, used = ?fell_back.used,
-                            "docker container has no address on [docker] network, so its address on \
-                             another network is used (Compose names a network <project>_<name> unless \
-                             it has a name:)");
+                            "docker container has no address on [docker] network (or its \
+                             mc-router.network), so its address on another network is used (Compose \
+                             names a network <project>_<name> unless it has a name:)");
                     }
                     off_network.insert(container.id.clone());
                 }

@@ -739,7 +739,7 @@ fn containers_come_and_go_with_their_routes(rt: Rt) {
         log_lines(&[
             &warned,
             "no address on [docker] network",
-            "network=Some(\"mcnet\")",
+            "network=\"mcnet\"",
             "used=\"proj_mcnet\""
         ]),
         1,
@@ -1234,5 +1234,69 @@ fn an_event_stream_cut_mid_body_is_reopened_at_once() {
         routed_to(addr, "after-cut.example.com") == Some(a.addr().port())
     });
     assert_eq!(log_lines(&unavailable), 0, "{}", captured_logs());
+    drop(proxy);
+}
+
+/// `label_prefix = "mc-router"` reads an mc-router setup's labels as they are: `mc-router.host` makes a
+/// container a server (the list is asked for by that label), `mc-router.default` also takes every host no
+/// other server claims, and `mc-router.network` picks the address, before `[docker] network`.
+#[test]
+fn an_mc_router_setup_is_read_as_it_is() {
+    capture_logs();
+    let (a, b, c) = (Backend::named(), Backend::named(), Backend::named());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut engine = Engine::new(&dir.path().join("docker.sock"));
+    engine.up();
+    let pa = a.addr().port().to_string();
+    let mut survival = FakeContainer::new(
+        "mc-survival",
+        &[
+            ("mc-router.host", "survival.example.com, play.example.com"),
+            ("mc-router.port", &pa),
+            ("mc-router.network", "zz_back"),
+        ],
+    );
+    // The first network by name is one the backend cannot be reached on: only the label finds it.
+    survival.networks = vec![
+        ("a_front".to_owned(), "127.0.0.2".to_owned()),
+        ("zz_back".to_owned(), "127.0.0.1".to_owned()),
+    ];
+    engine.run(survival);
+    let pb = b.addr().port().to_string();
+    engine.run(
+        FakeContainer::new(
+            "mc-lobby",
+            &[
+                ("mc-router.host", "lobby.example.com"),
+                ("mc-router.default", "true"),
+                ("mc-router.port", &pb),
+            ],
+        )
+        .on_network("mcnet"),
+    );
+    // nethergate's own labels mean nothing under this prefix.
+    engine.run(minecraft("theirs", "theirs.example.com", c.addr().port()));
+    let proxy = Proxy::start(
+        Rt::Tokio,
+        layout(&engine.endpoint(), "label_prefix = \"mc-router\"").load(),
+    );
+    let addr = proxy.addr();
+    let (pa, pb) = (a.addr().port(), b.addr().port());
+    eventually("survival routed", || {
+        routed_to(addr, "survival.example.com") == Some(pa)
+    });
+    assert_eq!(routed_to(addr, "play.example.com"), Some(pa));
+    assert_eq!(routed_to(addr, "lobby.example.com"), Some(pb));
+    assert_eq!(routed_to(addr, "anything.example.org"), Some(pb), "default");
+    assert_eq!(
+        routed_to(addr, "theirs.example.com"),
+        Some(pb),
+        "not a server"
+    );
+    let requests = engine.requests();
+    assert!(
+        requests.iter().any(|r| r.contains("mc-router.host")),
+        "{requests:?}"
+    );
     drop(proxy);
 }
