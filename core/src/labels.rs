@@ -481,6 +481,11 @@ fn mc_router_server(
         i.key = match i.key.as_str() {
             "domains" => label("host"),
             "addresses" => label("port"),
+            "name" => {
+                // The container's own name: no label gives another.
+                i.reason = format!("the container name: {}", i.reason);
+                String::new()
+            }
             _ => i.key,
         };
         i
@@ -1206,5 +1211,16 @@ mod tests {
         // A host label with no domain in it is no domain at all.
         let e = mc_router(&[("mc-router.host", " , ")]).unwrap_err();
         assert_eq!(keys(&e), ["mc-router.host"], "{e}");
+        // The name is the container's own: no label to blame.
+        let mut c = container(&[("mc-router.host", "a.example.com")]);
+        c.name = "lob\u{7}by".into();
+        let e = server_config(&c, MC).unwrap_err();
+        assert_eq!(keys(&e), [""], "{e}");
+        assert!(
+            e.0[0]
+                .reason
+                .starts_with("the container name: \"lob\\u{7}by\""),
+            "{e}"
+        );
     }
 }
