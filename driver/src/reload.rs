@@ -89,6 +89,20 @@ impl Reloader {
         set.remove(what)
     }
 
+    /// Makes `next` the live catalog and its table the live routes, warning about what looks wrong in the
+    /// servers it brings.
+    fn swap_in(&self, catalog: &mut Catalog, (next, table): (Catalog, RouteTable)) {
+        for warning in next
+            .new_or_changed(catalog)
+            .iter()
+            .flat_map(|s| s.warnings())
+        {
+            crate::cli::log_warning(&warning);
+        }
+        self.handle.set_routes(table);
+        *catalog = next;
+    }
+
     /// Applies `change` to a copy of the catalog; swaps the new table in only if it builds.
     /// `change` says whether it met (and logged) problems of its own, such as a broken file.
     fn apply(&self, what: &str, change: impl FnOnce(&mut Catalog) -> bool) {
@@ -112,23 +126,40 @@ impl Reloader {
             }
             Outcome::Reloaded(reloaded) => {
                 // The live routes changed: a rejected proposal of any source was against the old ones.
-                self.rejected
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .clear();
-                let (next, table) = *reloaded;
-                for warning in next
-                    .new_or_changed(&catalog)
-                    .iter()
-                    .flat_map(|s| s.warnings())
-                {
-                    crate::cli::log_warning(&warning);
-                }
-                let servers = table.servers().len();
-                self.handle.set_routes(table);
-                *catalog = next;
+                let held = std::mem::take(
+                    &mut *self.rejected.lock().unwrap_or_else(PoisonError::into_inner),
+                );
+                self.swap_in(&mut catalog, *reloaded);
                 self.set_failing(what, problems);
-                tracing::info!(servers, source = what, "configuration reloaded");
+                tracing::info!(
+                    servers = catalog.servers().len(),
+                    source = what,
+                    "configuration reloaded"
+                );
+                // What another source proposed and a conflict held up may fit now (the file removed whose
+                // domain a container claims): it is tried again at once, not at that source's next change
+                // (a file's next edit, a provider's next poll). Still in conflict, it stays held, unsaid:
+                // it was reported when it was proposed.
+                for (source, proposal) in held.into_iter().filter(|(s, _)| s != what) {
+                    let part = (source != FILES).then_some(source.as_str());
+                    match prepare(&catalog, |c| c.adopt(part, &proposal)) {
+                        Outcome::Unchanged => {}
+                        Outcome::Reloaded(reloaded) => {
+                            self.swap_in(&mut catalog, *reloaded);
+                            self.set_failing(&source, false);
+                            tracing::info!(
+                                servers = catalog.servers().len(),
+                                source = source.as_str(),
+                                "configuration reloaded: a change held up by a conflict fits now"
+                            );
+                        }
+                        Outcome::Rejected(_, next) => {
+                            let mut rejected =
+                                self.rejected.lock().unwrap_or_else(PoisonError::into_inner);
+                            rejected.insert(source, *next);
+                        }
+                    }
+                }
             }
             Outcome::Rejected(errors, next) => {
                 self.set_failing(what, true);

@@ -1122,6 +1122,20 @@ fn a_paused_container_is_no_server_until_unpaused() {
     drop(proxy);
 }
 
+/// A tokio proxy on `layout` and a reloader of its servers that the test drives itself (no watch, no
+/// provider): reloads and provider changes happen exactly when the test calls them.
+fn reloading(layout: &Layout) -> (Running, Arc<Reloader>) {
+    let config = layout.load();
+    let running = nethergate_tokio::spawn(config.clone(), Plugins::new()).expect("proxy starts");
+    let reloader = Reloader::new(
+        &config.main.servers_dir,
+        None,
+        &config.servers,
+        running.handle().clone(),
+    );
+    (running, reloader)
+}
+
 /// Each source of servers fails and recovers on its own: a provider's unchanged poll does not declare a
 /// broken server file valid again, nor a server-file reload a provider's lasting conflict (whose report
 /// is then not repeated by the provider's next poll either).
@@ -1134,14 +1148,7 @@ fn a_source_is_valid_again_only_by_its_own_reload() {
         "stable",
         &server_toml(&["stable-src.example.com"], &[a.addr()], ""),
     );
-    let config = layout.load();
-    let running = nethergate_tokio::spawn(config.clone(), Plugins::new()).expect("proxy starts");
-    let reloader = Reloader::new(
-        &config.main.servers_dir,
-        None,
-        &config.servers,
-        running.handle().clone(),
-    );
+    let (running, reloader) = reloading(&layout);
     let again =
         |source: &str| log_lines(&["configuration valid again", &format!("source=\"{source}\"")]);
 
@@ -1299,4 +1306,83 @@ fn an_mc_router_setup_is_read_as_it_is() {
         "{requests:?}"
     );
     drop(proxy);
+}
+
+/// A change held up by a conflict with what was live is taken once that is gone, without waiting for its
+/// own source to change again: a server file rejected for a domain a container claims goes live when the
+/// container stops, and a container rejected for a file's domain when that file is removed.
+#[test]
+fn a_change_held_up_by_a_conflict_goes_live_once_the_conflict_is_gone() {
+    capture_logs();
+    let (a, b, c) = (Backend::named(), Backend::named(), Backend::named());
+    let provider = "provider-held";
+    let layout = Layout::new().server(
+        "stable-held",
+        &server_toml(&["stable-held.example.com"], &[a.addr()], ""),
+    );
+    let (running, reloader) = reloading(&layout);
+    let container = |name: &str, domain: &str, to: SocketAddr| {
+        nethergate_core::ServerConfig::from_toml(
+            &format!("docker container {name}"),
+            name,
+            &server_toml(&[domain], &[to], ""),
+        )
+        .expect("valid server")
+    };
+    let addr = running.addr();
+
+    // A container holds a domain; a file that claims it too is rejected.
+    reloader.set_provider(
+        provider,
+        vec![container("holder", "held.example.com", b.addr())],
+    );
+    assert_eq!(routed_to(addr, "held.example.com"), Some(b.addr().port()));
+    layout.write_server(
+        "late-held",
+        &server_toml(
+            &["held.example.com", "late-held.example.com"],
+            &[c.addr()],
+            "",
+        ),
+    );
+    reloader.reload_files();
+    assert_eq!(log_lines(&["late-held.toml", "claimed by both"]), 1);
+    assert_eq!(routed_to(addr, "late-held.example.com"), None);
+    // The container stops: the file goes live with it, no file event needed.
+    reloader.set_provider(provider, Vec::new());
+    assert_eq!(routed_to(addr, "held.example.com"), Some(c.addr().port()));
+    assert_eq!(
+        routed_to(addr, "late-held.example.com"),
+        Some(c.addr().port())
+    );
+
+    // The other way round: a container claiming a file's domain waits for the file to go.
+    reloader.set_provider(
+        provider,
+        vec![container("taker", "stable-held.example.com", b.addr())],
+    );
+    assert_eq!(
+        log_lines(&["docker container taker", "claimed by both"]),
+        1,
+        "{}",
+        captured_logs()
+    );
+    assert_eq!(
+        routed_to(addr, "stable-held.example.com"),
+        Some(a.addr().port())
+    );
+    layout.remove_server("stable-held");
+    reloader.reload_files();
+    assert_eq!(
+        routed_to(addr, "stable-held.example.com"),
+        Some(b.addr().port())
+    );
+    assert!(
+        log_lines(&["held up by a conflict fits now", provider]) == 1,
+        "{}",
+        captured_logs()
+    );
+    // Still in conflict, a held change is not reported again: the taker's conflict was told once.
+    assert_eq!(log_lines(&["docker container taker", "claimed by both"]), 1);
+    let _ = running.shutdown();
 }

@@ -59,6 +59,18 @@ impl Catalog {
         }
     }
 
+    /// Takes the servers of `source` from `other`: the server files' when `source` is `None`, else that
+    /// provider's. The other sources' servers stay as they are.
+    pub fn adopt(&mut self, source: Option<&str>, other: &Catalog) {
+        match source {
+            None => self.files = other.files.clone(),
+            Some(provider) => match other.providers.get(provider) {
+                Some(servers) => self.set_provider(provider, servers.clone()),
+                None => self.set_provider(provider, Vec::new()),
+            },
+        }
+    }
+
     /// Every server, files first (by path), then providers (by name).
     pub fn servers(&self) -> Vec<ServerConfig> {
         self.all().cloned().collect()
