@@ -162,6 +162,35 @@ mod tests {
         assert!(live.new_or_changed(&next).is_empty());
     }
 
+    #[test]
+    fn adopt_takes_one_source_and_leaves_the_others() {
+        let at = |source: &str, domain: &str| {
+            let mut s = server(&format!(
+                "domains = [\"{domain}\"]\naddresses = [\"10.0.0.1:25565\"]"
+            ))
+            .unwrap();
+            s.source = source.to_owned();
+            s
+        };
+        let mut live = Catalog::new(&[at("a.toml", "a.example")]);
+        live.set_provider("docker", vec![at("container x", "x.example")]);
+        let mut proposal = Catalog::new(&[at("b.toml", "b.example")]);
+        proposal.set_provider("docker", vec![at("container y", "y.example")]);
+        let domains = |c: &Catalog| -> Vec<String> {
+            c.servers().iter().map(|s| s.domains.join(",")).collect()
+        };
+        let mut files = live.clone();
+        files.adopt(None, &proposal);
+        assert_eq!(domains(&files), ["b.example", "x.example"]);
+        let mut docker = live.clone();
+        docker.adopt(Some("docker"), &proposal);
+        assert_eq!(domains(&docker), ["a.example", "y.example"]);
+        // A provider the proposal does not have is emptied.
+        docker.adopt(Some("docker"), &Catalog::default());
+        assert_eq!(domains(&docker), ["a.example"]);
+        assert_eq!(docker, Catalog::new(&[at("a.toml", "a.example")]));
+    }
+
     fn files(entries: &[(&str, &str)]) -> ServerFiles {
         ServerFiles {
             files: entries
