@@ -133,16 +133,18 @@ mod tests {
     use std::path::PathBuf;
     use std::time::Duration;
 
+    /// A server of `source` routing `domain`.
+    fn at(source: &str, domain: &str) -> ServerConfig {
+        let mut s = server(&format!(
+            "domains = [\"{domain}\"]\naddresses = [\"10.0.0.1:25565\"]"
+        ))
+        .unwrap();
+        s.source = source.to_owned();
+        s
+    }
+
     #[test]
     fn new_or_changed_servers_are_those_not_live_as_they_are() {
-        let at = |source: &str, domain: &str| {
-            let mut s = server(&format!(
-                "domains = [\"{domain}\"]\naddresses = [\"10.0.0.1:25565\"]"
-            ))
-            .unwrap();
-            s.source = source.to_owned();
-            s
-        };
         let live = Catalog::new(&[at("a.toml", "a.example"), at("b.toml", "b.example")]);
         let mut next = live.clone();
         assert!(next.new_or_changed(&live).is_empty());
@@ -164,14 +166,6 @@ mod tests {
 
     #[test]
     fn adopt_takes_one_source_and_leaves_the_others() {
-        let at = |source: &str, domain: &str| {
-            let mut s = server(&format!(
-                "domains = [\"{domain}\"]\naddresses = [\"10.0.0.1:25565\"]"
-            ))
-            .unwrap();
-            s.source = source.to_owned();
-            s
-        };
         let mut live = Catalog::new(&[at("a.toml", "a.example")]);
         live.set_provider("docker", vec![at("container x", "x.example")]);
         let mut proposal = Catalog::new(&[at("b.toml", "b.example")]);
