@@ -6,8 +6,14 @@
 //! parsing it again gives the same fields, in no more bytes than the original (non-minimal VarInts make the
 //! original longer; like vanilla, the excess bits of a 5th VarInt byte are ignored, so the same length does
 //! not mean the same bytes); bytes after the frame never change the result; a rewrite of the host part
-//! keeps the decoration; an error decided on a prefix (a wrong packet id seen before the frame is whole)
-//! is the error of the whole input too.
+//! keeps the decoration; a verdict is never premature, for `parse` and for `parse_opening`: the first
+//! prefix that is not `Incomplete` (scanning from the empty one) already gives the whole input's answer —
+//! the same error (an early one: a wrong packet id seen before the frame is whole, a bad length prefix),
+//! the same handshake and length, or the same kind of legacy opening (which takes every byte given) —,
+//! and `Incomplete` for the whole input means every prefix was `Incomplete` (over all inputs: the answer
+//! for a prefix is `Incomplete` or the answer for every longer input), except that a start of a PROXY
+//! header is named as one only as far as it matches (`PR` is, `PRX` is a wrong packet id); an error stays
+//! the same error with more bytes appended.
 
 #![no_main]
 
@@ -86,17 +92,69 @@ fn check_handshake(buf: &[u8], hs: &Handshake<'_>, used: usize) {
     }
 }
 
-fuzz_target!(|data: &[u8]| {
-    let parsed = handshake::parse(data);
-    for cut in 0..data.len().min(64) {
-        if let Err(early) = handshake::parse(&data[..cut]) {
+/// The first prefix of `data` that `parse` does not answer `Incomplete` gives the answer for all of it.
+///
+/// Scanning stops at that prefix; the prefixes before it are `Incomplete` in constant time, so the scan
+/// is linear. A longer prefix that answered otherwise is another input of the fuzzer, whose scan stops
+/// at the same first verdict: over all inputs, this checks every pair of a prefix and a longer input.
+fn check_first_verdict(data: &[u8], whole: &Result<Parsed<Handshake<'_>>, HandshakeError>) {
+    for cut in 0..data.len() {
+        let early = handshake::parse(&data[..cut]);
+        if early != Ok(Parsed::Incomplete) {
             assert_eq!(
-                parsed,
-                Err(early),
-                "refused after {cut} bytes for another reason"
+                &early,
+                whole,
+                "answered after {cut} of {} bytes, otherwise with all of them",
+                data.len()
             );
+            return;
         }
     }
+}
+
+/// The same for `parse_opening`, whose legacy openings take every byte given, and whose PROXY header is
+/// named only while the bytes match its signature.
+fn check_first_opening_verdict(data: &[u8], whole: &Result<Parsed<Opening<'_>>, HandshakeError>) {
+    for cut in 0..data.len() {
+        let early = handshake::parse_opening(&data[..cut]);
+        let same = match (&early, whole) {
+            (Ok(Parsed::Incomplete), _) => continue,
+            (
+                Err(HandshakeError::ProxyHeader),
+                Err(HandshakeError::ProxyHeader | HandshakeError::UnexpectedPacket { .. }),
+            ) => true,
+            (Ok(Parsed::Complete(Opening::Handshake(_), _)), _) | (Err(_), _) => early == *whole,
+            (Ok(Parsed::Complete(kind, n)), Ok(Parsed::Complete(whole_kind, whole_n))) => {
+                kind == whole_kind && *n == cut && *whole_n == data.len()
+            }
+            (Ok(Parsed::Complete(..)), _) => false,
+        };
+        assert!(
+            same,
+            "opening answered {early:?} after {cut} of {} bytes, {whole:?} with all of them",
+            data.len()
+        );
+        return;
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let parsed = handshake::parse(data);
+    check_first_verdict(data, &parsed);
+    if let Err(e) = &parsed {
+        // More bytes do not take an error back: the input again, then zeros (which complete a frame
+        // whose length prefix was read).
+        let mut longer = data.to_vec();
+        longer.extend_from_slice(data);
+        longer.resize(longer.len() + MAX_HANDSHAKE_FRAME + MAX_PREFIX, 0);
+        assert_eq!(
+            handshake::parse(&longer).as_ref(),
+            Err(e),
+            "an error undone by more bytes"
+        );
+    }
+    let opening = handshake::parse_opening(data);
+    check_first_opening_verdict(data, &opening);
     match &parsed {
         Ok(Parsed::Complete(hs, used)) => check_handshake(data, hs, *used),
         Ok(Parsed::Incomplete) => assert!(
@@ -110,7 +168,7 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 
-    match handshake::parse_opening(data) {
+    match opening {
         Ok(Parsed::Complete(Opening::LegacyPing, used)) => {
             // Only the 1.6 form is certain from the bytes alone: FE 01 FA, and not a modern client's
             // fallback, nor a start of a 1.6 ping that may still become one.

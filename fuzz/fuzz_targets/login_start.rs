@@ -5,13 +5,20 @@
 //!
 //! Checks: no panic; a complete parse never claims more bytes than given; the name is at most 16
 //! characters; every shorter prefix is `Incomplete`; `Incomplete` only below the documented bound;
-//! encode -> parse is the identity; a handshake followed by this frame parses back to both.
+//! encode -> parse is the identity; a handshake followed by this frame parses back to both; no verdict
+//! is premature: the first prefix not answered `Incomplete` (scanning from the empty one) already gives
+//! the whole input's answer, the same error or the same login start and length, so an error is never one
+//! that more bytes turn into `Ok` or into another error, and `Incomplete` for the whole input means
+//! `Incomplete` for every prefix (over all inputs: the answer for a prefix is `Incomplete` or the answer
+//! for every longer input); an error stays the same error with more bytes appended.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use nethergate_core::handshake::{self, Handshake};
-use nethergate_core::login::{self, LoginStart, MAX_LOGIN_START_FRAME, MAX_NAME_CHARS};
+use nethergate_core::login::{
+    self, LoginStart, LoginStartError, MAX_LOGIN_START_FRAME, MAX_NAME_CHARS,
+};
 use nethergate_core::{NextState, Parsed};
 
 /// A VarInt length prefix of a frame up to the limit takes at most this many bytes.
@@ -63,13 +70,35 @@ fn check_login(buf: &[u8], protocol_version: i32, ls: &LoginStart<'_>, used: usi
     );
 }
 
+/// The first prefix of `buf` that is not `Incomplete` decides: it gives the answer for all of `buf`.
+///
+/// Scanning stops at that prefix; the prefixes before it are `Incomplete` in constant time, so the scan
+/// is linear. A longer prefix that answered otherwise is another input of the fuzzer, whose scan stops
+/// at the same first verdict: over all inputs, this checks every pair of a prefix and a longer input.
+fn check_first_verdict(buf: &[u8], whole: &Result<Parsed<LoginStart<'_>>, LoginStartError>) {
+    for cut in 0..buf.len() {
+        let early = login::parse(&buf[..cut]);
+        if early != Ok(Parsed::Incomplete) {
+            assert_eq!(
+                &early,
+                whole,
+                "answered after {cut} of {} bytes, otherwise with all of them",
+                buf.len()
+            );
+            return;
+        }
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     if data.len() < 4 {
         return;
     }
     let protocol_version = i32::from_be_bytes([data[0], data[1], data[2], data[3]]);
     let buf = &data[4..];
-    match login::parse(buf) {
+    let whole = login::parse(buf);
+    check_first_verdict(buf, &whole);
+    match whole {
         Ok(Parsed::Complete(ls, used)) => check_login(buf, protocol_version, &ls, used),
         Ok(Parsed::Incomplete) => assert!(
             buf.len() < MAX_LOGIN_START_FRAME + MAX_PREFIX,
@@ -78,6 +107,16 @@ fuzz_target!(|data: &[u8]| {
         ),
         Err(e) => {
             let _ = e.to_string();
+            // More bytes do not take an error back: the input again, then zeros (which complete a frame
+            // whose length prefix was read).
+            let mut longer = buf.to_vec();
+            longer.extend_from_slice(buf);
+            longer.resize(longer.len() + MAX_LOGIN_START_FRAME + MAX_PREFIX, 0);
+            assert_eq!(
+                login::parse(&longer),
+                Err(e),
+                "an error undone by more bytes"
+            );
         }
     }
 });

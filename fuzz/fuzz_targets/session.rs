@@ -26,14 +26,32 @@
 //! - the close reason matches what happened; a refused login is told why with a Login Disconnect, and
 //!   a connection the driver recognised as its own (`refuse_loop`) closes with `Loop`, answering only
 //!   a Status Request (with the offline status);
-//! - player slots are released: counts return to what they were when the session ends.
+//! - player slots are released: counts return to what they were when the session ends;
+//! - the outcome does not depend on how the client's bytes were split: the bytes fed before the end, in
+//!   one chunk into a fresh session with the same configuration (and a fresh route table, whose round
+//!   robin starts over), with the run's answers given in the same order as the same questions come (a
+//!   question the run had not answered when it ended stays unanswered), then the run's EOF or abort if
+//!   one ended it, give the same pre-connect event, the same `Connect` requests, the same opening sent
+//!   to the backend, the same bytes sent to the client and the same `Forward` (server, player,
+//!   `c2b_initial`, what a silent backend's player is told) or close reason. Left out: a run ended by a
+//!   timeout (what it decides depends on what had arrived by then: a lone `FE` is a legacy ping, a
+//!   handshake cut short a timeout) or by a chunk over the read budget (`BufferLimit`; in one piece the
+//!   bytes before it fit). Sound because, without them, the session only parses what it holds, in
+//!   states that read bytes, and holds what comes in the others; each parser's answer on a prefix is
+//!   `Incomplete` or its answer on more bytes (the `handshake` and `login_start` targets check it);
+//!   everything fed before the end is held, so it fits one read; a timeout that does not act changes
+//!   nothing but the clock, and a spurious answer is checked to do nothing;
+//! - no verdict is premature: for a run that its bytes or answers ended, the bytes that came after its
+//!   end (ignored, or passed on by the copy) added to that one chunk, when they fit one read, end the
+//!   session the same way, the copy's bytes then part of the opening; the one exception is the name
+//!   of a PROXY header's start (`PR`), which turns into a wrong packet id when the rest does not match.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use nethergate_core::codec::{self, Reader};
 use nethergate_core::config::ProxyProtocolVersion;
-use nethergate_core::handshake::{self, MAX_HANDSHAKE_FRAME};
+use nethergate_core::handshake::{self, HandshakeError, MAX_HANDSHAKE_FRAME};
 use nethergate_core::hostname::ServerAddress;
 use nethergate_core::rewrite::Rewrite;
 use nethergate_core::session::{MAX_BUFFERED, SERVER_FULL_MESSAGE, UNKNOWN_HOST_MESSAGE};
@@ -269,24 +287,164 @@ struct Run<'a> {
     end: Option<End>,
     ends: usize,
     live: Option<LiveSession>,
+    /// For the chunking check: the event, the dials and the answers given before the end, what ended
+    /// the run if not its bytes or answers, and how it ended.
+    event: Option<Event>,
+    dials: Vec<ConnectRequest>,
+    answers: Vec<Answer>,
+    cut: Option<Cut>,
+    ending: Option<Ending>,
+    /// `fed.len()` and `to_backend.len()` when the session ended.
+    fed_at_end: usize,
+    to_backend_at_end: usize,
+    /// Every chunk fed before EOF, whether the session took it, ignored it or a copy passed it on.
+    offered: Vec<u8>,
 }
 
 /// A pre-connect event copied out of the session (which lends it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Event {
+    client: SocketAddr,
     host: String,
     server: Option<String>,
     player: Option<String>,
+    protocol_version: i32,
+    next_state: NextState,
 }
 
 impl Event {
     fn of(e: &PreConnectEvent<'_>) -> Event {
         Event {
+            client: e.client,
             host: e.host.to_owned(),
             server: e.server.map(str::to_owned),
             player: e.player.map(str::to_owned),
+            protocol_version: e.protocol_version,
+            next_state: e.next_state,
         }
     }
+}
+
+/// An answer the run gave while the session was still going, in the order given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Answer {
+    Plugins(Decision),
+    Loop,
+    /// A dial's outcome: connected or failed.
+    Dial {
+        connected: bool,
+    },
+}
+
+/// What ended a run other than its bytes and its answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cut {
+    Eof,
+    Abort,
+    /// `handle_timeout` at or after the deadline.
+    Timeout,
+    /// A chunk larger than `read_budget()`.
+    Overflow,
+}
+
+/// How a session ended, as the chunking check compares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Ending {
+    Forward {
+        server: String,
+        player: Option<String>,
+        c2b_initial: u64,
+        if_backend_silent: Vec<u8>,
+    },
+    Close(CloseReason),
+}
+
+/// Everything a session did before it ended, in the form two sessions can be compared in.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Outcome {
+    event: Option<Event>,
+    connects: Vec<ConnectRequest>,
+    /// What reached the backend before forwarding (the opening).
+    to_backend: Vec<u8>,
+    to_client: Vec<Vec<u8>>,
+    end: Option<Ending>,
+}
+
+/// The run's client bytes (those fed before its end) in one chunk into a fresh session with the same
+/// configuration, the run's answers given in order as the same questions come, then the run's EOF or
+/// abort if one ended it: what that session did.
+fn replay(
+    ctx: Context,
+    (client, local, start): (SocketAddr, SocketAddr, Instant),
+    bytes: &[u8],
+    answers: &[Answer],
+    cut: Option<Cut>,
+) -> Outcome {
+    let mut s = Session::new(ctx, client, local, start);
+    // Before its end a session holds every byte fed to it, so they fit in one read.
+    assert!(
+        bytes.len() <= s.read_budget(),
+        "{} bytes fed before the end, more than one read",
+        bytes.len()
+    );
+    let mut answers = answers.iter().peekable();
+    let mut out = Outcome::default();
+    let mut live = None;
+    let mut drain = |s: &mut Session, out: &mut Outcome| {
+        while let Some(action) = s.poll_action() {
+            match action {
+                Action::PreConnect => {
+                    out.event = Some(Event::of(&s.pre_connect_event()));
+                    match answers.peek() {
+                        Some(Answer::Plugins(decision)) => s.pre_connect_result(decision.clone()),
+                        Some(Answer::Loop) => s.refuse_loop(),
+                        // The run had no answer yet when it was cut.
+                        _ => continue,
+                    }
+                    answers.next();
+                }
+                Action::Connect(req) => {
+                    out.connects.push(req);
+                    match answers.peek() {
+                        Some(Answer::Dial { connected: true }) => {
+                            s.backend_connected(RESOLVED.parse().expect("literal"), start)
+                        }
+                        Some(Answer::Dial { connected: false }) => s.backend_failed(start),
+                        _ => continue,
+                    }
+                    answers.next();
+                }
+                Action::SendToBackend(b) => out.to_backend.extend_from_slice(&b),
+                Action::SendToClient(b) => out.to_client.push(b.to_vec()),
+                Action::Forward(f) => {
+                    out.end = Some(Ending::Forward {
+                        server: f.live.info().server.to_string(),
+                        player: f.live.info().player.clone(),
+                        c2b_initial: f.c2b_initial,
+                        if_backend_silent: f.if_backend_silent.to_vec(),
+                    });
+                    live = Some(f.live);
+                }
+                Action::Close(reason) => out.end = Some(Ending::Close(reason)),
+            }
+        }
+    };
+    s.handle_client_data(bytes);
+    drain(&mut s, &mut out);
+    match cut {
+        Some(Cut::Eof) => s.handle_client_eof(),
+        Some(Cut::Abort) => s.abort(),
+        Some(Cut::Timeout | Cut::Overflow) => unreachable!("not replayed"),
+        None => {}
+    }
+    drain(&mut s, &mut out);
+    let left: Vec<&Answer> = answers.collect();
+    assert!(
+        left.is_empty(),
+        "the replay was not asked what the run answered with {left:?}; it did {out:#?}"
+    );
+    drop(live);
+    out
 }
 
 impl Run<'_> {
@@ -365,11 +523,22 @@ impl Run<'_> {
                         .config;
                     assert_eq!(f.mode, cfg.proxy_mode);
                     assert_eq!(f.timeouts, cfg.timeouts);
+                    self.ending = Some(Ending::Forward {
+                        server: server.to_string(),
+                        player: f.live.info().player.clone(),
+                        c2b_initial: f.c2b_initial,
+                        if_backend_silent: f.if_backend_silent.to_vec(),
+                    });
+                    self.fed_at_end = self.fed.len();
+                    self.to_backend_at_end = self.to_backend.len();
                     self.live = Some(f.live);
                     self.end = Some(End::Forward);
                     self.ends += 1;
                 }
                 Action::Close(reason) => {
+                    self.ending = Some(Ending::Close(reason.clone()));
+                    self.fed_at_end = self.fed.len();
+                    self.to_backend_at_end = self.to_backend.len();
                     self.end = Some(End::Close(reason));
                     self.ends += 1;
                 }
@@ -422,6 +591,7 @@ impl Run<'_> {
         }
         assert!(!self.s.wants_client_data() || self.s.is_done());
         let event = Event::of(&event);
+        self.event = Some(event.clone());
         if !self.finishing && self.ctl.byte() & 1 == 1 {
             self.pending_pre = Some(event);
         } else {
@@ -457,6 +627,7 @@ impl Run<'_> {
                 Decision::Redirect(n) => self.routes.by_name(n).map(|s| s.name().to_owned()),
             };
             self.decision = Some(decision.clone());
+            self.answers.push(Answer::Plugins(decision.clone()));
         }
         let done = self.end.is_some();
         let before = self.actions;
@@ -473,6 +644,7 @@ impl Run<'_> {
         if !done {
             self.looped = true;
             self.target = None;
+            self.answers.push(Answer::Loop);
         }
         let before = self.actions;
         self.s.refuse_loop();
@@ -518,6 +690,7 @@ impl Run<'_> {
         );
         self.connects.push(req.address.to_string());
         assert!(self.connects.len() <= cfg.addresses.len());
+        self.dials.push(req.clone());
         if !self.finishing && self.ctl.byte() & 1 == 1 {
             self.pending_connect = Some(req);
         } else {
@@ -528,7 +701,11 @@ impl Run<'_> {
     fn answer_connect(&mut self) {
         let before = self.actions;
         let done = self.end.is_some();
-        if self.ctl.byte() & 1 == 1 {
+        let connected = self.ctl.byte() & 1 == 0;
+        if !done {
+            self.answers.push(Answer::Dial { connected });
+        }
+        if !connected {
             if !done {
                 self.failures += 1;
             }
@@ -561,6 +738,7 @@ impl Run<'_> {
         if self.eof {
             return;
         }
+        self.offered.extend_from_slice(chunk);
         if self.s.is_done() {
             if matches!(self.end, Some(End::Forward)) {
                 // The runtime's copy passes it on.
@@ -577,6 +755,7 @@ impl Run<'_> {
         let overflow = chunk.len() > self.s.read_budget();
         if overflow {
             self.buffer_overflowed = true;
+            self.cut = Some(Cut::Overflow);
         } else {
             self.fed.extend_from_slice(chunk);
         }
@@ -600,6 +779,7 @@ impl Run<'_> {
         self.s.handle_timeout(self.now);
         self.drain();
         if deadline.is_some_and(|d| self.now >= d) {
+            self.cut = Some(Cut::Timeout);
             if handshake::is_legacy_prefix(&self.fed) {
                 // `FE` or `FE 01` (or a 1.6 ping cut short) and nothing more: an old client waiting for
                 // its answer.
@@ -652,6 +832,9 @@ impl Run<'_> {
 
     fn client_eof(&mut self) {
         self.eof = true;
+        if self.end.is_none() {
+            self.cut = Some(Cut::Eof);
+        }
         // A status the proxy answered itself is served, however the client leaves.
         self.ending_event("EOF", Session::handle_client_eof, |r| {
             matches!(r, CloseReason::ClientClosed | CloseReason::StatusServed)
@@ -662,6 +845,9 @@ impl Run<'_> {
     /// `Shutdown`, and a dial or plugin call in flight is abandoned; an ended one does nothing.
     fn abort(&mut self) {
         self.aborted = true;
+        if self.end.is_none() {
+            self.cut = Some(Cut::Abort);
+        }
         self.pending_pre = None;
         self.pending_connect = None;
         self.ending_event("abort", Session::abort, |r| *r == CloseReason::Shutdown);
@@ -917,7 +1103,7 @@ fuzz_target!(|data: &[u8]| {
         registry: Arc::clone(&registry),
         handshake_timeout,
     };
-    let s = Session::new(ctx, client, local, now);
+    let s = Session::new(ctx.clone(), client, local, now);
     // A deadline too far to represent is no deadline.
     assert_eq!(s.poll_timeout(), now.checked_add(handshake_timeout));
     assert!(s.wants_client_data());
@@ -952,6 +1138,14 @@ fuzz_target!(|data: &[u8]| {
         end: None,
         ends: 0,
         live: None,
+        event: None,
+        dials: Vec::new(),
+        answers: Vec::new(),
+        cut: None,
+        ending: None,
+        fed_at_end: 0,
+        to_backend_at_end: 0,
+        offered: Vec::new(),
     };
 
     let mut steps = 0;
@@ -1037,6 +1231,76 @@ fuzz_target!(|data: &[u8]| {
             "a player slot on {} was not released",
             s.name()
         );
+    }
+
+    // The same bytes in one chunk, answered the same way, end the same way: unless a timeout or a chunk
+    // over the read budget ended the run, which depend on what had arrived by then.
+    if !matches!(run.cut, Some(Cut::Timeout | Cut::Overflow)) {
+        let seen = Outcome {
+            event: run.event.take(),
+            connects: std::mem::take(&mut run.dials),
+            to_backend: run.to_backend[..run.to_backend_at_end].to_vec(),
+            to_client: std::mem::take(&mut run.to_client),
+            end: run.ending.take(),
+        };
+        // A route table of its own for each replay: servers take turns at their first address (round
+        // robin).
+        let fresh = || Context {
+            routes: match RouteTable::build(&configs) {
+                Ok(t) => Arc::new(t),
+                Err(e) => panic!("the harness's route table is invalid: {e}"),
+            },
+            ..ctx.clone()
+        };
+        let fed = &run.fed[..run.fed_at_end];
+        let replayed = replay(fresh(), (client, local, now), fed, &run.answers, run.cut);
+        assert_eq!(
+            replayed,
+            seen,
+            "the same {} bytes in one chunk, answered {:?} then cut by {:?}, end otherwise",
+            fed.len(),
+            run.answers,
+            run.cut
+        );
+
+        // No verdict was premature: with the bytes that came after the end (ignored, or passed on by
+        // the copy) in the same chunk, the session ends the same way, the copy's bytes in its opening.
+        // Only for a run that its bytes or answers ended (after an EOF nothing more comes; what came
+        // after an abort or a timeout would, in one chunk, have arrived before it), and within one read.
+        let all = run.offered.as_slice();
+        if run.cut.is_none() && all.len() > fed.len() && all.len() <= MAX_BUFFERED {
+            assert!(all.starts_with(fed));
+            let mut expected = seen;
+            if let Some(Ending::Forward { c2b_initial, .. }) = &mut expected.end {
+                assert_eq!(
+                    run.to_backend.len() - run.to_backend_at_end,
+                    all.len() - fed.len()
+                );
+                expected.to_backend.clone_from(&run.to_backend);
+                *c2b_initial = run.to_backend.len() as u64;
+            }
+            // A start of a PROXY header is named as one only as far as it matches the signature.
+            if let (Some(Ending::Close(CloseReason::ProtocolError(why))), Err(e)) =
+                (&mut expected.end, handshake::parse_opening(all))
+            {
+                if *why == HandshakeError::ProxyHeader.to_string() {
+                    *why = e.to_string();
+                }
+            }
+            let replayed = replay(fresh(), (client, local, now), all, &run.answers, None);
+            assert_eq!(
+                replayed,
+                expected,
+                "{} bytes ended the run, with the {} after them in the same chunk the session ends \
+                 otherwise (answered {:?})",
+                fed.len(),
+                all.len() - fed.len(),
+                run.answers
+            );
+        }
+        for (i, s) in run.routes.servers().iter().enumerate() {
+            assert_eq!(run.registry.players_on(s.name()), run.prefill[i]);
+        }
     }
     drop(held);
 });
