@@ -6,14 +6,16 @@
 //! parsing it again gives the same fields, in no more bytes than the original (non-minimal VarInts make the
 //! original longer; like vanilla, the excess bits of a 5th VarInt byte are ignored, so the same length does
 //! not mean the same bytes); bytes after the frame never change the result; a rewrite of the host part
-//! keeps the decoration; a verdict is never premature, for `parse` and for `parse_opening`: the first
-//! prefix that is not `Incomplete` (scanning from the empty one) already gives the whole input's answer —
-//! the same error (an early one: a wrong packet id seen before the frame is whole, a bad length prefix),
-//! the same handshake and length, or the same kind of legacy opening (which takes every byte given) —,
-//! and `Incomplete` for the whole input means every prefix was `Incomplete` (over all inputs: the answer
-//! for a prefix is `Incomplete` or the answer for every longer input), except that a start of a PROXY
-//! header is named as one only as far as it matches (`PR` is, `PRX` is a wrong packet id); an error stays
-//! the same error with more bytes appended.
+//! keeps the decoration; no verdict is premature, for `parse` and for `parse_opening`: every prefix of
+//! the first 32 bytes and each of the 8 longest (unless the input is a complete handshake, whose
+//! prefixes are checked above) is `Incomplete` or gives the whole input's answer — the
+//! same error (an early one: a wrong packet id seen before the frame is whole, a bad length prefix), the
+//! same handshake and length, or the same kind of legacy opening (which takes every byte given) — except
+//! that a start of a PROXY header is named as one only as far as it matches (`PR` is, `PRX` is a wrong
+//! packet id); so an error is never one that more bytes turn into `Ok` or another error (over all
+//! inputs this is the law: the answer for a prefix is `Incomplete` or the answer for every longer
+//! input); an error stays the same error with more bytes appended (the input again, then zeros up to
+//! the end of the frame it announces).
 
 #![no_main]
 
@@ -22,7 +24,7 @@ use nethergate_core::handshake::{
     self, Handshake, HandshakeError, Opening, LEGACY_LOGIN, LEGACY_PING, MAX_HANDSHAKE_FRAME,
 };
 use nethergate_core::hostname::ServerAddress;
-use nethergate_core::Parsed;
+use nethergate_core::{codec, Parsed};
 
 /// A VarInt length prefix of a frame up to the limit takes at most this many bytes.
 const MAX_PREFIX: usize = 3;
@@ -92,33 +94,41 @@ fn check_handshake(buf: &[u8], hs: &Handshake<'_>, used: usize) {
     }
 }
 
-/// The first prefix of `data` that `parse` does not answer `Incomplete` gives the answer for all of it.
+/// The prefixes checked against the whole input: every one of the first 32 bytes (the length prefix and
+/// the packet id take at most 8, a 1.6 ping's header is decided by its 30th byte, a PROXY signature by
+/// its 12th) and, unless the whole input is a complete handshake, the 8 longest.
 ///
-/// Scanning stops at that prefix; the prefixes before it are `Incomplete` in constant time, so the scan
-/// is linear. A longer prefix that answered otherwise is another input of the fuzzer, whose scan stops
-/// at the same first verdict: over all inputs, this checks every pair of a prefix and a longer input.
-fn check_first_verdict(data: &[u8], whole: &Result<Parsed<Handshake<'_>>, HandshakeError>) {
-    for cut in 0..data.len() {
+/// All prefixes would cost a parse per byte for both parsers (each comparison traced by libFuzzer), on
+/// inputs of up to 17 000 bytes, and the smoke run must stay short; a complete handshake's longer
+/// prefixes each parse the whole frame, and `check_handshake` already covers them (every prefix shorter than the frame is `Incomplete`, bytes
+/// after it change nothing). Nothing is lost over all inputs: the answer for an input one byte shorter
+/// being `Incomplete` or the answer for the input is the whole law, by induction on the length.
+fn prefix_cuts(len: usize, complete: bool) -> impl Iterator<Item = usize> {
+    let tail = if complete { len } else { len.saturating_sub(8) };
+    (0..len.min(32)).chain(tail.max(32)..len)
+}
+
+/// Every checked prefix of `data` is `Incomplete` or gives the answer for all of it.
+fn check_prefix_verdicts(data: &[u8], whole: &Result<Parsed<Handshake<'_>>, HandshakeError>) {
+    let complete = matches!(whole, Ok(Parsed::Complete(..)));
+    for cut in prefix_cuts(data.len(), complete) {
         let early = handshake::parse(&data[..cut]);
-        if early != Ok(Parsed::Incomplete) {
-            assert_eq!(
-                &early,
-                whole,
-                "answered after {cut} of {} bytes, otherwise with all of them",
-                data.len()
-            );
-            return;
-        }
+        assert!(
+            early == Ok(Parsed::Incomplete) || early == *whole,
+            "answered {early:?} after {cut} of {} bytes, {whole:?} with all of them",
+            data.len()
+        );
     }
 }
 
 /// The same for `parse_opening`, whose legacy openings take every byte given, and whose PROXY header is
 /// named only while the bytes match its signature.
-fn check_first_opening_verdict(data: &[u8], whole: &Result<Parsed<Opening<'_>>, HandshakeError>) {
-    for cut in 0..data.len() {
+fn check_prefix_openings(data: &[u8], whole: &Result<Parsed<Opening<'_>>, HandshakeError>) {
+    let complete = matches!(whole, Ok(Parsed::Complete(Opening::Handshake(_), _)));
+    for cut in prefix_cuts(data.len(), complete) {
         let early = handshake::parse_opening(&data[..cut]);
         let same = match (&early, whole) {
-            (Ok(Parsed::Incomplete), _) => continue,
+            (Ok(Parsed::Incomplete), _) => true,
             (
                 Err(HandshakeError::ProxyHeader),
                 Err(HandshakeError::ProxyHeader | HandshakeError::UnexpectedPacket { .. }),
@@ -134,19 +144,27 @@ fn check_first_opening_verdict(data: &[u8], whole: &Result<Parsed<Opening<'_>>, 
             "opening answered {early:?} after {cut} of {} bytes, {whole:?} with all of them",
             data.len()
         );
-        return;
     }
+}
+
+/// `data` twice, then zeros up to the end of the frame its length prefix announces (within the frame
+/// limit): more bytes, which complete a frame that had only begun.
+fn with_more_bytes(data: &[u8], max_frame: usize) -> Vec<u8> {
+    let announced_end = match codec::read_varint(data) {
+        Ok(Parsed::Complete(len, n)) => n + usize::try_from(len).unwrap_or(0).min(max_frame),
+        _ => 0,
+    };
+    let mut longer = data.repeat(2);
+    longer.resize(longer.len().max(announced_end), 0);
+    longer
 }
 
 fuzz_target!(|data: &[u8]| {
     let parsed = handshake::parse(data);
-    check_first_verdict(data, &parsed);
+    check_prefix_verdicts(data, &parsed);
     if let Err(e) = &parsed {
-        // More bytes do not take an error back: the input again, then zeros (which complete a frame
-        // whose length prefix was read).
-        let mut longer = data.to_vec();
-        longer.extend_from_slice(data);
-        longer.resize(longer.len() + MAX_HANDSHAKE_FRAME + MAX_PREFIX, 0);
+        // More bytes do not take an error back.
+        let longer = with_more_bytes(data, MAX_HANDSHAKE_FRAME);
         assert_eq!(
             handshake::parse(&longer).as_ref(),
             Err(e),
@@ -154,7 +172,7 @@ fuzz_target!(|data: &[u8]| {
         );
     }
     let opening = handshake::parse_opening(data);
-    check_first_opening_verdict(data, &opening);
+    check_prefix_openings(data, &opening);
     match &parsed {
         Ok(Parsed::Complete(hs, used)) => check_handshake(data, hs, *used),
         Ok(Parsed::Incomplete) => assert!(

@@ -10,7 +10,8 @@
 //! the whole input's answer, the same error or the same login start and length, so an error is never one
 //! that more bytes turn into `Ok` or into another error, and `Incomplete` for the whole input means
 //! `Incomplete` for every prefix (over all inputs: the answer for a prefix is `Incomplete` or the answer
-//! for every longer input); an error stays the same error with more bytes appended.
+//! for every longer input); an error stays the same error with more bytes appended (the input again,
+//! then zeros up to the end of the frame it announces).
 
 #![no_main]
 
@@ -19,7 +20,7 @@ use nethergate_core::handshake::{self, Handshake};
 use nethergate_core::login::{
     self, LoginStart, LoginStartError, MAX_LOGIN_START_FRAME, MAX_NAME_CHARS,
 };
-use nethergate_core::{NextState, Parsed};
+use nethergate_core::{codec, NextState, Parsed};
 
 /// A VarInt length prefix of a frame up to the limit takes at most this many bytes.
 const MAX_PREFIX: usize = 3;
@@ -107,11 +108,16 @@ fuzz_target!(|data: &[u8]| {
         ),
         Err(e) => {
             let _ = e.to_string();
-            // More bytes do not take an error back: the input again, then zeros (which complete a frame
-            // whose length prefix was read).
-            let mut longer = buf.to_vec();
-            longer.extend_from_slice(buf);
-            longer.resize(longer.len() + MAX_LOGIN_START_FRAME + MAX_PREFIX, 0);
+            // More bytes do not take an error back: the input again, then zeros up to the end of the
+            // frame its length prefix announces (which complete a frame that had only begun).
+            let announced_end = match codec::read_varint(buf) {
+                Ok(Parsed::Complete(len, n)) => {
+                    n + usize::try_from(len).unwrap_or(0).min(MAX_LOGIN_START_FRAME)
+                }
+                _ => 0,
+            };
+            let mut longer = buf.repeat(2);
+            longer.resize(longer.len().max(announced_end), 0);
             assert_eq!(
                 login::parse(&longer),
                 Err(e),
