@@ -31,6 +31,14 @@ fn set_nodelay<S: Stream>(s: &S) {
     let _ = socket2::SockRef::from(s).set_nodelay(true);
 }
 
+/// What a dial that connected the socket to itself fails with.
+fn connected_to_itself() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionRefused,
+        "connection refused (the dial connected to itself: nothing listens on that port)",
+    )
+}
+
 /// Resolves and dials one configured backend address within its connect timeout.
 async fn dial<R: Runtime>(rt: &R, req: &ConnectRequest) -> io::Result<(R::Stream, SocketAddr)> {
     let attempt = async {
@@ -50,6 +58,11 @@ async fn dial<R: Runtime>(rt: &R, req: &ConnectRequest) -> io::Result<(R::Stream
         let mut last = None;
         for &addr in addrs {
             match rt.connect(addr).await {
+                // TCP's simultaneous open: dialling a local port nobody listens on, from that very port
+                // (the kernel picks source ports from the range such a port may be in: a backend that is
+                // down, a Docker port published at random), connects the socket to itself, and every
+                // byte sent comes back. Nothing listens there: a refusal.
+                Ok(s) if local_addr(&s) == Some(addr) => last = Some(connected_to_itself()),
                 Ok(s) => {
                     set_nodelay(&s);
                     return Ok((s, addr));
@@ -408,7 +421,9 @@ mod tests {
     use std::sync::Arc;
 
     /// A runtime whose reactor never reports anything and whose timers never fire: whatever a session
-    /// does with it, it does without waiting.
+    /// does with it, it does without waiting. Its dial binds the socket to the address it dials, so the
+    /// socket connects to itself, as a dial to a port nobody listens on does when the kernel happens to
+    /// pick that port as its source.
     #[derive(Clone)]
     struct Stalled;
 
@@ -458,8 +473,17 @@ mod tests {
         fn listener(&self, _: TcpListener) -> io::Result<NoListener> {
             Ok(NoListener)
         }
-        fn connect(&self, _: SocketAddr) -> impl Future<Output = io::Result<Socket>> + Send {
-            pending()
+        fn connect(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Socket>> + Send {
+            let connect = || {
+                use socket2::{Domain, Protocol, Type};
+                let s = socket2::Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+                s.set_reuse_address(true)?;
+                s.bind(&addr.into())?;
+                s.connect(&addr.into())?;
+                s.set_nonblocking(true)?;
+                Ok(Socket(s.into()))
+            };
+            std::future::ready(connect())
         }
         fn resolve(
             &self,
@@ -515,6 +539,37 @@ mod tests {
         }
         .encode(&mut bytes);
         bytes
+    }
+
+    /// A dial that connects the socket to itself (nothing listens on the port) is refused, not taken for
+    /// the backend: the player is told the server is unreachable instead of getting their bytes back.
+    #[test]
+    fn a_dial_connected_to_itself_is_refused() -> io::Result<()> {
+        let free_port =
+            || -> io::Result<u16> { Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()) };
+        // The fake dial really is connected to itself: what it sends comes back.
+        let port = free_port()?;
+        let mut itself =
+            future::block_on(Stalled.connect(SocketAddr::from(([127, 0, 0, 1], port))))?;
+        itself.0.write_all(b"echo")?;
+        std::thread::sleep(Duration::from_millis(20));
+        let mut back = [0u8; 4];
+        std::io::Read::read_exact(&mut itself.0, &mut back)?;
+        assert_eq!(&back, b"echo");
+
+        let req = ConnectRequest {
+            server: "lobby".into(),
+            address: Arc::new(nethergate_core::config::BackendAddress {
+                host: "127.0.0.1".into(),
+                port: free_port()?,
+            }),
+            timeout: Duration::from_secs(5),
+        };
+        match future::block_on(dial(&Stalled, &req)) {
+            Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}"),
+            Ok((_, addr)) => panic!("took a socket connected to itself for the backend at {addr}"),
+        }
+        Ok(())
     }
 
     /// The handshake a client sent right after connecting is read at once: the first read of a session

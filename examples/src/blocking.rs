@@ -253,6 +253,10 @@ fn dial(req: &ConnectRequest) -> io::Result<(TcpStream, SocketAddr)> {
             return Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"));
         }
         match TcpStream::connect_timeout(&addr, left) {
+            // A dial to a local port nobody listens on, from that same port, connects to itself.
+            Ok(stream) if stream.local_addr().ok() == Some(addr) => {
+                last = io::Error::new(io::ErrorKind::ConnectionRefused, "connected to itself");
+            }
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);
                 return Ok((stream, addr));
