@@ -26,9 +26,10 @@ pub struct Reloader {
     /// clean one from the same source says so. Per source: a provider's unchanged poll says nothing about
     /// a broken file, nor a SIGHUP about a provider's lasting conflict.
     failing: Mutex<BTreeSet<String>>,
-    /// The catalog each source's last rejected change proposed: the same proposal from a provider's next
-    /// poll (a conflict that lasts, nothing else changed) is not logged again; a different one is.
-    rejected: Mutex<BTreeMap<String, Catalog>>,
+    /// What each source's last rejected change proposed, and why it was rejected: the same proposal from
+    /// a provider's next poll (a conflict that lasts, nothing else changed) is not logged again; a
+    /// different one is. Tried again whenever another source's change goes live.
+    rejected: Mutex<BTreeMap<String, Held>>,
     catalog: Mutex<Catalog>,
     /// The files of `dir` that look like another proxy's (`*.yaml`, `*.json`), as last warned about: a
     /// reload warns about the ones that are new.
@@ -138,27 +139,9 @@ impl Reloader {
                 );
                 // What another source proposed and a conflict held up may fit now (the file removed whose
                 // domain a container claims): it is tried again at once, not at that source's next change
-                // (a file's next edit, a provider's next poll). Still in conflict, it stays held, unsaid:
-                // it was reported when it was proposed.
-                for (source, proposal) in held.into_iter().filter(|(s, _)| s != what) {
-                    let part = (source != FILES).then_some(source.as_str());
-                    match prepare(&catalog, |c| c.adopt(part, &proposal)) {
-                        Outcome::Unchanged => {}
-                        Outcome::Reloaded(reloaded) => {
-                            self.swap_in(&mut catalog, *reloaded);
-                            self.set_failing(&source, false);
-                            tracing::info!(
-                                servers = catalog.servers().len(),
-                                source = source.as_str(),
-                                "configuration reloaded: a change held up by a conflict fits now"
-                            );
-                        }
-                        Outcome::Rejected(_, next) => {
-                            let mut rejected =
-                                self.rejected.lock().unwrap_or_else(PoisonError::into_inner);
-                            rejected.insert(source, *next);
-                        }
-                    }
+                // (a file's next edit, a provider's next poll).
+                for (source, held) in held.into_iter().filter(|(s, _)| s != what) {
+                    self.retry_held(&mut catalog, source, held);
                 }
             }
             Outcome::Rejected(errors, next) => {
@@ -167,7 +150,7 @@ impl Reloader {
                 // A file's change is reported each time (an admin made it); a provider's poll that proposes
                 // the same servers again is not news. One that proposes others (a container started while
                 // the conflict lasts) is: it is held up too.
-                let seen = what != FILES && rejected.get(what).is_some_and(|c| *c == *next);
+                let seen = what != FILES && rejected.get(what).is_some_and(|h| h.proposal == *next);
                 if seen {
                     tracing::debug!(source = what, "reload rejected again for the same reasons");
                 } else {
@@ -175,26 +158,83 @@ impl Reloader {
                         log_issue(issue, "reload rejected, previous routes stay live");
                     }
                 }
-                rejected.insert(what.to_owned(), *next);
+                let held = Held {
+                    proposal: *next,
+                    errors,
+                };
+                rejected.insert(what.to_owned(), held);
             }
         }
     }
 
+    /// Tries again what `source` proposed and a conflict held up, against the live `catalog` (whose
+    /// change just went live). The server files are read afresh, not taken from the held read: a file
+    /// removed or edited since must not come back as it was. Still in conflict, the change stays held,
+    /// reported again only if the conflict is another one.
+    fn retry_held(&self, catalog: &mut Catalog, source: String, held: Held) {
+        let mut problems = false;
+        let outcome = if source == FILES {
+            let Ok(fresh) = self.read_files() else {
+                return; // the directory is gone or unreadable: its own reload says so
+            };
+            // The files' own problems were logged when the change that brought them was read.
+            prepare(catalog, |c| problems = !c.update_files(fresh).is_empty())
+        } else {
+            prepare(catalog, |c| c.adopt_provider(&source, &held.proposal))
+        };
+        match outcome {
+            // The held change is gone (undone, or superseded by what is live): the source's own next
+            // reload says whether its problem is over.
+            Outcome::Unchanged => {}
+            Outcome::Reloaded(reloaded) => {
+                self.swap_in(catalog, *reloaded);
+                self.set_failing(&source, problems);
+                tracing::info!(
+                    servers = catalog.servers().len(),
+                    source = source.as_str(),
+                    "configuration reloaded: a change held up by a conflict fits now"
+                );
+            }
+            Outcome::Rejected(errors, next) => {
+                if errors != held.errors {
+                    for issue in &errors.0 {
+                        log_issue(issue, "reload rejected, previous routes stay live");
+                    }
+                }
+                let mut rejected = self.rejected.lock().unwrap_or_else(PoisonError::into_inner);
+                let held = Held {
+                    proposal: *next,
+                    errors,
+                };
+                rejected.insert(source, held);
+            }
+        }
+    }
+
+    /// Reads the server directory as it is now.
+    fn read_files(&self) -> Result<ServerFiles, ConfigErrors> {
+        ServerFiles::read_dir(&self.dir, self.main_file.as_deref())
+    }
+
     /// Re-reads the server directory. A file that fails keeps its previous version live (its errors are
     /// logged with file, key and reason); a removed file removes its routes.
+    ///
+    /// The directory is read while the live catalog is held, so reads are applied in the order they were
+    /// made: an older read (a SIGHUP's) applied after a newer one (the watch's) would undo a change that
+    /// no event will report again.
     pub fn reload_files(&self) {
-        let fresh = match ServerFiles::read_dir(&self.dir, self.main_file.as_deref()) {
-            Ok(f) => f,
+        self.apply(FILES, |catalog| match self.read_files() {
+            Ok(fresh) => {
+                self.warn_new_foreign(fresh.warnings());
+                update_files(catalog, fresh)
+            }
             Err(errors) => {
-                self.set_failing(FILES, true);
                 for issue in &errors.0 {
                     log_issue(issue, "reload failed, previous routes stay live");
                 }
-                return;
+                true
             }
-        };
-        self.warn_new_foreign(fresh.warnings());
-        self.apply(FILES, |catalog| update_files(catalog, fresh));
+        });
     }
 
     /// Replaces every server of `provider` (e.g. `"docker"`).
@@ -204,6 +244,13 @@ impl Reloader {
             false
         });
     }
+}
+
+/// A change a conflict held up: the catalog it proposed and the problems reported for it.
+#[derive(Debug)]
+struct Held {
+    proposal: Catalog,
+    errors: ConfigErrors,
 }
 
 /// What a change to the live catalog comes to.

@@ -1149,8 +1149,7 @@ fn a_source_is_valid_again_only_by_its_own_reload() {
         &server_toml(&["stable-src.example.com"], &[a.addr()], ""),
     );
     let (running, reloader) = reloading(&layout);
-    let again =
-        |source: &str| log_lines(&["configuration valid again", &format!("source=\"{source}\"")]);
+    let again = |source: &str| valid_again(&layout, source);
 
     // A broken file; then the provider polls and finds nothing new.
     layout.write_server(
@@ -1321,38 +1320,24 @@ fn a_change_held_up_by_a_conflict_goes_live_once_the_conflict_is_gone() {
         &server_toml(&["stable-held.example.com"], &[a.addr()], ""),
     );
     let (running, reloader) = reloading(&layout);
-    let container = |name: &str, domain: &str, to: SocketAddr| {
-        nethergate_core::ServerConfig::from_toml(
-            &format!("docker container {name}"),
-            name,
-            &server_toml(&[domain], &[to], ""),
-        )
-        .expect("valid server")
-    };
+    let container = |name: &str, domain: &str, to: SocketAddr| provided(name, &[domain], to);
     let addr = running.addr();
 
     // A container holds a domain; a file that claims it too is rejected.
-    reloader.set_provider(
+    hold_and_claim(
+        &layout,
+        &reloader,
+        addr,
         provider,
-        vec![container("holder", "held.example.com", b.addr())],
+        "held",
+        b.addr(),
+        c.addr(),
     );
-    assert_eq!(routed_to(addr, "held.example.com"), Some(b.addr().port()));
-    layout.write_server(
-        "late-held",
-        &server_toml(
-            &["held.example.com", "late-held.example.com"],
-            &[c.addr()],
-            "",
-        ),
-    );
-    reloader.reload_files();
-    assert_eq!(log_lines(&["late-held.toml", "claimed by both"]), 1);
-    assert_eq!(routed_to(addr, "late-held.example.com"), None);
     // The container stops: the file goes live with it, no file event needed.
     reloader.set_provider(provider, Vec::new());
     assert_eq!(routed_to(addr, "held.example.com"), Some(c.addr().port()));
     assert_eq!(
-        routed_to(addr, "late-held.example.com"),
+        routed_to(addr, "held-late.example.com"),
         Some(c.addr().port())
     );
 
@@ -1384,5 +1369,162 @@ fn a_change_held_up_by_a_conflict_goes_live_once_the_conflict_is_gone() {
     );
     // Still in conflict, a held change is not reported again: the taker's conflict was told once.
     assert_eq!(log_lines(&["docker container taker", "claimed by both"]), 1);
+    let _ = running.shutdown();
+}
+
+/// How many times `source` of the proxy on `layout` was logged as valid again (by this layout's
+/// `servers_dir`: tests running at once log into one capture).
+fn valid_again(layout: &Layout, source: &str) -> usize {
+    let dir = format!("{:?}", layout.dir().join("servers").display().to_string());
+    log_lines(&[
+        "configuration valid again",
+        &format!("source=\"{source}\""),
+        &dir,
+    ])
+}
+
+/// `provider` brings a container holding `<tag>.example.com` (to `holder`); then a server file
+/// `<tag>-late` claims it too, and `<tag>-late.example.com` (to `late`): the file is rejected, reported once.
+fn hold_and_claim(
+    layout: &Layout,
+    reloader: &Reloader,
+    addr: SocketAddr,
+    provider: &str,
+    tag: &str,
+    holder: SocketAddr,
+    late: SocketAddr,
+) {
+    let held = format!("{tag}.example.com");
+    reloader.set_provider(
+        provider,
+        vec![provided(&format!("{tag}-holder"), &[&held], holder)],
+    );
+    assert_eq!(routed_to(addr, &held), Some(holder.port()));
+    let late_domain = format!("{tag}-late.example.com");
+    layout.write_server(
+        &format!("{tag}-late"),
+        &server_toml(&[&held, &late_domain], &[late], ""),
+    );
+    reloader.reload_files();
+    assert_eq!(
+        log_lines(&[&format!("{tag}-late.toml"), "claimed by both"]),
+        1,
+        "{}",
+        captured_logs()
+    );
+    assert_eq!(routed_to(addr, &late_domain), None);
+}
+
+/// A provider's server: `docker container <name>` routing `domains` to `to`.
+fn provided(name: &str, domains: &[&str], to: SocketAddr) -> nethergate_core::ServerConfig {
+    nethergate_core::ServerConfig::from_toml(
+        &format!("docker container {name}"),
+        name,
+        &server_toml(domains, &[to], ""),
+    )
+    .expect("valid server")
+}
+
+/// A held-up server file is tried again as the directory is now, not as it was read: a file removed
+/// since (no reload in between: a SIGHUP-only setup, or a removal still in the watch's debounce) does
+/// not come back when the conflict ends.
+#[test]
+fn a_held_up_file_removed_since_does_not_come_back() {
+    capture_logs();
+    let (a, b, c) = (Backend::named(), Backend::named(), Backend::named());
+    let layout = Layout::new().server(
+        "rmd-stable",
+        &server_toml(&["rmd-stable.example.com"], &[a.addr()], ""),
+    );
+    let (running, reloader) = reloading(&layout);
+    let addr = running.addr();
+    hold_and_claim(&layout, &reloader, addr, "rmd", "rmd", b.addr(), c.addr());
+    layout.remove_server("rmd-late");
+    reloader.set_provider("rmd", Vec::new());
+    assert_eq!(
+        routed_to(addr, "rmd-late.example.com"),
+        None,
+        "{}",
+        captured_logs()
+    );
+    assert_eq!(routed_to(addr, "rmd.example.com"), None);
+    assert_eq!(
+        routed_to(addr, "rmd-stable.example.com"),
+        Some(a.addr().port())
+    );
+    let _ = running.shutdown();
+}
+
+/// A held-up change that goes live while another file is still broken leaves the files' problem open:
+/// fixing that file later (no route changes) is still told as `configuration valid again`.
+#[test]
+fn a_held_up_change_going_live_keeps_a_broken_files_problem_open() {
+    capture_logs();
+    let (a, b, c) = (Backend::named(), Backend::named(), Backend::named());
+    let stable = server_toml(&["brk-stable.example.com"], &[a.addr()], "");
+    let layout = Layout::new().server("brk-stable", &stable);
+    let (running, reloader) = reloading(&layout);
+    reloader.set_provider(
+        "brk",
+        vec![provided("brk-holder", &["brk-held.example.com"], b.addr())],
+    );
+    layout.write_server(
+        "brk-stable",
+        "domains = [\"brk-stable.example.com\"]\naddresses = 5\n",
+    );
+    layout.write_server(
+        "brk-late",
+        &server_toml(&["brk-held.example.com"], &[c.addr()], ""),
+    );
+    reloader.reload_files();
+    reloader.set_provider("brk", Vec::new());
+    assert_eq!(
+        routed_to(running.addr(), "brk-held.example.com"),
+        Some(c.addr().port()),
+        "{}",
+        captured_logs()
+    );
+    let again = || valid_again(&layout, "files");
+    assert_eq!(again(), 0, "the broken file is still broken");
+    layout.write_server("brk-stable", &stable);
+    reloader.reload_files();
+    assert_eq!(again(), 1, "{}", captured_logs());
+    let _ = running.shutdown();
+}
+
+/// A held-up change tried again and rejected for another conflict than the one reported is reported
+/// anew: the container whose first conflict the admin fixed is not left unrouted unsaid.
+#[test]
+fn a_held_up_change_rejected_for_another_conflict_is_reported_again() {
+    capture_logs();
+    let (a, b) = (Backend::named(), Backend::named());
+    let layout = Layout::new().server(
+        "new-file",
+        &server_toml(&["new-x.example.com"], &[a.addr()], ""),
+    );
+    let (running, reloader) = reloading(&layout);
+    let both = vec![provided(
+        "new-c",
+        &["new-x.example.com", "new-y.example.com"],
+        b.addr(),
+    )];
+    reloader.set_provider("new", both.clone());
+    assert_eq!(log_lines(&["new-x.example.com", "claimed by both"]), 1);
+    // The file lets go of x but takes y: live; the container, tried again, now conflicts on y.
+    layout.write_server(
+        "new-file",
+        &server_toml(&["new-y.example.com"], &[a.addr()], ""),
+    );
+    reloader.reload_files();
+    assert_eq!(
+        log_lines(&["new-y.example.com", "claimed by both"]),
+        1,
+        "{}",
+        captured_logs()
+    );
+    // The provider's next poll, the same servers: not news.
+    reloader.set_provider("new", both);
+    assert_eq!(log_lines(&["new-y.example.com", "claimed by both"]), 1);
+    assert_eq!(routed_to(running.addr(), "new-x.example.com"), None);
     let _ = running.shutdown();
 }

@@ -59,16 +59,11 @@ impl Catalog {
         }
     }
 
-    /// Takes the servers of `source` from `other`: the server files' when `source` is `None`, else that
-    /// provider's. The other sources' servers stay as they are.
-    pub fn adopt(&mut self, source: Option<&str>, other: &Catalog) {
-        match source {
-            None => self.files = other.files.clone(),
-            Some(provider) => match other.providers.get(provider) {
-                Some(servers) => self.set_provider(provider, servers.clone()),
-                None => self.set_provider(provider, Vec::new()),
-            },
-        }
+    /// Takes `provider`'s servers from `other` (none when it has none there); the other sources' servers
+    /// stay as they are.
+    pub fn adopt_provider(&mut self, provider: &str, other: &Catalog) {
+        let servers = other.providers.get(provider).cloned().unwrap_or_default();
+        self.set_provider(provider, servers);
     }
 
     /// Every server, files first (by path), then providers (by name).
@@ -165,7 +160,7 @@ mod tests {
     }
 
     #[test]
-    fn adopt_takes_one_source_and_leaves_the_others() {
+    fn adopt_provider_takes_that_provider_and_leaves_the_rest() {
         let mut live = Catalog::new(&[at("a.toml", "a.example")]);
         live.set_provider("docker", vec![at("container x", "x.example")]);
         let mut proposal = Catalog::new(&[at("b.toml", "b.example")]);
@@ -173,14 +168,15 @@ mod tests {
         let domains = |c: &Catalog| -> Vec<String> {
             c.servers().iter().map(|s| s.domains.join(",")).collect()
         };
-        let mut files = live.clone();
-        files.adopt(None, &proposal);
-        assert_eq!(domains(&files), ["b.example", "x.example"]);
         let mut docker = live.clone();
-        docker.adopt(Some("docker"), &proposal);
-        assert_eq!(domains(&docker), ["a.example", "y.example"]);
+        docker.adopt_provider("docker", &proposal);
+        assert_eq!(
+            domains(&docker),
+            ["a.example", "y.example"],
+            "the files stay"
+        );
         // A provider the proposal does not have is emptied.
-        docker.adopt(Some("docker"), &Catalog::default());
+        docker.adopt_provider("docker", &Catalog::default());
         assert_eq!(domains(&docker), ["a.example"]);
         assert_eq!(docker, Catalog::new(&[at("a.toml", "a.example")]));
     }
