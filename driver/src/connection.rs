@@ -57,12 +57,20 @@ async fn dial<R: Runtime>(rt: &R, req: &ConnectRequest) -> io::Result<(R::Stream
         };
         let mut last = None;
         for &addr in addrs {
-            match rt.connect(addr).await {
-                // TCP's simultaneous open: dialling a local port nobody listens on, from that very port
-                // (the kernel picks source ports from the range such a port may be in: a backend that is
-                // down, a Docker port published at random), connects the socket to itself, and every
-                // byte sent comes back. Nothing listens there: a refusal.
-                Ok(s) if local_addr(&s) == Some(addr) => last = Some(connected_to_itself()),
+            let mut attempt = rt.connect(addr).await;
+            if matches!(&attempt, Ok(s) if local_addr(s) == Some(addr)) {
+                // The kernel picked the dialled port as the source port (it picks them from the range
+                // a local backend's port may be in: a Docker port published at random). Either nothing
+                // listens there and TCP's simultaneous open connected the socket to itself, echoing every
+                // byte, or address translation sends the port elsewhere (Docker without its userland
+                // proxy) and the connection is real. A second dial, made while the first holds that
+                // port, gets another source port and tells which: a refusal, or the backend.
+                attempt = rt.connect(addr).await;
+                if matches!(&attempt, Ok(s) if local_addr(s) == Some(addr)) {
+                    attempt = Err(connected_to_itself());
+                }
+            }
+            match attempt {
                 Ok(s) => {
                     set_nodelay(&s);
                     return Ok((s, addr));
@@ -421,11 +429,15 @@ mod tests {
     use std::sync::Arc;
 
     /// A runtime whose reactor never reports anything and whose timers never fire: whatever a session
-    /// does with it, it does without waiting. Its dial binds the socket to the address it dials, so the
-    /// socket connects to itself, as a dial to a port nobody listens on does when the kernel happens to
-    /// pick that port as its source.
-    #[derive(Clone)]
-    struct Stalled;
+    /// does with it, it does without waiting. Its first dial binds the socket to the address it dials, so
+    /// the socket connects to itself, as a dial to a port nobody listens on does when the kernel happens
+    /// to pick that port as its source; later dials are plain connects, to `translated` when set (as
+    /// address translation would send them) or else to the address dialled.
+    #[derive(Clone, Default)]
+    struct Stalled {
+        translated: Option<SocketAddr>,
+        dials: Arc<std::sync::atomic::AtomicUsize>,
+    }
 
     struct Socket(TcpStream);
 
@@ -474,12 +486,15 @@ mod tests {
             Ok(NoListener)
         }
         fn connect(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Socket>> + Send {
+            let first = self.dials.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
             let connect = || {
                 use socket2::{Domain, Protocol, Type};
                 let s = socket2::Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
-                s.set_reuse_address(true)?;
-                s.bind(&addr.into())?;
-                s.connect(&addr.into())?;
+                if first {
+                    s.set_reuse_address(true)?;
+                    s.bind(&addr.into())?;
+                }
+                s.connect(&self.translated.filter(|_| !first).unwrap_or(addr).into())?;
                 s.set_nonblocking(true)?;
                 Ok(Socket(s.into()))
             };
@@ -520,7 +535,10 @@ mod tests {
     /// Polls `read_client` once: `Some` when it finished without waiting.
     fn read_once(proxy_end: &Socket, session: &mut Session, first: bool) -> Option<()> {
         future::block_on(future::poll_once(read_client(
-            &Stalled, proxy_end, session, first,
+            &Stalled::default(),
+            proxy_end,
+            session,
+            first,
         )))
     }
 
@@ -545,31 +563,57 @@ mod tests {
     /// the backend: the player is told the server is unreachable instead of getting their bytes back.
     #[test]
     fn a_dial_connected_to_itself_is_refused() -> io::Result<()> {
-        let free_port =
-            || -> io::Result<u16> { Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()) };
-        // The fake dial really is connected to itself: what it sends comes back.
+        // The fake's first dial really is connected to itself: what it sends comes back.
         let port = free_port()?;
-        let mut itself =
-            future::block_on(Stalled.connect(SocketAddr::from(([127, 0, 0, 1], port))))?;
+        let rt = Stalled::default();
+        let mut itself = future::block_on(rt.connect(SocketAddr::from(([127, 0, 0, 1], port))))?;
         itself.0.write_all(b"echo")?;
         std::thread::sleep(Duration::from_millis(20));
         let mut back = [0u8; 4];
         std::io::Read::read_exact(&mut itself.0, &mut back)?;
         assert_eq!(&back, b"echo");
 
-        let req = ConnectRequest {
-            server: "lobby".into(),
-            address: Arc::new(nethergate_core::config::BackendAddress {
-                host: "127.0.0.1".into(),
-                port: free_port()?,
-            }),
-            timeout: Duration::from_secs(5),
-        };
-        match future::block_on(dial(&Stalled, &req)) {
+        match future::block_on(dial(&Stalled::default(), &request(free_port()?))) {
             Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}"),
             Ok((_, addr)) => panic!("took a socket connected to itself for the backend at {addr}"),
         }
         Ok(())
+    }
+
+    /// A dial that got the dialled port as its source, where address translation takes the port to a
+    /// real backend (a published Docker port without the userland proxy), is dialled again, and reaches
+    /// the backend: not refused for looking like a socket connected to itself.
+    #[test]
+    fn a_translated_dial_that_got_its_own_port_reaches_the_backend() -> io::Result<()> {
+        let backend = TcpListener::bind("127.0.0.1:0")?;
+        let rt = Stalled {
+            translated: Some(backend.local_addr()?),
+            ..Stalled::default()
+        };
+        let (stream, _) = future::block_on(dial(&rt, &request(free_port()?)))?;
+        let (mut accepted, _) = backend.accept()?;
+        stream.0.set_nonblocking(false)?;
+        (&stream.0).write_all(b"hi")?;
+        let mut got = [0u8; 2];
+        std::io::Read::read_exact(&mut accepted, &mut got)?;
+        assert_eq!(&got, b"hi");
+        Ok(())
+    }
+
+    fn free_port() -> io::Result<u16> {
+        Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    }
+
+    /// A dial of `127.0.0.1:<port>` for the server `lobby`.
+    fn request(port: u16) -> ConnectRequest {
+        ConnectRequest {
+            server: "lobby".into(),
+            address: Arc::new(nethergate_core::config::BackendAddress {
+                host: "127.0.0.1".into(),
+                port,
+            }),
+            timeout: Duration::from_secs(5),
+        }
     }
 
     /// The handshake a client sent right after connecting is read at once: the first read of a session
@@ -602,7 +646,7 @@ mod tests {
         use std::io::Read;
         let (mut client, proxy_end) = pair()?;
         let wrote = future::block_on(future::poll_once(copy::write_all_fresh(
-            &Stalled,
+            &Stalled::default(),
             &proxy_end,
             b"hello",
             Duration::from_secs(5),

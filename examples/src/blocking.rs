@@ -252,11 +252,21 @@ fn dial(req: &ConnectRequest) -> io::Result<(TcpStream, SocketAddr)> {
         if left.is_zero() {
             return Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"));
         }
-        match TcpStream::connect_timeout(&addr, left) {
-            // A dial to a local port nobody listens on, from that same port, connects to itself.
-            Ok(stream) if stream.local_addr().ok() == Some(addr) => {
-                last = io::Error::new(io::ErrorKind::ConnectionRefused, "connected to itself");
+        let own_port =
+            |s: &io::Result<TcpStream>| s.as_ref().is_ok_and(|s| s.local_addr().ok() == Some(addr));
+        let mut attempt = TcpStream::connect_timeout(&addr, left);
+        if own_port(&attempt) {
+            // The dialled port as the source: connected to itself (nothing listens there), or translated
+            // elsewhere. Dialled again while this one holds the port, it tells (see the driver's `dial`).
+            attempt = TcpStream::connect_timeout(&addr, left);
+            if own_port(&attempt) {
+                attempt = Err(io::Error::new(
+                    io::ErrorKind::ConnectionRefused,
+                    "connected to itself",
+                ));
             }
+        }
+        match attempt {
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);
                 return Ok((stream, addr));
