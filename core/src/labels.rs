@@ -9,7 +9,7 @@
 //! | label (`<p>` = `label_prefix`) | file key | default |
 //! |---|---|---|
 //! | `<p>.enable` | - | required, `"true"` (`"false"` or absent: ignored; `"1"`/`"0"` also, for every yes/no label) |
-//! | `<p>.domains` | `domains` | `<container name>.docker.local`; comma separated |
+//! | `<p>.domains` | `domains` | `<container name>.docker.local`; separated by commas or line breaks |
 //! | `<p>.port` | `addresses` | 25565: the port the server listens on inside the container |
 //! | `<p>.name` | `name` | the container name |
 //! | `<p>.proxy_mode` | `proxy_mode` | `passthrough` |
@@ -58,9 +58,10 @@ pub const KNOWN_LABELS: &[&str] = &[
 ];
 
 /// The `label_prefix` that reads mc-router's labels (itzg/mc-router's Docker discovery) instead of
-/// nethergate's: `mc-router.host` (comma separated domains; its presence makes the container a server),
-/// `mc-router.port`, `mc-router.default` (`true`: also every host no other server claims, the `*` domain)
-/// and `mc-router.network` (the network whose IP is the backend address, before `[docker] network`).
+/// nethergate's: `mc-router.host` (domains separated by commas or line breaks; its presence makes the
+/// container a server), `mc-router.port` (`0` is the default), `mc-router.default` (`true`: also every
+/// host no other server claims, the `*` domain) and `mc-router.network` (the network whose IP is the
+/// backend address, before `[docker] network`). Yes/no values as Go's `ParseBool` reads them.
 pub const MC_ROUTER: &str = "mc-router";
 
 /// Every mc-router label read, without the prefix.
@@ -159,6 +160,16 @@ fn label_bool(value: &str) -> Option<bool> {
         v if v.eq_ignore_ascii_case("true") => Some(true),
         v if v.eq_ignore_ascii_case("false") => Some(false),
         _ => None,
+    }
+}
+
+/// A yes/no label of mc-router, read as its Go `strconv.ParseBool` reads it (after trimming): also `t`
+/// and `f`, besides what [`label_bool`] takes.
+fn go_bool(value: &str) -> Option<bool> {
+    match value.trim() {
+        "t" | "T" => Some(true),
+        "f" | "F" => Some(false),
+        v => label_bool(v),
     }
 }
 
@@ -375,9 +386,10 @@ fn unknown_label(prefix: &str, known: &[&str]) -> String {
     format!("unknown label; expected one of {}", known.join(", "))
 }
 
-/// A comma separated list of domains; empty items are left out.
+/// A list of domains separated by commas or line breaks (a YAML block label, one per line, as mc-router
+/// reads it too); empty items are left out.
 fn domain_list(list: &str) -> Vec<toml::Value> {
-    list.split(',')
+    list.split([',', '\n'])
         .map(str::trim)
         .filter(|d| !d.is_empty())
         .map(|d| toml::Value::String(d.to_owned()))
@@ -446,26 +458,37 @@ fn mc_router_server(
         key: label(key),
         reason,
     };
+    let neither = |v: &str| format!("{v:?} is neither \"true\" nor \"false\"");
     let mut issues = Vec::new();
-    for key in ours.keys().filter(|k| !MC_ROUTER_LABELS.contains(k)) {
-        let reason = if key.starts_with("auto-scale") {
-            "mc-router's auto scaling is not supported: nethergate routes running containers and never \
-             starts or stops one (remove the label)"
-                .to_owned()
-        } else {
-            unknown_label(MC_ROUTER, MC_ROUTER_LABELS)
+    for (key, v) in ours.iter().filter(|(k, _)| !MC_ROUTER_LABELS.contains(k)) {
+        let reason = match *key {
+            // Scaling turned off is what nethergate does anyway; the sleeping server's MOTD has no use.
+            "auto-scale-up" | "auto-scale-down" => match go_bool(v) {
+                Some(false) => continue,
+                Some(true) => {
+                    "mc-router's auto scaling is not supported: nethergate routes running \
+                               containers and never starts or stops one (remove the label)"
+                        .to_owned()
+                }
+                None => neither(v),
+            },
+            "auto-scale-asleep-motd" => continue,
+            _ => unknown_label(MC_ROUTER, MC_ROUTER_LABELS),
         };
         issues.push(issue(key, reason));
     }
     let mut domains = domain_list(hosts);
-    match ours.get("default").map(|v| (v, label_bool(v.trim()))) {
+    match ours.get("default").map(|v| (v, go_bool(v))) {
         None | Some((_, Some(false))) => {}
         Some((_, Some(true))) => domains.push(toml::Value::String("*".to_owned())),
-        Some((v, None)) => issues.push(issue(
-            "default",
-            format!("{v:?} is neither \"true\" nor \"false\""),
-        )),
+        Some((v, None)) => issues.push(issue("default", neither(v))),
     }
+    // mc-router reads a port of 0 as its default.
+    let mut ours = ours.clone();
+    if ours.get("port").is_some_and(|p| p.trim() == "0") {
+        ours.remove("port");
+    }
+    let ours = &ours;
     let mut table = toml::Table::new();
     table.insert("name".into(), toml::Value::String(container.name.clone()));
     table.insert("domains".into(), toml::Value::Array(domains));
@@ -1126,6 +1149,26 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(s.domains, vec!["a.example.com"]);
+        // As mc-router reads them: hosts one per line too (a YAML block label), Go's `t`/`f`, a port of
+        // 0 as the default, scaling turned off, and the asleep MOTD that only scaling uses.
+        let s = mc_router(&[
+            (
+                "mc-router.host",
+                "a.example.com\nb.example.com,\nc.example.com\n",
+            ),
+            ("mc-router.default", "t"),
+            ("mc-router.port", "0"),
+            ("mc-router.auto-scale-up", "false"),
+            ("mc-router.auto-scale-down", "F"),
+            ("mc-router.auto-scale-asleep-motd", "zzz"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            s.domains,
+            vec!["a.example.com", "b.example.com", "c.example.com", "*"]
+        );
+        assert_eq!(s.addresses[0].port, DEFAULT_PORT);
     }
 
     #[test]
@@ -1180,6 +1223,7 @@ mod tests {
             ("mc-router.port", "http"),
             ("mc-router.default", "maybe"),
             ("mc-router.auto-scale-up", "true"),
+            ("mc-router.auto-scale-down", "sometimes"),
             ("mc-router.hosts", "typo.example.com"),
         ])
         .unwrap_err();
@@ -1188,6 +1232,7 @@ mod tests {
         assert_eq!(
             named,
             [
+                "mc-router.auto-scale-down",
                 "mc-router.auto-scale-up",
                 "mc-router.default",
                 "mc-router.host",

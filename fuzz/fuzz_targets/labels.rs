@@ -10,7 +10,7 @@
 //! for mc-router, when `mc-router.host` is absent; every problem names the container as its source, a
 //! label key under the prefix and a reason; an accepted server is named after the container or its `name`
 //! label (mc-router: the container), has at least one domain routed to it by a table of its own (mc-router:
-//! `*` among them exactly when `mc-router.default` is "true" or "1") and one backend address with a non-zero
+//! `*` among them exactly when `mc-router.default` is "true", "1" or "t") and one backend address with a non-zero
 //! port, and reports the container as its source.
 
 #![no_main]
@@ -89,11 +89,12 @@ fuzz_target!(|data: &[u8]| {
             );
             assert_eq!(s.source, c.source());
             if mc_router {
-                let default = matches!(label("default").as_deref(), Some("true" | "1"));
+                // Go's `ParseBool` also reads `t`/`T`; hosts are split on commas and line breaks.
+                let default = matches!(label("default").as_deref(), Some("true" | "1" | "t"));
                 let listed = c
                     .labels
                     .get("mc-router.host")
-                    .is_some_and(|h| h.split(',').any(|d| d.trim() == "*"));
+                    .is_some_and(|h| h.split([',', '\n']).any(|d| d.trim() == "*"));
                 let star = s.domains.iter().any(|d| d == "*");
                 assert_eq!(star, default || listed, "{:?}", s.domains);
             }
