@@ -50,7 +50,11 @@ fn plain_reason(reason: &str, value: &toml::Value) -> String {
             format!("{p} (write [{s:?}])")
         }
         (Some(p), _) => p,
-        (None, toml::Value::Array(items)) if reason.ends_with("expected a string") => {
+        // An entry of the list is not a string (not the list itself where a string belongs).
+        (None, toml::Value::Array(items))
+            if reason.ends_with("expected a string")
+                && !reason.starts_with("invalid type: sequence") =>
+        {
             format!("{reason}{}", entry_hint(items))
         }
         (None, _) => reason.to_owned(),
@@ -64,10 +68,19 @@ fn entry_hint(items: &[toml::Value]) -> String {
         return String::new();
     };
     let host = entry.get("host").and_then(toml::Value::as_str);
-    let port = entry.get("port").and_then(toml::Value::as_integer);
+    let port = entry
+        .get("port")
+        .and_then(toml::Value::as_integer)
+        .filter(|p| (1..=65535).contains(p));
+    // Only a string that is surely an address: a name or IPv4 address, or an IPv6 address to bracket
+    // (not a host already bracketed or carrying a port of its own).
     let instead = match (host, port) {
-        (Some(h), Some(p)) if h.contains(':') => format!(", here \"[{h}]:{p}\""),
-        (Some(h), Some(p)) => format!(", here \"{h}:{p}\""),
+        (Some(h), Some(p)) if h.parse::<std::net::Ipv6Addr>().is_ok() => {
+            format!(", here \"[{h}]:{p}\"")
+        }
+        (Some(h), Some(p)) if !h.is_empty() && !h.contains([':', '[', ']']) => {
+            format!(", here \"{h}:{p}\"")
+        }
         _ => String::new(),
     };
     format!(
@@ -286,6 +299,11 @@ mod tests {
             ("addresses = [{ host = \"::1\", port = 25565 }]", "addresses", "invalid type: table, expected a string (entry 1: every entry is a quoted string, here \"[::1]:25565\")"),
             ("addresses = [25565]", "addresses", "invalid type: integer `25565`, expected a string (entry 1: every entry is a quoted string)"),
             ("domains = [{ name = \"mc.example.com\" }]", "domains", "invalid type: table, expected a string (entry 1: every entry is a quoted string)"),
+            // No string offered that would be wrong too; no entry named where the list itself is wrong.
+            ("addresses = [{ host = \"[::1]\", port = 1 }]", "addresses", "invalid type: table, expected a string (entry 1: every entry is a quoted string)"),
+            ("addresses = [{ host = \"10.0.0.1:25565\", port = 25565 }]", "addresses", "invalid type: table, expected a string (entry 1: every entry is a quoted string)"),
+            ("addresses = [{ host = \"10.0.0.1\", port = 99999 }]", "addresses", "invalid type: table, expected a string (entry 1: every entry is a quoted string)"),
+            ("name = [\"a:1\"]", "name", "invalid type: sequence, expected a string"),
             ("proxy_protocol_version = \"v2\"", "proxy_protocol_version", "invalid type: string \"v2\", expected a whole number (1 or 2)"),
             ("proxy_protocol_version = 300", "proxy_protocol_version", "300 is not a PROXY protocol version (1 or 2)"),
             ("[timeouts]\nread = \"-1s\"", "timeouts.read", "\"-1s\" is negative; a time limit must be greater than zero"),
