@@ -31,12 +31,10 @@ fn set_nodelay<S: Stream>(s: &S) {
     let _ = socket2::SockRef::from(s).set_nodelay(true);
 }
 
-/// What a dial that connected the socket to itself fails with.
-fn connected_to_itself() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::ConnectionRefused,
-        "connection refused (the dial connected to itself: nothing listens on that port)",
-    )
+/// Whether a socket dialled to `port` has its peer's address as its own (see `dial`). The peer's port is
+/// the dialled one; its address is the dialled one too, or loopback for `0.0.0.0` and `::`.
+fn from_its_own_address<S: Stream>(s: &S, port: u16) -> bool {
+    local_addr(s).is_some_and(|own| own.port() == port && peer_addr(s) == Some(own))
 }
 
 /// Resolves and dials one configured backend address within its connect timeout.
@@ -58,17 +56,15 @@ async fn dial<R: Runtime>(rt: &R, req: &ConnectRequest) -> io::Result<(R::Stream
         let mut last = None;
         for &addr in addrs {
             let mut attempt = rt.connect(addr).await;
-            if matches!(&attempt, Ok(s) if local_addr(s) == Some(addr)) {
-                // The kernel picked the dialled port as the source port (it picks them from the range
-                // a local backend's port may be in: a Docker port published at random). Either nothing
-                // listens there and TCP's simultaneous open connected the socket to itself, echoing every
-                // byte, or address translation sends the port elsewhere (Docker without its userland
-                // proxy) and the connection is real. A second dial, made while the first holds that
-                // port, gets another source port and tells which: a refusal, or the backend.
+            if matches!(&attempt, Ok(s) if from_its_own_address(s, addr.port())) {
+                // The kernel picked the dialled address and port as the source (it picks ports from the
+                // range a local backend's port may be in: a Docker port published at random). Either
+                // nothing listens there and TCP's simultaneous open connected the socket to itself,
+                // echoing every byte, or address translation sends the port elsewhere (Docker without its
+                // userland proxy) and the connection is real. A second dial, made while the first holds
+                // that address and port, gets another source port and tells which: a refusal, or the
+                // backend.
                 attempt = rt.connect(addr).await;
-                if matches!(&attempt, Ok(s) if local_addr(s) == Some(addr)) {
-                    attempt = Err(connected_to_itself());
-                }
             }
             match attempt {
                 Ok(s) => {
@@ -489,7 +485,11 @@ mod tests {
             let first = self.dials.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
             let connect = || {
                 use socket2::{Domain, Protocol, Type};
-                let s = socket2::Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+                let s = socket2::Socket::new(
+                    Domain::for_address(addr),
+                    Type::STREAM,
+                    Some(Protocol::TCP),
+                )?;
                 if first {
                     s.set_reuse_address(true)?;
                     s.bind(&addr.into())?;
@@ -573,7 +573,15 @@ mod tests {
         std::io::Read::read_exact(&mut itself.0, &mut back)?;
         assert_eq!(&back, b"echo");
 
-        match future::block_on(dial(&Stalled::default(), &request(free_port()?))) {
+        match future::block_on(dial(
+            &Stalled::default(),
+            &request("127.0.0.1", free_port()?),
+        )) {
+            Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}"),
+            Ok((_, addr)) => panic!("took a socket connected to itself for the backend at {addr}"),
+        }
+        // `0.0.0.0` is dialled as loopback: the socket's own address is not the one dialled.
+        match future::block_on(dial(&Stalled::default(), &request("0.0.0.0", free_port()?))) {
             Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}"),
             Ok((_, addr)) => panic!("took a socket connected to itself for the backend at {addr}"),
         }
@@ -590,8 +598,22 @@ mod tests {
             translated: Some(backend.local_addr()?),
             ..Stalled::default()
         };
-        let (stream, _) = future::block_on(dial(&rt, &request(free_port()?)))?;
-        let (mut accepted, _) = backend.accept()?;
+        let (stream, _) = future::block_on(dial(&rt, &request("127.0.0.1", free_port()?)))?;
+        // The dial's socket is the backend's connection (not the first, connected to itself): it is
+        // there to accept, and what is sent on it arrives.
+        backend.set_nonblocking(true)?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut accepted = loop {
+            match backend.accept() {
+                Ok((accepted, _)) => break accepted,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        accepted.set_nonblocking(false)?;
+        accepted.set_read_timeout(Some(Duration::from_secs(5)))?;
         stream.0.set_nonblocking(false)?;
         (&stream.0).write_all(b"hi")?;
         let mut got = [0u8; 2];
@@ -604,12 +626,12 @@ mod tests {
         Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
     }
 
-    /// A dial of `127.0.0.1:<port>` for the server `lobby`.
-    fn request(port: u16) -> ConnectRequest {
+    /// A dial of `<host>:<port>` for the server `lobby`.
+    fn request(host: &str, port: u16) -> ConnectRequest {
         ConnectRequest {
             server: "lobby".into(),
             address: Arc::new(nethergate_core::config::BackendAddress {
-                host: "127.0.0.1".into(),
+                host: host.into(),
                 port,
             }),
             timeout: Duration::from_secs(5),

@@ -31,6 +31,8 @@ pub struct Reloader {
     /// different one is. Tried again whenever another source's change goes live.
     rejected: Mutex<BTreeMap<String, Held>>,
     catalog: Mutex<Catalog>,
+    /// Held while the server directory is read and applied: reads are applied in the order made.
+    reading: Mutex<()>,
     /// The files of `dir` that look like another proxy's (`*.yaml`, `*.json`), as last warned about: a
     /// reload warns about the ones that are new.
     foreign: Mutex<BTreeSet<String>>,
@@ -52,6 +54,7 @@ impl Reloader {
             failing: Mutex::new(BTreeSet::new()),
             rejected: Mutex::new(BTreeMap::new()),
             catalog: Mutex::new(Catalog::new(initial)),
+            reading: Mutex::new(()),
             foreign: Mutex::new(BTreeSet::new()),
             handle,
         })
@@ -106,7 +109,18 @@ impl Reloader {
 
     /// Applies `change` to a copy of the catalog; swaps the new table in only if it builds.
     /// `change` says whether it met (and logged) problems of its own, such as a broken file.
-    fn apply(&self, what: &str, change: impl FnOnce(&mut Catalog) -> bool) {
+    ///
+    /// `retry`: `change` is a change of `what` held up by a conflict, tried again because another
+    /// source's change went live (see [`Reloader::retry_held`]); rejected again, it is reported only if
+    /// the conflict is another one.
+    ///
+    /// When the change goes live, gives the other sources whose changes are held up: they may fit now.
+    fn apply(
+        &self,
+        what: &str,
+        retry: bool,
+        change: impl FnOnce(&mut Catalog) -> bool,
+    ) -> Vec<String> {
         let mut catalog = self.catalog.lock().unwrap_or_else(PoisonError::into_inner);
         let mut problems = false;
         match prepare(&catalog, |c| problems = change(c)) {
@@ -126,31 +140,33 @@ impl Reloader {
                 }
             }
             Outcome::Reloaded(reloaded) => {
-                // The live routes changed: a rejected proposal of any source was against the old ones.
-                let held = std::mem::take(
-                    &mut *self.rejected.lock().unwrap_or_else(PoisonError::into_inner),
-                );
+                self.forget_rejected(what);
                 self.swap_in(&mut catalog, *reloaded);
                 self.set_failing(what, problems);
+                let message = match retry {
+                    true => "configuration reloaded: a change held up by a conflict fits now",
+                    false => "configuration reloaded",
+                };
                 tracing::info!(
                     servers = catalog.servers().len(),
                     source = what,
-                    "configuration reloaded"
+                    "{message}"
                 );
-                // What another source proposed and a conflict held up may fit now (the file removed whose
-                // domain a container claims): it is tried again at once, not at that source's next change
-                // (a file's next edit, a provider's next poll).
-                for (source, held) in held.into_iter().filter(|(s, _)| s != what) {
-                    self.retry_held(&mut catalog, source, held);
-                }
+                let rejected = self.rejected.lock().unwrap_or_else(PoisonError::into_inner);
+                return rejected.keys().cloned().collect();
             }
             Outcome::Rejected(errors, next) => {
                 self.set_failing(what, true);
                 let mut rejected = self.rejected.lock().unwrap_or_else(PoisonError::into_inner);
                 // A file's change is reported each time (an admin made it); a provider's poll that proposes
                 // the same servers again is not news. One that proposes others (a container started while
-                // the conflict lasts) is: it is held up too.
-                let seen = what != FILES && rejected.get(what).is_some_and(|h| h.proposal == *next);
+                // the conflict lasts) is: it is held up too. A held change tried again is news only if
+                // its conflict is another one.
+                let held = rejected.get(what);
+                let seen = match retry {
+                    true => held.is_some_and(|h| h.errors == errors),
+                    false => what != FILES && held.is_some_and(|h| h.proposal == *next),
+                };
                 if seen {
                     tracing::debug!(source = what, "reload rejected again for the same reasons");
                 } else {
@@ -165,50 +181,47 @@ impl Reloader {
                 rejected.insert(what.to_owned(), held);
             }
         }
+        Vec::new()
     }
 
-    /// Tries again what `source` proposed and a conflict held up, against the live `catalog` (whose
-    /// change just went live). The server files are read afresh, not taken from the held read: a file
-    /// removed or edited since must not come back as it was. Still in conflict, the change stays held,
-    /// reported again only if the conflict is another one.
-    fn retry_held(&self, catalog: &mut Catalog, source: String, held: Held) {
-        let mut problems = false;
-        let outcome = if source == FILES {
-            let Ok(fresh) = self.read_files() else {
-                return; // the directory is gone or unreadable: its own reload says so
-            };
-            // The files' own problems were logged when the change that brought them was read.
-            prepare(catalog, |c| problems = !c.update_files(fresh).is_empty())
-        } else {
-            prepare(catalog, |c| c.adopt_provider(&source, &held.proposal))
-        };
-        match outcome {
-            // The held change is gone (undone, or superseded by what is live): the source's own next
-            // reload says whether its problem is over.
-            Outcome::Unchanged => {}
-            Outcome::Reloaded(reloaded) => {
-                self.swap_in(catalog, *reloaded);
-                self.set_failing(&source, problems);
-                tracing::info!(
-                    servers = catalog.servers().len(),
-                    source = source.as_str(),
-                    "configuration reloaded: a change held up by a conflict fits now"
-                );
-            }
-            Outcome::Rejected(errors, next) => {
-                if errors != held.errors {
-                    for issue in &errors.0 {
-                        log_issue(issue, "reload rejected, previous routes stay live");
-                    }
+    /// Applies a change of `what`, then tries again every change of another source that a conflict held
+    /// up ([`Reloader::retry_all`]), as long as one of them goes live (which may free another): a file removed whose domain a
+    /// container claims lets the container in at once, not at the provider's next poll. Each goes live
+    /// at most once (going live, it is held no more), so this ends.
+    fn apply_and_retry(&self, what: &str, change: impl FnOnce(&mut Catalog) -> bool) {
+        let due = self.apply(what, false, change);
+        self.retry_all(due);
+    }
+
+    /// Tries again the held changes of the sources `due`, and of those that are held when one goes live.
+    fn retry_all(&self, mut due: Vec<String>) {
+        while let Some(source) = due.pop() {
+            for more in self.retry_held(&source) {
+                if !due.contains(&more) {
+                    due.push(more);
                 }
-                let mut rejected = self.rejected.lock().unwrap_or_else(PoisonError::into_inner);
-                let held = Held {
-                    proposal: *next,
-                    errors,
-                };
-                rejected.insert(source, held);
             }
         }
+    }
+
+    /// Tries again the change of `source` that a conflict held up; gives what [`Reloader::apply`] gives.
+    /// The server files are read afresh, not taken from the held read (a file removed or edited since
+    /// must not come back as it was); a provider's proposal is its last one.
+    fn retry_held(&self, source: &str) -> Vec<String> {
+        if source == FILES {
+            return self.read_and_apply_files(true);
+        }
+        let proposal = {
+            let rejected = self.rejected.lock().unwrap_or_else(PoisonError::into_inner);
+            match rejected.get(source) {
+                Some(held) => held.proposal.clone(),
+                None => return Vec::new(),
+            }
+        };
+        self.apply(source, true, |c| {
+            c.adopt_provider(source, &proposal);
+            false
+        })
     }
 
     /// Reads the server directory as it is now.
@@ -216,30 +229,48 @@ impl Reloader {
         ServerFiles::read_dir(&self.dir, self.main_file.as_deref())
     }
 
-    /// Re-reads the server directory. A file that fails keeps its previous version live (its errors are
-    /// logged with file, key and reason); a removed file removes its routes.
+    /// Re-reads the server directory and applies it (`retry`: for a change of the files held up by a
+    /// conflict; their problems are not logged again, and an unreadable directory leaves it held).
     ///
-    /// The directory is read while the live catalog is held, so reads are applied in the order they were
-    /// made: an older read (a SIGHUP's) applied after a newer one (the watch's) would undo a change that
-    /// no event will report again.
-    pub fn reload_files(&self) {
-        self.apply(FILES, |catalog| match self.read_files() {
-            Ok(fresh) => {
-                self.warn_new_foreign(fresh.warnings());
-                update_files(catalog, fresh)
+    /// One read is applied at a time, in the order they were made: an older read (a SIGHUP's) applied
+    /// after a newer one (the watch's) would undo a change that no event will report again. The
+    /// directory is read before the live catalog is taken, so a slow read (NFS) holds up other file
+    /// reloads only.
+    fn read_and_apply_files(&self, retry: bool) -> Vec<String> {
+        let _in_order = self.reading.lock().unwrap_or_else(PoisonError::into_inner);
+        let fresh = match self.read_files() {
+            Ok(fresh) => fresh,
+            Err(errors) if retry => {
+                tracing::debug!(error = %errors, "server directory unreadable; its held change waits");
+                return Vec::new();
             }
             Err(errors) => {
                 for issue in &errors.0 {
                     log_issue(issue, "reload failed, previous routes stay live");
                 }
-                true
+                self.set_failing(FILES, true);
+                return Vec::new();
             }
-        });
+        };
+        self.warn_new_foreign(fresh.warnings());
+        self.apply(FILES, retry, |catalog| match retry {
+            // Logged when the change that brought them was read.
+            true => !catalog.update_files(fresh).is_empty(),
+            false => update_files(catalog, fresh),
+        })
+    }
+
+    /// Re-reads the server directory. A file that fails keeps its previous version live (its errors are
+    /// logged with file, key and reason); a removed file removes its routes. Changes of other sources
+    /// that a conflict held up are tried again if the files' change goes live.
+    pub fn reload_files(&self) {
+        let due = self.read_and_apply_files(false);
+        self.retry_all(due);
     }
 
     /// Replaces every server of `provider` (e.g. `"docker"`).
     pub fn set_provider(&self, provider: &str, servers: Vec<ServerConfig>) {
-        self.apply(provider, |catalog| {
+        self.apply_and_retry(provider, |catalog| {
             catalog.set_provider(provider, servers);
             false
         });

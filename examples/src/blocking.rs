@@ -252,19 +252,20 @@ fn dial(req: &ConnectRequest) -> io::Result<(TcpStream, SocketAddr)> {
         if left.is_zero() {
             return Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"));
         }
-        let own_port =
-            |s: &io::Result<TcpStream>| s.as_ref().is_ok_and(|s| s.local_addr().ok() == Some(addr));
         let mut attempt = TcpStream::connect_timeout(&addr, left);
-        if own_port(&attempt) {
-            // The dialled port as the source: connected to itself (nothing listens there), or translated
-            // elsewhere. Dialled again while this one holds the port, it tells (see the driver's `dial`).
-            attempt = TcpStream::connect_timeout(&addr, left);
-            if own_port(&attempt) {
-                attempt = Err(io::Error::new(
-                    io::ErrorKind::ConnectionRefused,
-                    "connected to itself",
-                ));
-            }
+        let own = |s: &TcpStream| {
+            s.local_addr()
+                .ok()
+                .is_some_and(|a| s.peer_addr().ok() == Some(a))
+        };
+        if attempt.as_ref().is_ok_and(own) {
+            // Its own address as the source: connected to itself (nothing listens there), or translated
+            // elsewhere. Dialled again while this one holds it, it tells (see the driver's `dial`).
+            let left = deadline.saturating_duration_since(Instant::now());
+            attempt = match left.is_zero() {
+                true => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
+                false => TcpStream::connect_timeout(&addr, left),
+            };
         }
         match attempt {
             Ok(stream) => {

@@ -1528,3 +1528,90 @@ fn a_held_up_change_rejected_for_another_conflict_is_reported_again() {
     assert_eq!(routed_to(running.addr(), "new-x.example.com"), None);
     let _ = running.shutdown();
 }
+
+/// Asserts that `host` is routed to `to`, with the captured logs when it is not.
+fn assert_routed(addr: SocketAddr, host: &str, to: &Backend) {
+    assert_eq!(
+        routed_to(addr, host),
+        Some(to.addr().port()),
+        "{host}\n{}",
+        captured_logs()
+    );
+}
+
+/// Four backends, and a proxy driven by [`reloading`] with one server file `<tag>-stable` routing
+/// `<tag>-stable.example.com` to the first backend.
+fn four_backends_and_a_file(tag: &str) -> ([Backend; 4], Layout, Running, Arc<Reloader>) {
+    capture_logs();
+    let backends = [(); 4].map(|()| Backend::named());
+    let layout = Layout::new().server(
+        &format!("{tag}-stable"),
+        &server_toml(
+            &[&format!("{tag}-stable.example.com")],
+            &[backends[0].addr()],
+            "",
+        ),
+    );
+    let (running, reloader) = reloading(&layout);
+    (backends, layout, running, reloader)
+}
+
+/// A held server file whose retry cannot read the directory (a moment of `EMFILE`, a remount) stays held
+/// and goes live at the next change that frees anything, instead of being dropped unsaid.
+#[test]
+fn a_held_up_file_survives_an_unreadable_directory_at_its_retry() {
+    let ([_a, b, c, d], layout, running, reloader) = four_backends_and_a_file("urd");
+    let addr = running.addr();
+    hold_and_claim(&layout, &reloader, addr, "urd", "urd", b.addr(), c.addr());
+    let (servers, away) = (
+        layout.dir().join("servers"),
+        layout.dir().join("servers.away"),
+    );
+    std::fs::rename(&servers, &away).expect("hide servers_dir");
+    reloader.set_provider("urd", Vec::new());
+    std::fs::rename(&away, &servers).expect("bring servers_dir back");
+    assert_eq!(
+        routed_to(addr, "urd-late.example.com"),
+        None,
+        "not read yet"
+    );
+    reloader.set_provider(
+        "urd",
+        vec![provided("urd-other", &["urd-other.example.com"], d.addr())],
+    );
+    assert_routed(addr, "urd-late.example.com", &c);
+    let _ = running.shutdown();
+}
+
+/// Retries go on while one goes live: a container let in when another lets go of its domain frees, in
+/// turn, a domain a held server file wants (three sources, two providers).
+#[test]
+fn a_retry_that_goes_live_frees_the_next_held_change() {
+    let ([_a, b, c, d], layout, running, reloader) = four_backends_and_a_file("ch");
+    let addr = running.addr();
+    reloader.set_provider(
+        "docker-ch",
+        vec![provided("ch-d", &["ch-d.example.com"], b.addr())],
+    );
+    reloader.set_provider(
+        "a-kube-ch",
+        vec![provided("ch-k", &["ch-y.example.com"], c.addr())],
+    );
+    // Held: the file wants y, which kube has; kube's next proposal wants d, which docker has. (Kube's
+    // name sorts before "files", so the held changes are not tried in the order that frees them.)
+    layout.write_server(
+        "ch-late",
+        &server_toml(&["ch-y.example.com"], &[d.addr()], ""),
+    );
+    reloader.reload_files();
+    reloader.set_provider(
+        "a-kube-ch",
+        vec![provided("ch-k2", &["ch-d.example.com"], c.addr())],
+    );
+    assert_eq!(routed_to(addr, "ch-y.example.com"), Some(c.addr().port()));
+    // Docker lets go of d: kube's change fits, which lets go of y, which the file's change wants.
+    reloader.set_provider("docker-ch", Vec::new());
+    assert_routed(addr, "ch-d.example.com", &c);
+    assert_routed(addr, "ch-y.example.com", &d);
+    let _ = running.shutdown();
+}
