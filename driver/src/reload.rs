@@ -254,7 +254,8 @@ impl Reloader {
         };
         self.warn_new_foreign(fresh.warnings());
         self.apply(FILES, retry, |catalog| match retry {
-            // Logged when the change that brought them was read.
+            // Logged by the reload that read the change bringing them (a file broken since, by the watch
+            // event or SIGHUP that follows its change).
             true => !catalog.update_files(fresh).is_empty(),
             false => update_files(catalog, fresh),
         })
