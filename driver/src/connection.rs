@@ -580,10 +580,19 @@ mod tests {
             Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}"),
             Ok((_, addr)) => panic!("took a socket connected to itself for the backend at {addr}"),
         }
-        // `0.0.0.0` is dialled as loopback: the socket's own address is not the one dialled.
-        match future::block_on(dial(&Stalled::default(), &request("0.0.0.0", free_port()?))) {
-            Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}"),
-            Ok((_, addr)) => panic!("took a socket connected to itself for the backend at {addr}"),
+        // `0.0.0.0` is dialled as loopback: the socket's own address is not the one dialled. And IPv6,
+        // where the machine has a loopback address for it.
+        let mut hosts = vec![("0.0.0.0", free_port()?)];
+        if let Ok(v6) = TcpListener::bind("[::1]:0") {
+            hosts.push(("::1", v6.local_addr()?.port()));
+        }
+        for (host, port) in hosts {
+            match future::block_on(dial(&Stalled::default(), &request(host, port))) {
+                Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{host}: {e}"),
+                Ok((_, addr)) => {
+                    panic!("took a socket connected to itself for the backend at {addr}")
+                }
+            }
         }
         Ok(())
     }
