@@ -163,6 +163,11 @@ fn label_bool(value: &str) -> Option<bool> {
     }
 }
 
+/// Why a yes/no label's value `v` is an error.
+fn neither_true_nor_false(v: &str) -> String {
+    format!("{v:?} is neither \"true\" nor \"false\"")
+}
+
 /// A yes/no label of mc-router, read as its Go `strconv.ParseBool` reads it (after trimming): also `t`
 /// and `f`, besides what [`label_bool`] takes.
 fn go_bool(value: &str) -> Option<bool> {
@@ -212,7 +217,7 @@ pub fn server_config(
             return Err(ConfigErrors(vec![ConfigIssue {
                 source,
                 key: label("enable"),
-                reason: format!("{v:?} is neither \"true\" nor \"false\""),
+                reason: neither_true_nor_false(v),
             }]))
         }
     }
@@ -458,7 +463,6 @@ fn mc_router_server(
         key: label(key),
         reason,
     };
-    let neither = |v: &str| format!("{v:?} is neither \"true\" nor \"false\"");
     let mut issues = Vec::new();
     for (key, v) in ours.iter().filter(|(k, _)| !MC_ROUTER_LABELS.contains(k)) {
         let reason = match *key {
@@ -470,7 +474,7 @@ fn mc_router_server(
                                containers and never starts or stops one (remove the label)"
                         .to_owned()
                 }
-                None => neither(v),
+                None => neither_true_nor_false(v),
             },
             "auto-scale-asleep-motd" => continue,
             _ => unknown_label(MC_ROUTER, MC_ROUTER_LABELS),
@@ -481,7 +485,7 @@ fn mc_router_server(
     match ours.get("default").map(|v| (v, go_bool(v))) {
         None | Some((_, Some(false))) => {}
         Some((_, Some(true))) => domains.push(toml::Value::String("*".to_owned())),
-        Some((v, None)) => issues.push(issue("default", neither(v))),
+        Some((v, None)) => issues.push(issue("default", neither_true_nor_false(v))),
     }
     // mc-router reads a port of 0 as its default.
     let mut ours = ours.clone();

@@ -94,8 +94,8 @@ impl Reloader {
     }
 
     /// Makes `next` the live catalog and its table the live routes, warning about what looks wrong in the
-    /// servers it brings.
-    fn swap_in(&self, catalog: &mut Catalog, (next, table): (Catalog, RouteTable)) {
+    /// servers it brings; gives how many servers are live.
+    fn swap_in(&self, catalog: &mut Catalog, (next, table): (Catalog, RouteTable)) -> usize {
         for warning in next
             .new_or_changed(catalog)
             .iter()
@@ -103,8 +103,10 @@ impl Reloader {
         {
             crate::cli::log_warning(&warning);
         }
+        let servers = table.servers().len();
         self.handle.set_routes(table);
         *catalog = next;
+        servers
     }
 
     /// Applies `change` to a copy of the catalog; swaps the new table in only if it builds.
@@ -141,17 +143,13 @@ impl Reloader {
             }
             Outcome::Reloaded(reloaded) => {
                 self.forget_rejected(what);
-                self.swap_in(&mut catalog, *reloaded);
+                let servers = self.swap_in(&mut catalog, *reloaded);
                 self.set_failing(what, problems);
                 let message = match retry {
                     true => "configuration reloaded: a change held up by a conflict fits now",
                     false => "configuration reloaded",
                 };
-                tracing::info!(
-                    servers = catalog.servers().len(),
-                    source = what,
-                    "{message}"
-                );
+                tracing::info!(servers, source = what, "{message}");
                 let rejected = self.rejected.lock().unwrap_or_else(PoisonError::into_inner);
                 return rejected.keys().cloned().collect();
             }
@@ -184,16 +182,10 @@ impl Reloader {
         Vec::new()
     }
 
-    /// Applies a change of `what`, then tries again every change of another source that a conflict held
-    /// up ([`Reloader::retry_all`]), as long as one of them goes live (which may free another): a file removed whose domain a
-    /// container claims lets the container in at once, not at the provider's next poll. Each goes live
-    /// at most once (going live, it is held no more), so this ends.
-    fn apply_and_retry(&self, what: &str, change: impl FnOnce(&mut Catalog) -> bool) {
-        let due = self.apply(what, false, change);
-        self.retry_all(due);
-    }
-
-    /// Tries again the held changes of the sources `due`, and of those that are held when one goes live.
+    /// Tries again the held changes of the sources `due` (what [`Reloader::apply`] gave for a change that
+    /// went live), and those of every source held when one of them goes live (which may free another): a
+    /// file removed whose domain a container claims lets the container in at once, not at the provider's
+    /// next poll. Each goes live at most once (going live, it is held no more), so this ends.
     fn retry_all(&self, mut due: Vec<String>) {
         while let Some(source) = due.pop() {
             for more in self.retry_held(&source) {
@@ -271,10 +263,11 @@ impl Reloader {
 
     /// Replaces every server of `provider` (e.g. `"docker"`).
     pub fn set_provider(&self, provider: &str, servers: Vec<ServerConfig>) {
-        self.apply_and_retry(provider, |catalog| {
+        let due = self.apply(provider, false, |catalog| {
             catalog.set_provider(provider, servers);
             false
         });
+        self.retry_all(due);
     }
 }
 

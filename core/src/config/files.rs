@@ -165,6 +165,9 @@ fn read_server(path: &Path) -> Result<(ServerConfig, Vec<ConfigIssue>), ConfigEr
 mod tests {
     use crate::config::testing::*;
 
+    /// A valid server file.
+    const A_SERVER: &str = "domains = [\"a.example.com\"]\naddresses = [\"10.0.0.1:1\"]";
+
     #[test]
     fn a_server_file_linked_to_nowhere_is_an_error_not_a_missing_server() {
         let path = layout(
@@ -206,12 +209,15 @@ mod tests {
 
     #[test]
     fn hidden_files_are_not_server_files() {
-        let good = "domains = [\"a.example.com\"]\naddresses = [\"10.0.0.1:1\"]";
         let other = "domains = [\"b.example.com\"]\naddresses = [\"10.0.0.1:1\"]";
         let path = layout(
             "hidden",
             "",
-            &[("a.toml", good), (".hidden.toml", ""), ("B.TOML", other)],
+            &[
+                ("a.toml", A_SERVER),
+                (".hidden.toml", ""),
+                ("B.TOML", other),
+            ],
         );
         let servers = path.with_file_name("servers");
         // Emacs' lock file while a.toml is being edited.
@@ -223,13 +229,12 @@ mod tests {
 
     #[test]
     fn another_proxys_server_files_are_warned_about_not_read() {
-        let good = "domains = [\"a.example.com\"]\naddresses = [\"10.0.0.1:1\"]";
         let yaml = "domains:\n  - b.example.com\naddresses:\n  - 10.0.0.1:1\n";
         let path = layout(
             "foreign",
             "",
             &[
-                ("a.toml", good),
+                ("a.toml", A_SERVER),
                 ("survival.yml", yaml),
                 ("lobby.JSON", "{}"),
                 ("notes.txt", "x"),
@@ -250,13 +255,12 @@ mod tests {
 
     #[test]
     fn a_main_file_in_its_own_servers_dir_is_not_a_server_file() {
-        let good = "domains = [\"a.example.com\"]\naddresses = [\"10.0.0.1:1\"]";
         let path = layout(
             "same-dir",
             "servers_dir = \".\"\nmax_connections = 5\n",
             &[],
         );
-        std::fs::write(path.with_file_name("lobby.toml"), good).unwrap();
+        std::fs::write(path.with_file_name("lobby.toml"), A_SERVER).unwrap();
         let config = load_once(&path).unwrap();
         let names: Vec<&str> = config.servers.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, vec!["lobby"]);
