@@ -156,8 +156,9 @@ pub struct Forward {
     /// without having sent a single byte, or the session ends with [`EndReason::Timeout`](crate::EndReason)
     /// before the backend sent one (a backend that accepts and then says nothing, still starting or hung):
     /// a Login Disconnect with the server's `disconnect_message` for a login, so the player reads the
-    /// message instead of a bare "end of stream"; empty for a status ping (a closed connection already
-    /// shows the server as offline).
+    /// message instead of a bare "end of stream"; for a server-list ping, the offline status a ping gets
+    /// when no backend answers (the message as MOTD; no pong follows), or nothing for a ping forwarded on
+    /// a bare Ping, which has no Status Request to answer.
     pub if_backend_silent: Bytes,
 }
 
@@ -485,11 +486,11 @@ impl Session {
 
     /// Instead of [`Session::pre_connect_result`]: the connection comes from the proxy itself, one of its
     /// own backend dials (the driver knows which connections those are), so the server's addresses lead
-    /// back to the proxy and every login would dial it again until connections run out. A login is closed
-    /// without an answer: the dialling session sees its backend close without a byte and tells its player
-    /// the server's `disconnect_message`. A server-list ping whose Status Request was read gets the
-    /// offline status an unreachable backend gets (which the dialling session passes on), then the close:
-    /// no pong, and nothing for a ping routed on a bare Ping.
+    /// back to the proxy and every login would dial it again until connections run out. It is closed
+    /// without an answer: the dialling session sees its backend close without a byte and tells its client
+    /// what its own server says then ([`Forward::if_backend_silent`]: the server's `disconnect_message`,
+    /// as a Login Disconnect or as the offline status of a server-list ping). This session could not tell
+    /// it: its handshake may have been rewritten to a host that routes elsewhere or nowhere.
     pub fn refuse_loop(&mut self) {
         if self.state != State::PreConnect {
             return;
@@ -500,10 +501,6 @@ impl Session {
             host = self.pre_connect_event().host,
             "{LOOP_WARNING}"
         );
-        if !self.is_login() && self.status_requested {
-            let status = self.offline_status();
-            self.actions.push(Action::SendToClient(status.into()));
-        }
         self.close(CloseReason::Loop);
     }
 
@@ -563,6 +560,8 @@ impl Session {
         let c2b_initial = opening.len() as u64;
         let if_backend_silent = if self.is_login() {
             server.login_disconnect()
+        } else if self.status_requested {
+            self.offline_status().into()
         } else {
             Bytes::new()
         };
@@ -1086,19 +1085,28 @@ mod tests {
     }
 
     #[test]
-    fn a_login_carries_its_disconnect_for_a_silent_backend_and_a_status_nothing() {
-        let servers = [server("lobby", "disconnect_message = \"Restarting\"")];
+    fn a_forward_carries_what_its_client_is_told_if_the_backend_is_silent() {
+        let servers = [server(
+            "lobby",
+            "disconnect_message = \"Restarting\"\nmax_players = 9",
+        )];
         let mut script = Script::new(Decision::Allow, 0);
+        let mut bare_ping = handshake_bytes(765, NextState::Status);
+        codec::write_frame(&mut bare_ping, 0x01, &7i64.to_be_bytes());
         for bytes in [
             login_bytes("lobby.example.com", "Steve", NextState::Login),
             login_bytes("lobby.example.com", "Steve", NextState::Transfer),
             status_bytes("lobby.example.com"),
+            bare_ping,
         ] {
             let did = script.run(&mut session(&servers), &[&bytes]);
             assert!(did.contains(&Did::Forward), "{did:?}");
         }
         let login = response::login_disconnect("Restarting");
-        assert_eq!(script.silent, [login.clone(), login, Vec::new()]);
+        // A ping's Status Request gets the offline status (the message, the limit, the ping's protocol),
+        // a bare Ping nothing: there is no request to answer.
+        let offline = response::status_response(47, "Restarting", 0, 9);
+        assert_eq!(script.silent, [login.clone(), login, offline, Vec::new()]);
     }
 
     #[test]
@@ -1367,37 +1375,21 @@ mod tests {
         s.refuse_loop();
         assert!(s.poll_action().is_none());
 
-        // A server-list ping is answered as if the backend were down.
-        let mut s = session(&[server("lobby", "disconnect_message = \"Looping\"")]);
-        s.handle_client_data(&status_bytes("lobby.example.com"));
-        assert!(matches!(s.poll_action(), Some(Action::PreConnect)));
-        s.refuse_loop();
-        let Some(Action::SendToClient(status)) = s.poll_action() else {
-            panic!("no status answer")
-        };
-        let Ok(Parsed::Complete(frame, _)) = read_frame(&status, 4096) else {
-            panic!("not a frame")
-        };
-        let Ok(Parsed::Complete(json, _)) = read_string(frame.body, 4096) else {
-            panic!("not a string")
-        };
-        assert!(json.contains("Looping"), "{json}");
-        assert!(matches!(
-            s.poll_action(),
-            Some(Action::Close(CloseReason::Loop))
-        ));
-
-        // Routed on a bare ping (no Status Request read): closed without an answer.
-        let mut s = session(&[server("lobby", "")]);
-        let mut bytes = handshake_bytes(765, NextState::Status);
-        codec::write_frame(&mut bytes, 0x01, &7i64.to_be_bytes());
-        s.handle_client_data(&bytes);
-        assert!(matches!(s.poll_action(), Some(Action::PreConnect)));
-        s.refuse_loop();
-        assert!(matches!(
-            s.poll_action(),
-            Some(Action::Close(CloseReason::Loop))
-        ));
+        // So is a server-list ping, with or without its Status Request: the dialling session answers it
+        // (its host may have been rewritten to one this session routes elsewhere).
+        let mut bare_ping = handshake_bytes(765, NextState::Status);
+        codec::write_frame(&mut bare_ping, 0x01, &7i64.to_be_bytes());
+        for bytes in [status_bytes("lobby.example.com"), bare_ping] {
+            let mut s = session(&[server("lobby", "disconnect_message = \"Looping\"")]);
+            s.handle_client_data(&bytes);
+            assert!(matches!(s.poll_action(), Some(Action::PreConnect)));
+            s.refuse_loop();
+            assert!(matches!(
+                s.poll_action(),
+                Some(Action::Close(CloseReason::Loop))
+            ));
+            assert!(s.poll_action().is_none());
+        }
     }
 
     #[test]

@@ -24,8 +24,11 @@
 //!   only the host part replaced when a rewrite is configured (decoration kept), then every other client
 //!   byte in order; `c2b_initial` counts exactly what was sent before forwarding;
 //! - the close reason matches what happened; a refused login is told why with a Login Disconnect, and
-//!   a connection the driver recognised as its own (`refuse_loop`) closes with `Loop`, answering only
-//!   a Status Request (with the offline status);
+//!   a connection the driver recognised as its own (`refuse_loop`) closes with `Loop`, answering nothing
+//!   (the dialling session tells its client);
+//! - a forward carries what its client is told if the backend says nothing: a login the server's
+//!   `disconnect_message` as a Login Disconnect, a Status Request the offline status with that message,
+//!   a ping forwarded on a bare Ping nothing;
 //! - player slots are released: counts return to what they were when the session ends;
 //! - the outcome does not depend on how the client's bytes were split: the bytes fed before the end, in
 //!   one chunk into a fresh session with the same configuration (and a fresh route table, whose round
@@ -940,6 +943,38 @@ impl Run<'_> {
             let live = self.live.as_ref().expect("live");
             assert_eq!(Some(ls.name), live.info().player.as_deref());
         }
+
+        // What the client is told if the backend says nothing.
+        let Some(Ending::Forward {
+            if_backend_silent, ..
+        }) = &self.ending
+        else {
+            unreachable!("checked on a forward")
+        };
+        let requested = matches!(
+            codec::read_frame(&self.fed[client_used..], MAX_HANDSHAKE_FRAME),
+            Ok(Parsed::Complete(f, _)) if f.id == 0x00
+        );
+        if hs.next_state.is_login() {
+            assert_eq!(disconnect_text(if_backend_silent), cfg.disconnect_message);
+        } else if requested {
+            let Ok(Parsed::Complete(frame, used)) = codec::read_frame(if_backend_silent, 1 << 20)
+            else {
+                panic!("the offline status is not a frame: {if_backend_silent:?}")
+            };
+            assert_eq!((frame.id, used), (0x00, if_backend_silent.len()));
+            let Ok(Parsed::Complete(json, _)) = codec::read_string(frame.body, 1 << 20) else {
+                panic!("the offline status holds no string")
+            };
+            let v: serde_json::Value =
+                serde_json::from_str(json).unwrap_or_else(|e| panic!("not JSON ({e}): {json}"));
+            assert_eq!(v["description"]["text"], cfg.disconnect_message.as_str());
+        } else {
+            assert!(
+                if_backend_silent.is_empty(),
+                "a bare Ping has no request to answer"
+            );
+        }
     }
 
     fn check_close(&self, reason: &CloseReason) {
@@ -1024,35 +1059,12 @@ impl Run<'_> {
             CloseReason::Loop => {
                 assert!(self.looped);
                 assert!(self.connects.is_empty());
-                if login {
-                    assert!(
-                        self.to_client.is_empty(),
-                        "a looping login is refused without a word"
-                    );
-                } else {
-                    // A status request (the frame after the handshake is 0x00) is answered offline,
-                    // with a Status Response; a session routed on a bare ping gets nothing.
-                    let Ok(Parsed::Complete(_, hs_used)) = handshake::parse(&self.fed) else {
-                        panic!("a looping status session without its handshake")
-                    };
-                    let requested = matches!(
-                        codec::read_frame(&self.fed[hs_used..], MAX_HANDSHAKE_FRAME),
-                        Ok(Parsed::Complete(f, _)) if f.id == 0x00
-                    );
-                    assert_eq!(
-                        self.to_client.len(),
-                        usize::from(requested),
-                        "{:?}",
-                        self.to_client
-                    );
-                    if let Some(answer) = self.to_client.first() {
-                        let Ok(Parsed::Complete(frame, _)) = codec::read_frame(answer, 1 << 16)
-                        else {
-                            panic!("the offline status is not a frame")
-                        };
-                        assert_eq!(frame.id, 0x00, "not a Status Response");
-                    }
-                }
+                // Login or ping: the dialling session tells its own client.
+                assert!(
+                    self.to_client.is_empty(),
+                    "a looping connection is refused without a word (login {login}): {:?}",
+                    self.to_client
+                );
             }
             CloseReason::BufferLimit => assert!(self.buffer_overflowed),
             CloseReason::Shutdown => assert!(self.aborted),

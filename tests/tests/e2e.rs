@@ -286,8 +286,9 @@ fn disconnect_message_when_every_backend_is_down<F: Flavor>() {
 
 /// A backend that takes the connection and closes or resets it before sending a byte (crashed, still
 /// starting, full accept backlog of a dying process): the player gets the server's `disconnect_message`
-/// as a Login Disconnect instead of a bare "end of stream". A backend that answered first is passed
-/// through untouched, and a status ping just sees the connection close.
+/// as a Login Disconnect instead of a bare "end of stream", and a server-list ping the offline status
+/// (the message as MOTD, as when no backend answers), then the close without a pong. A backend that
+/// answered first is passed through untouched.
 fn silent_backend_close_sends_the_disconnect_message_in<F: Flavor>(mode: &str) {
     let backend = Backend::start(move |mut s| {
         // The handshake, then the login start (or status request).
@@ -328,17 +329,31 @@ fn silent_backend_close_sends_the_disconnect_message_in<F: Flavor>(mode: &str) {
     let mut rest = Vec::new();
     c.read_to_end(&mut rest).unwrap();
     assert_eq!(rest, [0x42], "[{}] {mode}", F::NAME);
-    // A status ping is not a login: no Login Disconnect packet.
-    let mut c = connect(proxy.addr());
-    c.write_all(&status_bytes("mc.example.com")).unwrap();
-    let mut rest = Vec::new();
-    let _ = c.read_to_end(&mut rest);
-    assert!(rest.is_empty(), "[{}] {mode}: {rest:?}", F::NAME);
+    // A status ping is not a login: the offline status, not a Login Disconnect; then no pong.
+    for host in ["mc.example.com", "MC.example.com."] {
+        let mut c = connect(proxy.addr());
+        c.write_all(&status_bytes(host)).unwrap();
+        let (id, json) = read_json_packet(&mut c).expect("the offline status");
+        assert_eq!(id, 0, "[{}] {mode}", F::NAME);
+        assert_eq!(json["description"]["text"], "Back in 5 minutes");
+        assert_eq!(json["version"]["protocol"], 765);
+        let mut ping = Vec::new();
+        nethergate_core::codec::write_frame(&mut ping, 0x01, &7u64.to_be_bytes());
+        let _ = c.write_all(&ping); // may find the connection closed already
+        let mut rest = Vec::new();
+        let _ = c.read_to_end(&mut rest);
+        assert!(
+            rest.is_empty(),
+            "[{}] {mode}: {rest:?} after the status",
+            F::NAME
+        );
+    }
     drop(proxy);
 }
 
 /// A backend that accepts and then says nothing (one still starting, or hung) gets the player the
-/// `disconnect_message` when the read timeout ends the session, as a backend that closes does.
+/// `disconnect_message` when the read timeout ends the session, as a backend that closes does (a server-list
+/// ping the offline status).
 fn hung_backend_times_out_with_the_disconnect_message_in<F: Flavor>(mode: &str) {
     let backend = Backend::start(|mut s| {
         let _ = (read_frame_bytes(&mut s), read_frame_bytes(&mut s));
@@ -370,12 +385,17 @@ fn hung_backend_times_out_with_the_disconnect_message_in<F: Flavor>(mode: &str) 
     let backend_needle = format!("backend={} ", backend.addr());
     let ended = ["session ended", "b2c=0", "reason=Timeout", &backend_needle];
     assert!(wait_for_log(&ended, IO_TIMEOUT).is_some(), "{what}");
-    // A status ping is not a login: no Login Disconnect packet.
+    // A status ping is not a login: the offline status, at the same timeout.
+    let started = Instant::now();
     let mut c = connect(proxy.addr());
     c.write_all(&status_bytes("mc.example.com")).unwrap();
-    let mut rest = Vec::new();
-    let _ = c.read_to_end(&mut rest);
-    assert!(rest.is_empty(), "{what}: {rest:?}");
+    let (id, json) = read_json_packet(&mut c).expect("the offline status");
+    assert!(started.elapsed() >= Duration::from_millis(900), "{what}");
+    assert_eq!(
+        (id, json["description"]["text"].as_str()),
+        (0, Some("Still starting")),
+        "{what}"
+    );
     drop(proxy);
 }
 

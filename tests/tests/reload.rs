@@ -479,7 +479,7 @@ fn leading_back<F: Flavor>(bind: &str, tag: &str) {
         "[{}] each refusal ends reason=Loop",
         F::NAME
     );
-    // A server-list ping gets the offline status, from the proxy it looped into.
+    // A server-list ping gets the offline status, from the session that dialled the proxy.
     let mut c = connect(addr);
     c.write_all(&status_bytes("loop.example.com")).unwrap();
     let (id, status) = read_json_packet(&mut c).expect("a status answer");
@@ -508,6 +508,31 @@ fn leading_back<F: Flavor>(bind: &str, tag: &str) {
         "[{}] the PROXY-header loop is named",
         F::NAME
     );
+    // Its ping is told too; and so are those of a server whose rewritten host (`from_backend`: the
+    // proxy's own IP, which no server claims) routes nowhere on the way back in: the dialling session
+    // answers with its own server's message.
+    layout.write_server(
+        &format!("{name}-rw"),
+        &server_toml(
+            &["loop-rw.example.com"],
+            &[addr],
+            "disconnect_message = \"Loop!\"\ndomain_rewrite = \"from_backend\"",
+        ),
+    );
+    eventually("the looping rewritten server is loaded", || {
+        told("loop-rw.example.com").as_deref() == Some("Loop!")
+    });
+    for host in ["loop-pp.example.com", "loop-rw.example.com"] {
+        let mut c = connect(addr);
+        c.write_all(&status_bytes(host)).unwrap();
+        let (id, status) = read_json_packet(&mut c).expect("a status answer");
+        assert_eq!(
+            (id, status["description"]["text"].as_str()),
+            (0, Some("Loop!")),
+            "[{}] {host}",
+            F::NAME
+        );
+    }
     assert_eq!(routed_to(addr, "alpha.example.com"), Some(a.addr().port()));
     eventually("every session ended", || proxy.registry().is_empty());
     drop(proxy);
