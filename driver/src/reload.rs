@@ -387,7 +387,8 @@ fn may_lose_watch(event: &notify::Event, dir: &Path) -> bool {
             ))
 }
 
-/// How often the watch thread checks that `servers_dir` still names the directory it watches.
+/// How often the watch thread checks that `servers_dir` still names the directory it watches, and
+/// whether a file a symlink in it leads to has changed.
 pub const IDENTITY_CHECK: Duration = Duration::from_secs(5);
 
 /// Which directory `dir` names now (device and inode, following symlinks), if any.
@@ -401,6 +402,48 @@ fn identity(dir: &Path) -> Option<(u64, u64)> {
 #[cfg(not(unix))]
 fn identity(_dir: &Path) -> Option<(u64, u64)> {
     None
+}
+
+/// What a symlink in `dir` leads to: its name, and the file at the end of it (device, inode, size,
+/// modification and change times), if there is one.
+type Linked = Vec<(std::ffi::OsString, Option<[i64; 7]>)>;
+
+/// The symlinks in `dir` and what each leads to now, in name order. A link to a file outside `dir`
+/// (`servers/lobby.toml -> /srv/lobby/proxy.toml`) is edited where inotify on `dir` sees nothing, so the
+/// watch thread compares this at every [`IDENTITY_CHECK`]: one `stat` a link, nothing for plain files.
+#[cfg(unix)]
+fn linked(dir: &Path) -> Linked {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut links: Linked = entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_symlink()))
+        .map(|e| {
+            let target = std::fs::metadata(e.path()).ok().map(|m| {
+                let (dev, ino, size) = (m.dev() as i64, m.ino() as i64, m.size() as i64);
+                [
+                    dev,
+                    ino,
+                    size,
+                    m.mtime(),
+                    m.mtime_nsec(),
+                    m.ctime(),
+                    m.ctime_nsec(),
+                ]
+            });
+            (e.file_name(), target)
+        })
+        .collect();
+    links.sort();
+    links
+}
+
+/// Elsewhere an edit behind a link is noticed at SIGHUP only.
+#[cfg(not(unix))]
+fn linked(_dir: &Path) -> Linked {
+    Vec::new()
 }
 
 /// Watches the server directory and reloads once it has been quiet for [`DEBOUNCE`] after a change (at
@@ -422,13 +465,14 @@ pub fn watch(reloader: Arc<Reloader>) -> Result<Watch, notify::Error> {
     // Which directory is watched is read here, before the watch is added, not when the thread first runs:
     // a directory repointed in between would otherwise count as the watched one, and never be followed.
     let watched = identity(&dir);
+    let links = linked(&dir);
     watcher.watch(&dir, RecursiveMode::NonRecursive)?;
     // What changed between the startup read and now (while the proxy bound and started its threads), no
     // event reports: read the files once more. Unchanged, this logs nothing.
     reloader.reload_files();
     let thread = std::thread::Builder::new()
         .name("nethergate-watch".into())
-        .spawn(move || watch_loop(&inbox, watcher, &dir, watched, &reloader))
+        .spawn(move || watch_loop(&inbox, watcher, &dir, (watched, links), &reloader))
         .map_err(notify::Error::io)?;
     Ok(Watch {
         messages,
@@ -437,12 +481,12 @@ pub fn watch(reloader: Arc<Reloader>) -> Result<Watch, notify::Error> {
 }
 
 /// The watch thread: collects events, reloads when due, and checks which directory `dir` names (`watched`:
-/// the one it named when the watch was added).
+/// the one it named when the watch was added) and what its symlinks lead to (`links`, as then).
 fn watch_loop(
     inbox: &mpsc::Receiver<Message>,
     mut watcher: notify::RecommendedWatcher,
     dir: &Path,
-    mut watched: Option<(u64, u64)>,
+    (mut watched, mut links): (Option<(u64, u64)>, Linked),
     reloader: &Reloader,
 ) {
     use notify::{RecursiveMode, Watcher};
@@ -490,6 +534,12 @@ fn watch_loop(
         }
         if now >= next_check {
             next_check = now + IDENTITY_CHECK;
+            let now_linked = linked(dir);
+            if now_linked != links {
+                // A file behind a link was edited, or a link changed (that one inotify saw too).
+                links = now_linked;
+                pending.get_or_insert((now, now));
+            }
             let current = identity(dir);
             let replaced = current != watched;
             if replaced || (maybe_lost && current.is_some()) {

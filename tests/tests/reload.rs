@@ -367,6 +367,61 @@ fn a_configmap_update_is_picked_up<F: Flavor>() {
     drop(proxy);
 }
 
+/// A server file that is a symlink to a file kept elsewhere (with the server itself): an edit there is
+/// outside what inotify watches, and is noticed by the watch's periodic check of what links lead to;
+/// so is a link repointed to another file, and one whose file is removed.
+#[cfg(unix)]
+fn an_edit_behind_a_linked_server_file_is_picked_up<F: Flavor>() {
+    use std::os::unix::fs::symlink;
+    capture_logs();
+    let (a, b) = (Backend::named(), Backend::named());
+    let layout = Layout::new();
+    let elsewhere = layout.dir().join("elsewhere");
+    std::fs::create_dir(&elsewhere).expect("a directory of its own");
+    let (target, other) = (elsewhere.join("proxy.toml"), elsewhere.join("other.toml"));
+    std::fs::write(
+        &target,
+        server_toml(&["alpha.example.com"], &[a.addr()], ""),
+    )
+    .expect("target");
+    let link = layout.dir().join("servers").join("alpha.toml");
+    symlink(&target, &link).expect("alpha.toml -> elsewhere/proxy.toml");
+    let proxy = F::start(layout.load(), nethergate_core::Plugins::new()).expect("start");
+    let addr = proxy.addr();
+    assert_eq!(routed_to(addr, "alpha.example.com"), Some(a.addr().port()));
+    // Edited in place, as `sed -i` on the link would not (it replaces the link with a file).
+    std::fs::write(
+        &target,
+        server_toml(&["alpha.example.com"], &[b.addr()], ""),
+    )
+    .expect("edit");
+    eventually("the edit behind the link is read", || {
+        routed_to(addr, "alpha.example.com") == Some(b.addr().port())
+    });
+    std::fs::write(&other, server_toml(&["beta.example.com"], &[a.addr()], "")).expect("other");
+    std::fs::remove_file(&target).expect("the target goes");
+    let gone = format!(
+        "a symbolic link to {}, which does not exist",
+        target.display()
+    );
+    eventually("the link to nowhere is reported", || {
+        captured_logs().contains(&gone)
+    });
+    assert_eq!(
+        routed_to(addr, "alpha.example.com"),
+        Some(b.addr().port()),
+        "[{}] a broken file's server stays live",
+        F::NAME
+    );
+    std::fs::remove_file(&link).expect("the link goes");
+    symlink(&other, &link).expect("alpha.toml -> elsewhere/other.toml");
+    eventually("the repointed link is read", || {
+        routed_to(addr, "beta.example.com") == Some(a.addr().port())
+            && routed_to(addr, "alpha.example.com").is_none()
+    });
+    drop(proxy);
+}
+
 /// `servers_dir` as a symlink that a deploy points at a new directory (blue/green): noticed by the
 /// watch's periodic check of which directory the path names (inotify follows the old one).
 #[cfg(unix)]
@@ -564,6 +619,8 @@ on_both_runtimes!(
     a_configmap_update_is_picked_up,
     #[cfg(unix)]
     a_repointed_server_directory_symlink_is_followed,
+    #[cfg(unix)]
+    an_edit_behind_a_linked_server_file_is_picked_up,
     a_server_leading_back_to_the_proxy_is_refused_not_looped,
     a_server_leading_back_to_a_proxy_on_every_address_is_refused,
 );
