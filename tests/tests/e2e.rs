@@ -356,7 +356,12 @@ fn silent_backend_close_sends_the_disconnect_message_in<F: Flavor>(mode: &str) {
 /// ping the offline status).
 fn hung_backend_times_out_with_the_disconnect_message_in<F: Flavor>(mode: &str) {
     let backend = Backend::start(|mut s| {
-        let _ = (read_frame_bytes(&mut s), read_frame_bytes(&mut s));
+        let (_, head) = (read_frame_bytes(&mut s), read_frame_bytes(&mut s));
+        if head.is_ok_and(|h| h.windows(7).any(|w| w == b"Flooder")) {
+            // Hung for good: reads nothing more, so what its player sends piles up in the proxy.
+            std::thread::sleep(Duration::from_secs(4));
+            return;
+        }
         // Hold the connection, silent, until the proxy closes it.
         let _ = s.read_to_end(&mut Vec::new());
     });
@@ -385,6 +390,37 @@ fn hung_backend_times_out_with_the_disconnect_message_in<F: Flavor>(mode: &str) 
     let backend_needle = format!("backend={} ", backend.addr());
     let ended = ["session ended", "b2c=0", "reason=Timeout", &backend_needle];
     assert!(wait_for_log(&ended, IO_TIMEOUT).is_some(), "{what}");
+    // A player who keeps sending meanwhile (a modded client, say): its bytes lie unread in the proxy when
+    // the session times out, and a close then would answer with a reset, which can destroy the kick.
+    let mut c = connect(proxy.addr());
+    c.write_all(&login_bytes("mc.example.com", "Flooder"))
+        .unwrap();
+    let mut writer = c.try_clone().expect("clone");
+    let flood = std::thread::spawn(move || {
+        let chunk = vec![0u8; 64 * 1024];
+        for _ in 0..256 {
+            if writer.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+    });
+    let (id, json) = read_json_packet(&mut c).expect("the kick, despite the unread bytes");
+    assert_eq!(
+        (id, json["text"].as_str()),
+        (0, Some("Still starting")),
+        "{what}"
+    );
+    // Then a FIN, not a reset (which destroys what the client has not read yet on some systems).
+    let mut rest = [0u8; 4096];
+    loop {
+        match c.read(&mut rest) {
+            Ok(0) => break,
+            Ok(n) => panic!("{what}: {n} more bytes after the kick"),
+            Err(e) => panic!("{what}: {e} instead of a FIN after the kick"),
+        }
+    }
+    drop(c);
+    flood.join().expect("the flood ends");
     // A status ping is not a login: the offline status, at the same timeout.
     let started = Instant::now();
     let mut c = connect(proxy.addr());
