@@ -191,8 +191,7 @@ mod tests {
                     (path, result)
                 })
                 .collect(),
-            partial: Default::default(),
-            foreign: Vec::new(),
+            ..ServerFiles::default()
         }
     }
 

@@ -26,6 +26,9 @@ pub struct ServerFiles {
     /// Files that look like another proxy's server files (`*.yaml`, `*.yml`, `*.json`: Infrarust 1,
     /// Infrared), sorted: not read, but warned about, so a server left unconverted does not vanish unsaid.
     pub foreign: Vec<PathBuf>,
+    /// Entries named `*.toml` that are no file (a directory, a socket, a FIFO), sorted: not read, but
+    /// warned about, as a server file would be expected there.
+    pub not_files: Vec<PathBuf>,
 }
 
 /// The extensions of other proxies' server files.
@@ -51,23 +54,33 @@ impl ServerFiles {
         let main_file = main_file.and_then(|m| m.canonicalize().ok());
         let has_extension =
             |p: &Path, x: &str| p.extension().is_some_and(|e| e.eq_ignore_ascii_case(x));
-        let (mut paths, mut foreign): (Vec<PathBuf>, Vec<PathBuf>) = entries
+        let listed = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
                 p.file_name()
                     .is_some_and(|n| !n.as_encoded_bytes().starts_with(b"."))
             })
-            // A link to nowhere (or to where the proxy may not look) is listed too, so that reading it
-            // reports why instead of the server quietly vanishing; directories, sockets and FIFOs named
-            // `*.toml` are not.
             .filter(|p| has_extension(p, "toml") || FOREIGN.iter().any(|x| has_extension(p, x)))
-            .filter(|p| p.is_file() || broken_link(p).is_some())
-            .filter(|p| main_file.is_none() || p.canonicalize().ok() != main_file)
-            .partition(|p| has_extension(p, "toml"));
+            .filter(|p| main_file.is_none() || p.canonicalize().ok() != main_file);
+        let (mut paths, mut foreign, mut not_files) = (Vec::new(), Vec::new(), Vec::new());
+        for p in listed {
+            // A link to nowhere (or to where the proxy may not look) is read too, so that reading it
+            // reports why instead of the server quietly vanishing; a directory, socket or FIFO named
+            // `*.toml` is not read, but warned about.
+            let readable = p.is_file() || broken_link(&p).is_some();
+            match (has_extension(&p, "toml"), readable) {
+                (true, true) => paths.push(p),
+                (true, false) => not_files.push(p),
+                (false, true) => foreign.push(p),
+                (false, false) => {} // a directory named `*.json`, say: no server file is expected there
+            }
+        }
         paths.sort();
         foreign.sort();
+        not_files.sort();
         let mut fresh = ServerFiles {
             foreign,
+            not_files,
             ..ServerFiles::default()
         };
         for path in paths {
@@ -96,19 +109,28 @@ impl ServerFiles {
             .collect()
     }
 
-    /// A warning for each file of [`ServerFiles::foreign`].
+    /// A warning for each entry of [`ServerFiles::foreign`] and [`ServerFiles::not_files`].
     pub fn warnings(&self) -> Vec<ConfigIssue> {
-        self.foreign
-            .iter()
-            .map(|path| {
-                ConfigIssue::new(
-                    &path.display().to_string(),
-                    "",
-                    "not read: server files are `*.toml` (another proxy's server file? write it as a \
-                     nethergate server file, see README's Configuration)",
-                )
-            })
-            .collect()
+        let foreign = self.foreign.iter().map(|path| {
+            ConfigIssue::new(
+                &path.display().to_string(),
+                "",
+                "not read: server files are `*.toml` (another proxy's server file? write it as a \
+                 nethergate server file, see README's Configuration)",
+            )
+        });
+        let not_files = self.not_files.iter().map(|path| {
+            let what = match path.is_dir() {
+                true => "a directory",
+                false => "not a regular file",
+            };
+            ConfigIssue::new(
+                &path.display().to_string(),
+                "",
+                format!("not read: {what}, not a server file (only files directly in `servers_dir` are read)"),
+            )
+        });
+        foreign.chain(not_files).collect()
     }
 
     /// Every problem of every file.
@@ -251,6 +273,25 @@ mod tests {
             .map(|w| w.source.rsplit('/').next().unwrap_or_default().to_owned())
             .collect();
         assert_eq!(warned, ["lobby.JSON", "survival.yml"]);
+    }
+
+    #[test]
+    fn an_entry_named_like_a_server_file_that_is_no_file_is_warned_about() {
+        let path = layout("not-files", "", &[("a.toml", A_SERVER)]);
+        let servers = path.with_file_name("servers");
+        std::fs::create_dir(servers.join("x.toml")).unwrap();
+        std::fs::create_dir(servers.join("old.json")).unwrap(); // no server file expected: no warning
+        let config = load_once(&path).unwrap();
+        let names: Vec<&str> = config.servers.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, vec!["a"]);
+        let warnings = config.warnings(&path);
+        let warned: Vec<&crate::ConfigIssue> = warnings
+            .iter()
+            .filter(|w| w.reason.starts_with("not read"))
+            .collect();
+        assert_eq!(warned.len(), 1, "{warned:?}");
+        assert!(warned[0].source.ends_with("x.toml"), "{warned:?}");
+        assert!(warned[0].reason.contains("a directory"), "{warned:?}");
     }
 
     #[test]
