@@ -264,30 +264,51 @@ pub(crate) fn log_warning(warning: &nethergate_core::config::ConfigIssue) {
 /// A `servers_dir` that names another directory is checked as a start would check it (the directory and
 /// its server files): the live reload watches the running directory only, so a restart would otherwise
 /// be the first to find that the new one is missing or broken.
-fn report_main_file(path: &Path, running: &MainConfig) {
+///
+/// Gives whether a start would fail; `was_invalid` is what the last report gave, so that the first
+/// report after a fix says the file is valid again.
+fn report_main_file(path: &Path, running: &MainConfig, was_invalid: bool) -> bool {
+    let main_source = path.display().to_string();
     let invalid = |errors: ConfigErrors| {
         for issue in &errors.0 {
-            crate::reload::log_issue(
-                issue,
-                "main file invalid (read at startup only; the running settings stay)",
-            );
+            let message = match issue.source == main_source {
+                true => "main file invalid (read at startup only; the running settings stay)",
+                // A server file of the new `servers_dir`: not live, but a restart would refuse it.
+                false => {
+                    "server file of the main file's new servers_dir invalid (a restart would refuse \
+                     it; the running servers stay)"
+                }
+            };
+            crate::reload::log_issue(issue, message);
         }
     };
-    match MainConfig::read(path) {
-        Ok(main) => {
-            if main.servers_dir != running.servers_dir {
-                if let Err(errors) = Config::load(path) {
-                    invalid(errors);
-                }
-            }
-            let changed = running.changed_keys(&main);
-            if !changed.is_empty() {
-                tracing::warn!(file = %path.display(), keys = %changed.join(", "),
-                    "main file changed: its settings are read at startup only, restart to apply them");
-            }
+    let main = match MainConfig::read(path) {
+        Ok(main) => main,
+        Err(errors) => {
+            invalid(errors);
+            return true;
         }
-        Err(errors) => invalid(errors),
+    };
+    let mut failing = false;
+    if main.servers_dir != running.servers_dir {
+        if let Err(errors) = Config::load(path) {
+            invalid(errors);
+            failing = true;
+        }
     }
+    let changed = running.changed_keys(&main);
+    if was_invalid && !failing {
+        match changed.is_empty() {
+            true => tracing::info!(file = %path.display(),
+                "main file valid again; it matches the running settings"),
+            false => tracing::info!(file = %path.display(), "main file valid again"),
+        }
+    }
+    if !changed.is_empty() {
+        tracing::warn!(file = %path.display(), keys = %changed.join(", "),
+            "main file changed: its settings are read at startup only, restart to apply them");
+    }
+    failing
 }
 
 /// SIGHUP, caught from the start of [`main`] (its default action ends the process: a `systemctl reload`
@@ -325,12 +346,12 @@ fn install_signals(
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            let mut stops = 0;
+            let (mut stops, mut main_invalid) = (0, false);
             for signal in signals.forever() {
                 if signal == SIGHUP {
                     tracing::info!("SIGHUP: reloading server files");
                     reloader.reload_files();
-                    report_main_file(&main_file, &running);
+                    main_invalid = report_main_file(&main_file, &running, main_invalid);
                     continue;
                 }
                 stops += 1;

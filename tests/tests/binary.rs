@@ -554,6 +554,26 @@ fn json_logs_sighup_reload_and_sigterm_exit_zero() {
         );
         assert!(line.contains("nope"), "{bin}: {line}");
         wait_line(&rx, &["main file changed", "restart", "servers_dir"]);
+        // One whose server file is broken: said as that file's problem, not the main file's.
+        let other = layout.dir().join("other");
+        std::fs::create_dir(&other).expect("other servers_dir");
+        std::fs::write(
+            other.join("bad.toml"),
+            "domains = [\"c.example.com\"]\nmax_players = \"20\"\n",
+        )
+        .expect("broken server file");
+        let broken = text.replace("servers_dir = \"servers\"", "servers_dir = \"other\"");
+        std::fs::write(&main_file, broken).expect("main file");
+        signal(&child, libc::SIGHUP);
+        let line = wait_line(&rx, &["new servers_dir invalid", "bad.toml", "max_players"]);
+        assert!(!line.contains("main file invalid"), "{bin}: {line}");
+        // Put back as it runs: said to be valid again, once.
+        std::fs::write(&main_file, &text).expect("main file");
+        signal(&child, libc::SIGHUP);
+        wait_line(
+            &rx,
+            &["main file valid again", "matches the running settings"],
+        );
 
         // SIGTERM: graceful, exit code 0.
         let status = terminated(&mut child, bin);
