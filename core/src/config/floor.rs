@@ -164,3 +164,23 @@ mod tests {
         );
     }
 }
+
+/// A warning when a message players are shown (`key`, `key_prefix` + the file's key) is empty or blank:
+/// valid, but `who` then reads a disconnect screen (or a server-list entry) with no word on it.
+pub(super) fn blank_message(
+    source: &str,
+    key_prefix: &str,
+    key: &str,
+    message: &str,
+    who: &str,
+) -> Option<ConfigIssue> {
+    message.trim().is_empty().then(|| {
+        ConfigIssue::new(
+            source,
+            format!("{key_prefix}{key}"),
+            format!(
+                "is blank: {who} is shown no reason at all; leave the key out for the default message"
+            ),
+        )
+    })
+}

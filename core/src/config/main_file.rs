@@ -5,7 +5,7 @@ use super::docker::{
     docker, DockerConfig, RawDocker, DEFAULT_POLL_INTERVAL, DEFAULT_RECONNECT_DELAY,
 };
 use super::field::{duration, field, table, unknown_keys, Field};
-use super::floor::{DOCKER_FLOORS, HANDSHAKE_FLOOR};
+use super::floor::{blank_message, DOCKER_FLOORS, HANDSHAKE_FLOOR};
 use super::syntax::toml_issue;
 use super::{ConfigErrors, ConfigIssue};
 use serde::Deserialize;
@@ -201,6 +201,14 @@ impl MainConfig {
                 let why = crate::response::overflow_reason("kick", n, limit, "1.7–1.12 clients");
                 warnings.push(ConfigIssue::new(source, "ip_filter.message", why));
             }
+            let who = "a refused player";
+            warnings.extend(blank_message(
+                source,
+                "",
+                "ip_filter.message",
+                &filter.message,
+                who,
+            ));
         }
         warnings
     }
@@ -263,11 +271,7 @@ impl MainConfig {
         let bind_text = field(raw.bind, &source, "bind", &mut issues);
         let bind_text = bind_text.as_deref().map_or("0.0.0.0:25565", str::trim);
         let bind = bind_text.parse().unwrap_or_else(|_| {
-            issues.push(ConfigIssue::new(
-                &source,
-                "bind",
-                format!("{bind_text:?} is not an IP:port address (e.g. \"0.0.0.0:25565\")"),
-            ));
+            issues.push(ConfigIssue::new(&source, "bind", bind_problem(bind_text)));
             SocketAddr::from(([0, 0, 0, 0], 25565))
         });
         let bind_known = issues.len() == problems_before_bind;
@@ -329,10 +333,60 @@ pub(super) struct CheckedMain {
     pub(super) issues: Vec<ConfigIssue>,
 }
 
+/// Why `text` is no `bind` address, in words: the port out of range, no port, or a host name where an IP
+/// address belongs.
+fn bind_problem(text: &str) -> String {
+    let example = "(e.g. \"0.0.0.0:25565\", or \"[::]:25565\" for IPv6 and IPv4)";
+    let bare = text.trim_start_matches('[').trim_end_matches(']');
+    let why = match text.rsplit_once(':') {
+        _ if bare.parse::<std::net::IpAddr>().is_ok() => "has no port".to_owned(),
+        None => "has no port".to_owned(),
+        Some(("", _)) => "has no IP address (Go's \":25565\" is \"0.0.0.0:25565\" here)".to_owned(),
+        Some((host, port)) => {
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            match (host.parse::<std::net::IpAddr>(), port.parse::<u64>()) {
+                (_, Ok(p)) if p > 65535 => format!("has port {p}, over 65535"),
+                (Err(_), Ok(_)) if !host.is_empty() => {
+                    "is a host name and a port: `bind` takes an IP address (the address of one \
+                     interface, or 0.0.0.0 for all)"
+                        .to_owned()
+                }
+                _ => "is not an IP:port address".to_owned(),
+            }
+        }
+    };
+    format!("{text:?} {why} {example}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::testing::*;
+
+    #[test]
+    fn a_bad_bind_says_what_is_wrong_with_it() {
+        for (bind, why) in [
+            ("127.0.0.1:99999", "has port 99999, over 65535"),
+            ("0.0.0.0", "has no port"),
+            ("::1", "has no port"),
+            ("[::1]", "has no port"),
+            (":25565", "has no IP address"),
+            (
+                "localhost:25565",
+                "is a host name and a port: `bind` takes an IP address",
+            ),
+            ("mc.example.com:25565", "is a host name and a port"),
+            ("0.0.0.0:port", "is not an IP:port address"),
+            ("nowhere", "has no port"),
+        ] {
+            let reason = bind_problem(bind);
+            assert!(
+                reason.starts_with(&format!("{bind:?} {why}")),
+                "{bind}: {reason}"
+            );
+            assert!(reason.ends_with("for IPv6 and IPv4)"), "{reason}");
+        }
+    }
 
     #[test]
     fn an_empty_servers_dir_is_the_main_files_directory() {
@@ -445,6 +499,17 @@ mod tests {
                 .any(|w| w.key == "ip_filter.message" && w.reason.contains("1.7–1.12 clients"))
         };
         assert!(with(&"x".repeat(32_700)).is_ok_and(|m| !warned(&m)));
+        // A blank one is valid, and warned about: the player would see no reason.
+        for blank in ["", "  "] {
+            let m = with(blank).expect("valid");
+            let w = m.warnings("n.toml");
+            assert!(
+                w.iter()
+                    .any(|w| w.key == "ip_filter.message" && w.reason.starts_with("is blank")),
+                "{w:?}"
+            );
+        }
+        assert!(with("Go away").is_ok_and(|m| m.warnings("n.toml").is_empty()));
         // Over what 1.7–1.12 clients read: a warning; over what any client reads: refused.
         assert!(with(&"x".repeat(32_760)).is_ok_and(|m| warned(&m)));
         let e = with(&"x".repeat(262_200)).unwrap_err();

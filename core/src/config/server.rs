@@ -3,7 +3,7 @@
 use super::domain::{domain, domain_for_people, vanilla_spelling};
 use super::field::{duration, field, table, unknown_keys, Field};
 use super::files::valid;
-use super::floor::TIMEOUT_FLOORS;
+use super::floor::{blank_message, TIMEOUT_FLOORS};
 use super::syntax::toml_issue;
 use super::{BackendAddress, ConfigErrors, ConfigIssue};
 use crate::rewrite::Rewrite;
@@ -145,6 +145,8 @@ struct RawServer {
     unknown: BTreeMap<String, toml::Value>,
 }
 
+/// The keys an unknown key's message lists: every key a server file may set (`network` is read only to be
+/// refused with its own message, so it is not offered).
 const SERVER_KEYS: &[&str] = &[
     "name",
     "domains",
@@ -156,7 +158,6 @@ const SERVER_KEYS: &[&str] = &[
     "max_players",
     "disconnect_message",
     "timeouts",
-    "network",
 ];
 
 impl ServerConfig {
@@ -193,6 +194,14 @@ impl ServerConfig {
                 ),
             ));
         }
+        let who = "a player who cannot reach the server";
+        warnings.extend(blank_message(
+            &self.source,
+            &self.key_prefix,
+            "disconnect_message",
+            &self.disconnect_message,
+            who,
+        ));
         warnings
     }
 
@@ -423,6 +432,24 @@ mod tests {
     use crate::config::testing::*;
 
     #[test]
+    fn a_blank_disconnect_message_is_warned_about() {
+        let base = "domains = [\"a.example.com\"]\naddresses = [\"10.0.0.1:25565\"]\n";
+        for (message, warned) in [
+            ("\"\"", true),
+            ("\" \\n \"", true),
+            ("\"Back soon\"", false),
+        ] {
+            let s = server(&format!("{base}disconnect_message = {message}")).unwrap();
+            let blank = s
+                .warnings()
+                .iter()
+                .any(|w| w.key == "disconnect_message" && w.reason.starts_with("is blank"));
+            assert_eq!(blank, warned, "{message}");
+        }
+        assert!(server(base).unwrap().warnings().is_empty());
+    }
+
+    #[test]
     fn defaults_match_the_documented_ones() {
         let s =
             server("domains = [\"Play.Example.com.\"]\naddresses = [\"10.0.0.1:25565\"]").unwrap();
@@ -633,6 +660,7 @@ idle = "1m"
             "`send_proxy_protocol`: invalid type: string \"yes\", expected a boolean",
             "`timeouts.write`: invalid type: integer `5`, expected a string (write a duration",
             "`colour`: unknown field `colour`, expected one of `name`, `domains`",
+            "`disconnect_message`, `timeouts`\n",
             "`timeouts.idle`: unknown field `idle`, expected one of `connect`, `read`, `write`",
         ] {
             assert!(text.contains(reason), "missing {reason:?} in:\n{text}");
