@@ -19,6 +19,11 @@ const CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// Most bytes drained from a closing connection.
 const CLOSE_DRAIN_BYTES: usize = 64 * 1024;
 
+/// Most bytes drained from a client kicked after forwarding began: what it sent while its backend took
+/// nothing lies unread, as much as the socket buffers on the way held (megabytes), all of it read before
+/// a close that would otherwise reset; a client that sends more for [`CLOSE_LINGER`] is reset anyway.
+const KICKED_DRAIN_BYTES: usize = 16 << 20;
+
 fn local_addr<S: Stream>(s: &S) -> Option<SocketAddr> {
     socket2::SockRef::from(s).local_addr().ok()?.as_socket()
 }
@@ -250,7 +255,12 @@ pub(crate) async fn serve<R: Runtime>(shared: &Shared<R>, client: R::Stream, pee
         copied.reason,
         Instant::now(),
     );
-    if copied.client_unread || copied.backend_unread {
+    if copied.kicked {
+        // Told `disconnect_message` (a backend silent until the idle limit): closed as a refusal is.
+        let deadline = Instant::now() + CLOSE_LINGER;
+        let gently = close_gently(&shared.rt, &client, deadline, KICKED_DRAIN_BYTES);
+        let _ = abort.unless_set(Box::pin(gently)).await;
+    } else if copied.client_unread || copied.backend_unread {
         // A side that may still be sending (its bytes had nowhere to go once the other side closed) gets
         // everything queued for it and a FIN, not a reset that would destroy the last bytes: it has up to
         // the idle limit to read them and close. Boxed: a rare path, kept out of every session's task.

@@ -454,11 +454,15 @@ pub struct Copied {
     pub b2c: u64,
     /// Why it ended.
     pub reason: EndReason,
-    /// Drain the client before closing it ([`Ending::drain_before_close`], or a kick written after a
-    /// timeout): it may still be sending, and a reset would destroy the last bytes still queued for it.
+    /// Drain the client before closing it ([`Ending::drain_before_close`]): it may still be sending, and a
+    /// reset would destroy the backend's last bytes still queued for it.
     pub client_unread: bool,
     /// The same for the backend.
     pub backend_unread: bool,
+    /// `if_backend_silent` was written after the session timed out: the client may have sent more
+    /// meanwhile, unread when the backend took nothing, and closing on unread bytes answers with a reset,
+    /// which may destroy the kick before the client reads it.
+    pub kicked: bool,
 }
 
 /// Copies both ways until both directions are done, one fails, or `stop` is set (reason Shutdown).
@@ -529,6 +533,7 @@ pub async fn bidirectional<R: Runtime, S: Stream>(
         reason: ending.reason(),
         client_unread: ending.drain_before_close(Side::Client),
         backend_unread: ending.drain_before_close(Side::Backend),
+        kicked: false,
     };
     let (rt, client, kick, limit) = (
         copy.rt,
@@ -540,9 +545,7 @@ pub async fn bidirectional<R: Runtime, S: Stream>(
         // A backend that accepted and then said nothing for the idle limit (one still starting, or hung)
         // is as unreachable to the player as one that closed at once. Best effort, and boxed: a rare path.
         let _ = Box::pin(write_all(rt, client, kick, limit)).await;
-        // The client may have sent more meanwhile, unread if the backend took nothing: closing on unread
-        // bytes answers with a reset, which a client's system may take for a reason to drop the kick.
-        copied.client_unread = true;
+        copied.kicked = true;
     }
     copied
 }

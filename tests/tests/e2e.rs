@@ -397,8 +397,10 @@ fn hung_backend_times_out_with_the_disconnect_message_in<F: Flavor>(mode: &str) 
         .unwrap();
     let mut writer = c.try_clone().expect("clone");
     let flood = std::thread::spawn(move || {
+        // 8 MiB: more than the buffers on the way to a backend that reads nothing hold, less than the
+        // proxy drains from a kicked client.
         let chunk = vec![0u8; 64 * 1024];
-        for _ in 0..256 {
+        for _ in 0..128 {
             if writer.write_all(&chunk).is_err() {
                 break;
             }
