@@ -1361,25 +1361,12 @@ mod tests {
 
     #[test]
     fn a_connection_from_the_proxy_itself_closes_without_an_answer() {
-        let mut s = session(&[server("lobby", "")]);
-        s.handle_client_data(&login_bytes("lobby.example.com", "Steve", NextState::Login));
-        assert!(matches!(s.poll_action(), Some(Action::PreConnect)));
-        s.refuse_loop();
-        assert!(matches!(
-            s.poll_action(),
-            Some(Action::Close(CloseReason::Loop))
-        ));
-        assert!(s.poll_action().is_none());
-        assert_eq!(s.server(), Some("lobby"));
-        // Only a session waiting for its pre-connect answer can be refused so.
-        s.refuse_loop();
-        assert!(s.poll_action().is_none());
-
-        // So is a server-list ping, with or without its Status Request: the dialling session answers it
-        // (its host may have been rewritten to one this session routes elsewhere).
+        // A login, and a server-list ping with or without its Status Request: the dialling session
+        // answers its client (this one's host may have been rewritten to one routed elsewhere).
         let mut bare_ping = handshake_bytes(765, NextState::Status);
         codec::write_frame(&mut bare_ping, 0x01, &7i64.to_be_bytes());
-        for bytes in [status_bytes("lobby.example.com"), bare_ping] {
+        let login = login_bytes("lobby.example.com", "Steve", NextState::Login);
+        for bytes in [login, status_bytes("lobby.example.com"), bare_ping] {
             let mut s = session(&[server("lobby", "disconnect_message = \"Looping\"")]);
             s.handle_client_data(&bytes);
             assert!(matches!(s.poll_action(), Some(Action::PreConnect)));
@@ -1388,6 +1375,10 @@ mod tests {
                 s.poll_action(),
                 Some(Action::Close(CloseReason::Loop))
             ));
+            assert!(s.poll_action().is_none());
+            assert_eq!(s.server(), Some("lobby"));
+            // Only a session waiting for its pre-connect answer can be refused so.
+            s.refuse_loop();
             assert!(s.poll_action().is_none());
         }
     }
