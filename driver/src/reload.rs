@@ -408,18 +408,28 @@ fn identity(_dir: &Path) -> Option<(u64, u64)> {
 /// modification and change times), if there is one.
 type Linked = Vec<(std::ffi::OsString, Option<[i64; 7]>)>;
 
-/// The symlinks in `dir` and what each leads to now, in name order. A link to a file outside `dir`
-/// (`servers/lobby.toml -> /srv/lobby/proxy.toml`) is edited where inotify on `dir` sees nothing, so the
-/// watch thread compares this at every [`IDENTITY_CHECK`]: one `stat` a link, nothing for plain files.
+/// The symlinks in `dir` that are read as server files (`*.toml`, not hidden) and what each leads to now,
+/// in name order. A link to a file outside `dir` (`servers/lobby.toml -> /srv/lobby/proxy.toml`) is
+/// edited where inotify on `dir` sees nothing, so the watch thread compares this at every
+/// [`IDENTITY_CHECK`]: one `stat` a link, nothing for plain files. Other links (a log file linked in, an
+/// editor's lock link) are not looked at: their changes are no server's, and a reload for them would
+/// report every broken file again.
 #[cfg(unix)]
 fn linked(dir: &Path) -> Linked {
     use std::os::unix::fs::MetadataExt;
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
+    let server_file = |e: &std::fs::DirEntry| {
+        let name = e.file_name();
+        let name = name.as_encoded_bytes();
+        !name.starts_with(b".")
+            && name.len() > 5
+            && name[name.len() - 5..].eq_ignore_ascii_case(b".toml")
+    };
     let mut links: Linked = entries
         .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_symlink()))
+        .filter(|e| server_file(e) && e.file_type().is_ok_and(|t| t.is_symlink()))
         .map(|e| {
             let target = std::fs::metadata(e.path()).ok().map(|m| {
                 let (dev, ino, size) = (m.dev() as i64, m.ino() as i64, m.size() as i64);

@@ -5,7 +5,7 @@ use nethergate_core::session::LOOP_WARNING;
 use nethergate_e2e::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 fn still_alive(live: &mut TcpStream, step: &str) {
     live.write_all(step.as_bytes())
@@ -128,6 +128,12 @@ fn a_broken_file_is_reported_once<F: Flavor>() {
         "alpha",
         &server_toml(&["alpha.example.com"], &[a.addr()], ""),
     );
+    // A file that is no server's, linked into the directory (before the broken file comes, so that its
+    // own appearance is not what reloads).
+    let log = layout.dir().join("app.log");
+    std::fs::write(&log, "").expect("log");
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(&log, layout.dir().join("servers").join("app.log")).expect("link");
     let proxy = F::start(layout.load(), nethergate_core::Plugins::new()).expect("start");
     layout.write_server("broken", "domains = [\"broken.example.com\"]\nbogus = 1\n");
     let file = layout.dir().join("servers").join("broken.toml");
@@ -137,8 +143,18 @@ fn a_broken_file_is_reported_once<F: Flavor>() {
         "[{}] broken file reported",
         F::NAME
     );
-    // Several debounce periods: a reload loop would have logged it again by now.
-    std::thread::sleep(Duration::from_millis(1500));
+    // Several debounce periods, and a watch check of the links: a reload loop would have logged it again
+    // by now. The linked file written all the while (a log) is no reason to reload either.
+    let until =
+        Instant::now() + nethergate_driver::reload::IDENTITY_CHECK + Duration::from_millis(1500);
+    while Instant::now() < until {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&log)
+            .expect("log");
+        f.write_all(b"a line\n").expect("append");
+        std::thread::sleep(Duration::from_millis(250));
+    }
     let reported = captured_logs()
         .lines()
         .filter(|l| l.contains(&file) && l.contains("bogus"))
