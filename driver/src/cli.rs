@@ -248,8 +248,13 @@ fn routes_report(config: &Config, main_file: &Path) -> String {
 pub(crate) fn log_warning(warning: &nethergate_core::config::ConfigIssue) {
     use nethergate_core::config::Escaped;
     if warning.key.is_empty() {
-        // About a whole file: one of another proxy's in `servers_dir`.
-        tracing::warn!(file = %Escaped(&warning.source), reason = %Escaped(&warning.reason),
+        // About a whole file: one of another proxy's in `servers_dir`, or no file at all. The message
+        // says it was not read already.
+        let reason = warning
+            .reason
+            .strip_prefix("not read: ")
+            .unwrap_or(&warning.reason);
+        tracing::warn!(file = %Escaped(&warning.source), reason = %Escaped(reason),
             "file not read");
         return;
     }

@@ -85,6 +85,45 @@ impl Floor {
     }
 }
 
+/// Whether `message` shows nothing on a Minecraft screen: only spaces, line breaks, zero-width characters
+/// and `§` formatting codes (`§r`, `§l`), each of which takes the character after it.
+fn shows_nothing(message: &str) -> bool {
+    let mut chars = message.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '§' => {
+                chars.next();
+            }
+            '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}' => {}
+            c if c.is_whitespace() => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// A warning when a message players are shown (`key`, `key_prefix` + the file's key) shows nothing (see
+/// [`shows_nothing`]): valid, but `who` then reads a disconnect screen (or a server-list entry) with no
+/// word on it.
+pub(super) fn blank_message(
+    source: &str,
+    key_prefix: &str,
+    key: &str,
+    message: &str,
+    who: &str,
+) -> Option<ConfigIssue> {
+    shows_nothing(message).then(|| {
+        ConfigIssue::new(
+            source,
+            format!("{key_prefix}{key}"),
+            format!(
+                "is blank (or only formatting codes): {who} is shown no reason at all; leave the key \
+                 out for the default message"
+            ),
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use crate::config::testing::*;
@@ -163,24 +202,4 @@ mod tests {
             warned[1]
         );
     }
-}
-
-/// A warning when a message players are shown (`key`, `key_prefix` + the file's key) is empty or blank:
-/// valid, but `who` then reads a disconnect screen (or a server-list entry) with no word on it.
-pub(super) fn blank_message(
-    source: &str,
-    key_prefix: &str,
-    key: &str,
-    message: &str,
-    who: &str,
-) -> Option<ConfigIssue> {
-    message.trim().is_empty().then(|| {
-        ConfigIssue::new(
-            source,
-            format!("{key_prefix}{key}"),
-            format!(
-                "is blank: {who} is shown no reason at all; leave the key out for the default message"
-            ),
-        )
-    })
 }

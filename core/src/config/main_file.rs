@@ -333,25 +333,42 @@ pub(super) struct CheckedMain {
     pub(super) issues: Vec<ConfigIssue>,
 }
 
-/// Why `text` is no `bind` address, in words: the port out of range, no port, or a host name where an IP
-/// address belongs.
+/// Why `text` is no `bind` address, in words: empty, no port or an empty one, a port over 65535, an IPv6
+/// address without brackets, or a host name where an IP address belongs; otherwise just that it is none.
 fn bind_problem(text: &str) -> String {
     let example = "(e.g. \"0.0.0.0:25565\", or \"[::]:25565\" for IPv6 and IPv4)";
+    let is_ip = |h: &str| h.parse::<std::net::IpAddr>().is_ok();
     let bare = text.trim_start_matches('[').trim_end_matches(']');
+    let host_name = |h: &str| {
+        h.bytes().any(|b| b.is_ascii_alphabetic())
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    };
     let why = match text.rsplit_once(':') {
-        _ if bare.parse::<std::net::IpAddr>().is_ok() => "has no port".to_owned(),
+        _ if text.is_empty() => "is empty".to_owned(),
+        _ if bare.parse::<std::net::Ipv6Addr>().is_ok() => {
+            "has no port (an IPv6 address with a port is written in brackets: \"[::1]:25565\")"
+                .to_owned()
+        }
+        _ if is_ip(bare) => "has no port".to_owned(),
         None => "has no port".to_owned(),
         Some(("", _)) => "has no IP address (Go's \":25565\" is \"0.0.0.0:25565\" here)".to_owned(),
+        Some((_, "")) => "has no port after its `:`".to_owned(),
         Some((host, port)) => {
             let host = host.trim_start_matches('[').trim_end_matches(']');
-            match (host.parse::<std::net::IpAddr>(), port.parse::<u64>()) {
-                (_, Ok(p)) if p > 65535 => format!("has port {p}, over 65535"),
-                (Err(_), Ok(_)) if !host.is_empty() => {
-                    "is a host name and a port: `bind` takes an IP address (the address of one \
-                     interface, or 0.0.0.0 for all)"
-                        .to_owned()
-                }
-                _ => "is not an IP:port address".to_owned(),
+            let digits = port.bytes().all(|b| b.is_ascii_digit());
+            let over = port.trim_start_matches('0').len() > 5
+                || port.parse::<u32>().is_ok_and(|p| p > 65535);
+            if digits && over {
+                format!("has port {port}, over 65535")
+            } else if host.contains('%') && is_ip(host.split('%').next().unwrap_or_default()) {
+                "has an IPv6 zone by name: write its number (`%2`, see `ip link`)".to_owned()
+            } else if digits && host_name(host) {
+                "is a host name and a port: `bind` takes an IP address (the address of one \
+                 interface, or 0.0.0.0 for all)"
+                    .to_owned()
+            } else {
+                "is not an IP:port address".to_owned()
             }
         }
     };
@@ -367,15 +384,32 @@ mod tests {
     fn a_bad_bind_says_what_is_wrong_with_it() {
         for (bind, why) in [
             ("127.0.0.1:99999", "has port 99999, over 65535"),
+            (
+                "[::1]:99999999999999999999999",
+                "has port 99999999999999999999999, over",
+            ),
             ("0.0.0.0", "has no port"),
-            ("::1", "has no port"),
-            ("[::1]", "has no port"),
+            (
+                "::1",
+                "has no port (an IPv6 address with a port is written in brackets",
+            ),
+            (
+                "::1:8080",
+                "has no port (an IPv6 address with a port is written in brackets",
+            ),
+            ("[::1]", "has no port (an IPv6"),
+            ("0.0.0.0:", "has no port after its `:`"),
+            ("[::1]:", "has no port after its `:`"),
             (":25565", "has no IP address"),
+            ("", "is empty"),
             (
                 "localhost:25565",
                 "is a host name and a port: `bind` takes an IP address",
             ),
             ("mc.example.com:25565", "is a host name and a port"),
+            ("[fe80::1%eth0]:25565", "has an IPv6 zone by name"),
+            ("1.2.3.4:25565:1", "is not an IP:port address"),
+            ("1.2.3.4 :25565", "is not an IP:port address"),
             ("0.0.0.0:port", "is not an IP:port address"),
             ("nowhere", "has no port"),
         ] {

@@ -437,7 +437,9 @@ mod tests {
         for (message, warned) in [
             ("\"\"", true),
             ("\" \\n \"", true),
+            ("\"§r§l\\u200b \"", true),
             ("\"Back soon\"", false),
+            ("\"§cBack\"", false),
         ] {
             let s = server(&format!("{base}disconnect_message = {message}")).unwrap();
             let blank = s
