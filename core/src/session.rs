@@ -62,8 +62,9 @@ fn logged_host(host: &str) -> std::borrow::Cow<'_, str> {
 /// What a login is told when its host matches no server.
 pub const UNKNOWN_HOST_MESSAGE: &str = "Unknown server address";
 
-/// The warning for a connection refused by [`Session::refuse_loop`], and by a driver for its own PROXY
-/// header arriving as a client (which no handshake starts with, so no session reaches PreConnect).
+/// The warning a driver logs for its own backend connection arriving as a client, which it refuses with
+/// [`Session::refuse_loop`] (or closes on its PROXY header, which no handshake starts with, so no session
+/// reaches PreConnect), naming the server that connection was dialled for.
 pub const LOOP_WARNING: &str = "a server's address leads back to this proxy: its own backend connection \
                                 arrived as a client; refused (give the server its backend's address, not \
                                 the proxy's)";
@@ -495,12 +496,8 @@ impl Session {
         if self.state != State::PreConnect {
             return;
         }
+        // The driver logs the loop ([`LOOP_WARNING`]): it knows which server's dial came back.
         self.server = self.routed.take();
-        tracing::warn!(
-            server = self.server().unwrap_or("-"),
-            host = self.pre_connect_event().host,
-            "{LOOP_WARNING}"
-        );
         self.close(CloseReason::Loop);
     }
 

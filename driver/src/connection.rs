@@ -328,17 +328,29 @@ async fn handshake<'s, R: Runtime>(
     loop {
         while let Some(action) = session.poll_action() {
             match action {
-                // One of our own backend connections (its mark is in before it sends a byte).
-                Action::PreConnect if shared.own_dials.is_own(peer, local) => session.refuse_loop(),
-                Action::PreConnect => {
-                    let decision = shared.plugins.decide(&session.pre_connect_event());
-                    session.pre_connect_result(decision);
-                }
+                Action::PreConnect => match shared.own_dials.dialled_for(peer, local) {
+                    // One of our own backend connections (its mark is in before it sends a byte): named
+                    // by the server it was dialled for, whose address leads here (this session's own
+                    // route may differ: a rewritten host).
+                    Some(looping) => {
+                        tracing::warn!(
+                            server = &*looping,
+                            host = session.pre_connect_event().host,
+                            "{}",
+                            nethergate_core::session::LOOP_WARNING
+                        );
+                        session.refuse_loop();
+                    }
+                    None => {
+                        let decision = shared.plugins.decide(&session.pre_connect_event());
+                        session.pre_connect_result(decision);
+                    }
+                },
                 Action::Connect(req) => match dial(rt, &req).await {
                     Ok((stream, addr)) => {
-                        own_dial = shared
-                            .own_dials
-                            .mark(addr, || Some((local_addr(&stream)?, peer_addr(&stream)?)));
+                        own_dial = shared.own_dials.mark(addr, &req.server, || {
+                            Some((local_addr(&stream)?, peer_addr(&stream)?))
+                        });
                         backend = Some(stream);
                         session.backend_connected(addr, Instant::now());
                     }
@@ -390,12 +402,15 @@ async fn handshake<'s, R: Runtime>(
                     return Some((backend, fwd, own_dial));
                 }
                 Action::Close(reason) => {
-                    if matches!(reason, CloseReason::ProtocolError(_))
-                        && shared.own_dials.is_own(peer, local)
-                    {
+                    let looping = match reason {
+                        CloseReason::ProtocolError(_) => shared.own_dials.dialled_for(peer, local),
+                        _ => None,
+                    };
+                    if let Some(looping) = looping {
                         // A PROXY header (`send_proxy_protocol`) from our own dial: refused before any
                         // PreConnect, as the garbage it is to a Minecraft handshake. Said as the loop it is.
                         tracing::warn!(
+                            server = &*looping,
                             listener_port = local.port(),
                             proxy_header = true,
                             "{}",

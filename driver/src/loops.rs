@@ -18,17 +18,18 @@
 //! published Docker port, a cloud address not on the interface, a port redirect, two proxies pointing
 //! at each other) has other ends on each side and is not caught.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-/// The open backend connections to the proxy's port, by (local end, remote end).
+/// The open backend connections to the proxy's port, by (local end, remote end), each with the server it
+/// was dialled for.
 #[derive(Debug)]
 pub(crate) struct OwnDials {
     /// The listener's address: with a specified IP, only that address reaches it.
     listener: SocketAddr,
-    open: Mutex<HashSet<(SocketAddr, SocketAddr)>>,
+    open: Mutex<HashMap<(SocketAddr, SocketAddr), Arc<str>>>,
     /// How many are in `open`: with none (nearly always), a client is checked without the lock.
     count: AtomicUsize,
 }
@@ -56,12 +57,12 @@ impl OwnDials {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashSet<(SocketAddr, SocketAddr)>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<(SocketAddr, SocketAddr), Arc<str>>> {
         // Each update is one call: a panic elsewhere cannot leave the set half-updated.
         self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Remembers a backend connection dialled at `dialled` while the returned mark lives, when it can
+    /// Remembers a backend connection dialled at `dialled` for `server` while the returned mark lives, when it can
     /// reach the proxy's listener: at the listener's own address, or, for a listener on every address,
     /// on its port at a loopback address or at the address of the connection's own local end. `ends`
     /// gives the socket's (local, remote) ends, asked only when the dial may reach the listener (two
@@ -70,6 +71,7 @@ impl OwnDials {
     pub(crate) fn mark(
         &self,
         dialled: SocketAddr,
+        server: &Arc<str>,
         ends: impl FnOnce() -> Option<(SocketAddr, SocketAddr)>,
     ) -> Option<OwnDial<'_>> {
         if dialled.port() != self.listener.port() {
@@ -93,7 +95,7 @@ impl OwnDials {
             return None;
         }
         let mut open = self.lock();
-        if open.insert(ends) {
+        if open.insert(ends, Arc::clone(server)).is_none() {
             // Under the lock: the count is the set's size whenever the lock is free.
             self.count.fetch_add(1, Ordering::Relaxed);
         }
@@ -103,25 +105,26 @@ impl OwnDials {
         })
     }
 
-    /// Whether a client connection from `peer` to `local` is one of the marked backend connections.
+    /// The server a client connection from `peer` to `local` was dialled for, when it is one of the marked
+    /// backend connections (the server whose address leads back here).
     ///
     /// Asked once the client's handshake is in: the dialling session marks its connection before it
     /// writes that handshake, so the mark is always there by then.
-    pub(crate) fn is_own(&self, peer: SocketAddr, local: SocketAddr) -> bool {
+    pub(crate) fn dialled_for(&self, peer: SocketAddr, local: SocketAddr) -> Option<Arc<str>> {
         // A mark is counted before its dial writes a byte, and so before its client can get here (the
         // socket write and read order them): seeing zero means no mark can match.
         if self.count.load(Ordering::Relaxed) == 0 {
-            return false;
+            return None;
         }
         let ends = (canonical(peer), canonical(local));
-        self.lock().contains(&ends)
+        self.lock().get(&ends).cloned()
     }
 }
 
 impl Drop for OwnDial<'_> {
     fn drop(&mut self) {
         let mut open = self.dials.lock();
-        if open.remove(&*self.ends) {
+        if open.remove(&*self.ends).is_some() {
             self.dials.count.fetch_sub(1, Ordering::Relaxed);
         }
     }
@@ -137,7 +140,9 @@ mod tests {
 
     /// A dial to `to` whose socket reports the ends `from` → `to`.
     fn dial<'a>(dials: &'a OwnDials, from: &str, to: &str) -> Option<OwnDial<'a>> {
-        dials.mark(addr(to), || Some((addr(from), addr(to))))
+        dials.mark(addr(to), &Arc::from("lobby"), || {
+            Some((addr(from), addr(to)))
+        })
     }
 
     #[test]
@@ -145,17 +150,31 @@ mod tests {
         let dials = OwnDials::new(addr("0.0.0.0:25565"));
         let mark = dial(&dials, "127.0.0.1:40000", "127.0.0.1:25565");
         assert!(mark.is_some());
-        assert!(dials.is_own(addr("127.0.0.1:40000"), addr("127.0.0.1:25565")));
+        assert_eq!(
+            dials
+                .dialled_for(addr("127.0.0.1:40000"), addr("127.0.0.1:25565"))
+                .as_deref(),
+            Some("lobby"),
+            "known, with the server it was dialled for"
+        );
         // A dual-stack listener sees the same connection with mapped addresses.
-        assert!(dials.is_own(
-            addr("[::ffff:127.0.0.1]:40000"),
-            addr("[::ffff:127.0.0.1]:25565")
-        ));
+        assert!(dials
+            .dialled_for(
+                addr("[::ffff:127.0.0.1]:40000"),
+                addr("[::ffff:127.0.0.1]:25565")
+            )
+            .is_some());
         // The same source port towards another address is another connection.
-        assert!(!dials.is_own(addr("127.0.0.1:40000"), addr("127.0.0.2:25565")));
-        assert!(!dials.is_own(addr("127.0.0.1:40001"), addr("127.0.0.1:25565")));
+        assert!(dials
+            .dialled_for(addr("127.0.0.1:40000"), addr("127.0.0.2:25565"))
+            .is_none());
+        assert!(dials
+            .dialled_for(addr("127.0.0.1:40001"), addr("127.0.0.1:25565"))
+            .is_none());
         drop(mark);
-        assert!(!dials.is_own(addr("127.0.0.1:40000"), addr("127.0.0.1:25565")));
+        assert!(dials
+            .dialled_for(addr("127.0.0.1:40000"), addr("127.0.0.1:25565"))
+            .is_none());
     }
 
     #[test]
@@ -165,7 +184,7 @@ mod tests {
         let beside = dial(&dials, "127.0.0.1:40000", "127.0.0.1:25565");
         assert!(beside.is_none());
         let asked = std::cell::Cell::new(false);
-        let beside = dials.mark(addr("127.0.0.1:25565"), || {
+        let beside = dials.mark(addr("127.0.0.1:25565"), &Arc::from("lobby"), || {
             asked.set(true);
             None
         });
@@ -190,28 +209,34 @@ mod tests {
     fn only_connections_to_the_proxys_port_are_marked() {
         let dials = OwnDials::new(addr("0.0.0.0:25565"));
         let asked = std::cell::Cell::new(false);
-        let other_port = dials.mark(addr("127.0.0.1:25566"), || {
+        let other_port = dials.mark(addr("127.0.0.1:25566"), &Arc::from("lobby"), || {
             asked.set(true);
             Some((addr("127.0.0.1:40000"), addr("127.0.0.1:25566")))
         });
         assert!(other_port.is_none());
         assert!(!asked.get(), "no getsockname for a backend on another port");
-        assert!(dials.mark(addr("127.0.0.1:25565"), || None).is_none());
+        assert!(dials
+            .mark(addr("127.0.0.1:25565"), &Arc::from("lobby"), || None)
+            .is_none());
         // Another host on the same port (a backend container on 25565): not the proxy.
         let elsewhere = dial(&dials, "172.17.0.1:40000", "172.17.0.2:25565");
         assert!(elsewhere.is_none());
         assert!(dials.lock().is_empty());
         assert_eq!(dials.count.load(Ordering::Relaxed), 0);
         // Dialled at 0.0.0.0, which Linux takes for 127.0.0.1: the socket's own ends are kept.
-        let own = dials.mark(addr("0.0.0.0:25565"), || {
+        let own = dials.mark(addr("0.0.0.0:25565"), &Arc::from("lobby"), || {
             Some((addr("127.0.0.1:40001"), addr("127.0.0.1:25565")))
         });
-        assert!(dials.is_own(addr("127.0.0.1:40001"), addr("127.0.0.1:25565")));
+        assert!(dials
+            .dialled_for(addr("127.0.0.1:40001"), addr("127.0.0.1:25565"))
+            .is_some());
         drop(own);
         // An address of this host, not loopback: the kernel dials it from itself.
         let own = dial(&dials, "10.0.0.5:40000", "10.0.0.5:25565");
         assert!(own.is_some());
-        assert!(dials.is_own(addr("10.0.0.5:40000"), addr("10.0.0.5:25565")));
+        assert!(dials
+            .dialled_for(addr("10.0.0.5:40000"), addr("10.0.0.5:25565"))
+            .is_some());
         drop(own);
         assert_eq!(dials.count.load(Ordering::Relaxed), 0);
     }

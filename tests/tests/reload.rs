@@ -604,6 +604,18 @@ fn leading_back<F: Flavor>(bind: &str, tag: &str) {
             F::NAME
         );
     }
+    // The warning names the server whose address loops, not what the connection coming back routes to
+    // (nothing, for the rewritten host; the PROXY header is refused before any routing).
+    for looping in [format!("{name}-pp"), format!("{name}-rw")] {
+        let named = format!("server={looping:?}");
+        assert!(
+            captured_logs()
+                .lines()
+                .any(|l| l.contains(LOOP_WARNING) && l.contains(&named)),
+            "[{}] no loop warning names {looping}",
+            F::NAME
+        );
+    }
     assert_eq!(routed_to(addr, "alpha.example.com"), Some(a.addr().port()));
     eventually("every session ended", || proxy.registry().is_empty());
     drop(proxy);
