@@ -366,12 +366,33 @@ fn relevance(event: &notify::Event, dir: &Path) -> Option<bool> {
     if event.paths.iter().any(|p| p == dir) {
         return Some(true);
     }
-    // Any entry, not only `*.toml`: a Kubernetes ConfigMap swaps a `..data` symlink the files point into.
     event
         .paths
         .iter()
-        .any(|p| p.parent() == Some(dir))
+        .any(|p| p.parent() == Some(dir) && p.file_name().is_some_and(may_hold_a_server))
         .then_some(false)
+}
+
+/// Whether a change to the entry `name` of the server directory may change what is read from it: a
+/// `*.toml` (another proxy's `*.yaml`, `*.yml` or `*.json`, which is warned about), or a `..` entry (a
+/// Kubernetes ConfigMap swaps a `..data` symlink the files point into). Not an editor's swap or lock file
+/// (`.lobby.toml.swp`, `.#lobby.toml`) or anything else no reload reads, whose every write would otherwise
+/// reload and report each broken file again. (A server file that links into another directory swapped
+/// whole is caught by the [`IDENTITY_CHECK`] of what links lead to.)
+fn may_hold_a_server(name: &std::ffi::OsStr) -> bool {
+    let name = name.as_encoded_bytes();
+    if name.starts_with(b"..") {
+        return true;
+    }
+    let ext = |x: &[u8]| {
+        name.len() > x.len() + 1
+            && name[name.len() - x.len() - 1] == b'.'
+            && name[name.len() - x.len()..].eq_ignore_ascii_case(x)
+    };
+    !name.starts_with(b".")
+        && [&b"toml"[..], b"yaml", b"yml", b"json"]
+            .into_iter()
+            .any(ext)
 }
 
 /// Whether `event` may mean that the watch on `dir` is gone: the directory itself removed or renamed, or
@@ -635,6 +656,46 @@ mod tests {
         // Each is still a change to look at.
         assert_eq!(relevance(&on(chmod, dir), dir), Some(true));
         assert_eq!(relevance(&on(removed, &entry), dir), Some(false));
+    }
+
+    #[test]
+    fn only_entries_a_reload_reads_are_changes() {
+        use notify::event::{CreateKind, EventKind};
+        let dir = Path::new("/srv/nethergate/servers");
+        let created = |name: &str| {
+            let event = notify::Event::new(EventKind::Create(CreateKind::File));
+            relevance(&event.add_path(dir.join(name)), dir)
+        };
+        for read in [
+            "lobby.toml",
+            "LOBBY.TOML",
+            "old.yml",
+            "old.yaml",
+            "old.JSON",
+            "..data",
+            "..2026_12_08",
+        ] {
+            assert_eq!(created(read), Some(false), "{read}");
+        }
+        for unread in [
+            ".lobby.toml.swp",
+            ".#lobby.toml",
+            "4913",
+            "lobby.toml~",
+            "notes.txt",
+            ".toml",
+            "toml",
+        ] {
+            assert_eq!(created(unread), None, "{unread}");
+        }
+        // A rename names both ends: one that is read makes it a change.
+        let renamed = notify::Event::new(EventKind::Any)
+            .add_path(dir.join("lobby.toml.tmp"))
+            .add_path(dir.join("lobby.toml"));
+        assert_eq!(relevance(&renamed, dir), Some(false));
+        // Elsewhere is not the server directory's business.
+        let elsewhere = notify::Event::new(EventKind::Any).add_path(PathBuf::from("/tmp/a.toml"));
+        assert_eq!(relevance(&elsewhere, dir), None);
     }
 
     /// A fresh, empty server directory.

@@ -144,7 +144,8 @@ fn a_broken_file_is_reported_once<F: Flavor>() {
         F::NAME
     );
     // Several debounce periods, and a watch check of the links: a reload loop would have logged it again
-    // by now. The linked file written all the while (a log) is no reason to reload either.
+    // by now. The linked file written all the while (a log) is no reason to reload either, nor are an
+    // editor's swap file and a note written in the directory itself.
     let until =
         Instant::now() + nethergate_driver::reload::IDENTITY_CHECK + Duration::from_millis(1500);
     while Instant::now() < until {
@@ -153,6 +154,9 @@ fn a_broken_file_is_reported_once<F: Flavor>() {
             .open(&log)
             .expect("log");
         f.write_all(b"a line\n").expect("append");
+        for other in [".alpha.toml.swp", "notes.txt"] {
+            std::fs::write(layout.dir().join("servers").join(other), "x").expect("write");
+        }
         std::thread::sleep(Duration::from_millis(250));
     }
     let reported = captured_logs()
