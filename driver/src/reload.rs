@@ -2,7 +2,7 @@
 //! servers from providers such as Docker, swapped into the running proxy without touching live sessions.
 
 use crate::proxy::Handle;
-use nethergate_core::config::{Catalog, ConfigErrors, ConfigIssue, ServerFiles};
+use nethergate_core::config::{Catalog, ConfigErrors, ConfigIssue, EntryName, ServerFiles};
 use nethergate_core::{RouteTable, ServerConfig};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -380,19 +380,7 @@ fn relevance(event: &notify::Event, dir: &Path) -> Option<bool> {
 /// reload and report each broken file again. (A server file that links into another directory swapped
 /// whole is caught by the [`IDENTITY_CHECK`] of what links lead to.)
 fn may_hold_a_server(name: &std::ffi::OsStr) -> bool {
-    let name = name.as_encoded_bytes();
-    if name.starts_with(b"..") {
-        return true;
-    }
-    let ext = |x: &[u8]| {
-        name.len() > x.len() + 1
-            && name[name.len() - x.len() - 1] == b'.'
-            && name[name.len() - x.len()..].eq_ignore_ascii_case(x)
-    };
-    !name.starts_with(b".")
-        && [&b"toml"[..], b"yaml", b"yml", b"json"]
-            .into_iter()
-            .any(ext)
+    name.as_encoded_bytes().starts_with(b"..") || EntryName::of(name) != EntryName::Other
 }
 
 /// Whether `event` may mean that the watch on `dir` is gone: the directory itself removed or renamed, or
@@ -441,16 +429,10 @@ fn linked(dir: &Path) -> Linked {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
-    let server_file = |e: &std::fs::DirEntry| {
-        let name = e.file_name();
-        let name = name.as_encoded_bytes();
-        !name.starts_with(b".")
-            && name.len() > 5
-            && name[name.len() - 5..].eq_ignore_ascii_case(b".toml")
-    };
     let mut links: Linked = entries
         .flatten()
-        .filter(|e| server_file(e) && e.file_type().is_ok_and(|t| t.is_symlink()))
+        .filter(|e| EntryName::of(&e.file_name()) == EntryName::Server)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_symlink()))
         .map(|e| {
             let target = std::fs::metadata(e.path()).ok().map(|m| {
                 let (dev, ino, size) = (m.dev() as i64, m.ino() as i64, m.size() as i64);

@@ -34,6 +34,38 @@ pub struct ServerFiles {
 /// The extensions of other proxies' server files.
 const FOREIGN: [&str; 3] = ["yaml", "yml", "json"];
 
+/// What an entry of the server directory is, by its name alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryName {
+    /// `*.toml` (the extension in any case), not hidden: read as a server file.
+    Server,
+    /// `*.yaml`, `*.yml` or `*.json`, not hidden: another proxy's server file, warned about.
+    Foreign,
+    /// Anything else, and every hidden name (an editor's `.lobby.toml.swp`, `.#lobby.toml`): not looked at.
+    Other,
+}
+
+impl EntryName {
+    /// The kind of the entry called `name`.
+    pub fn of(name: &std::ffi::OsStr) -> EntryName {
+        let name = name.as_encoded_bytes();
+        let has = |x: &str| {
+            name.len() > x.len() + 1
+                && name[name.len() - x.len() - 1] == b'.'
+                && name[name.len() - x.len()..].eq_ignore_ascii_case(x.as_bytes())
+        };
+        if name.starts_with(b".") {
+            EntryName::Other
+        } else if has("toml") {
+            EntryName::Server
+        } else if FOREIGN.into_iter().any(has) {
+            EntryName::Foreign
+        } else {
+            EntryName::Other
+        }
+    }
+}
+
 impl ServerFiles {
     /// Reads every `*.toml` file directly in `dir` (sorted by name, so errors are reported in a stable order).
     ///
@@ -52,23 +84,18 @@ impl ServerFiles {
             )])
         })?;
         let main_file = main_file.and_then(|m| m.canonicalize().ok());
-        let has_extension =
-            |p: &Path, x: &str| p.extension().is_some_and(|e| e.eq_ignore_ascii_case(x));
         let listed = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.file_name()
-                    .is_some_and(|n| !n.as_encoded_bytes().starts_with(b"."))
-            })
-            .filter(|p| has_extension(p, "toml") || FOREIGN.iter().any(|x| has_extension(p, x)))
-            .filter(|p| main_file.is_none() || p.canonicalize().ok() != main_file);
+            .map(|p| (p.file_name().map_or(EntryName::Other, EntryName::of), p))
+            .filter(|(kind, _)| *kind != EntryName::Other)
+            .filter(|(_, p)| main_file.is_none() || p.canonicalize().ok() != main_file);
         let (mut paths, mut foreign, mut not_files) = (Vec::new(), Vec::new(), Vec::new());
-        for p in listed {
+        for (kind, p) in listed {
             // A link to nowhere (or to where the proxy may not look) is read too, so that reading it
             // reports why instead of the server quietly vanishing; a directory, socket or FIFO named
             // `*.toml` is not read, but warned about.
             let readable = p.is_file() || broken_link(&p).is_some();
-            match (has_extension(&p, "toml"), readable) {
+            match (kind == EntryName::Server, readable) {
                 (true, true) => paths.push(p),
                 (true, false) => not_files.push(p),
                 (false, true) => foreign.push(p),

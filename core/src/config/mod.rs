@@ -28,7 +28,7 @@ pub use address::BackendAddress;
 pub use catalog::Catalog;
 pub use docker::{DockerConfig, DockerEndpoint, DEFAULT_DOCKER_ENDPOINT, DEFAULT_LABEL_PREFIX};
 pub use field::MAX_DURATION;
-pub use files::{read_server_file, ServerFiles};
+pub use files::{read_server_file, EntryName, ServerFiles};
 pub use main_file::{MainConfig, DEFAULT_IP_FILTER_MESSAGE};
 pub use server::{
     ProxyMode, ProxyProtocolVersion, ServerConfig, Timeouts, DEFAULT_DISCONNECT_MESSAGE,
